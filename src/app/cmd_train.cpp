@@ -1,0 +1,76 @@
+#include <mpi.h>
+
+#include <cstdio>
+#include <memory>
+#include <thread>
+
+#include "app/commands.hpp"
+#include "comm/groups.hpp"
+#include "io/config.hpp"
+#include "io/dataset.hpp"
+#include "kernels/blas_runtime.hpp"
+#include "train/trainer.hpp"
+
+namespace furnace::app {
+
+namespace {
+
+int world_rank() {
+  int r = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &r);
+  return r;
+}
+
+// Every rank evaluates `what`; if any fails, the failing rank with the lowest
+// number prints its message and every rank returns `code` (no rank is left waiting).
+template <class F>
+int agree(F&& what, int code) {
+  std::string err;
+  try {
+    what();
+  } catch (const std::exception& e) {
+    err = e.what();
+  }
+  int mine = err.empty() ? 1 << 30 : world_rank(), first = 0;
+  MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+  if (first == (1 << 30)) return 0;
+  if (first == world_rank()) std::fprintf(stderr, "furnace: %s\n", err.c_str());
+  return code;
+}
+
+}  // namespace
+
+void print_banner(const std::string& layout) {
+  if (world_rank() != 0) return;
+  const double gf = kernels::measure_sgemm_gflops();
+  std::printf("furnace %s (%s) | %s | Kokkos %s | BLAS %s, %d thread(s), sgemm %.0f GFLOP/s\n",
+              FURNACE_VERSION, FURNACE_GIT_REV, layout.c_str(),
+              kernels::ExecSpace::name(), kernels::blas_core_in_use().c_str(),
+              kernels::blas_threads(), gf);
+  std::fflush(stdout);
+}
+
+int cmd_train(const TrainOptions& opt) {
+  io::Config cfg;
+  if (int rc = agree([&] { cfg = io::load_config(opt.config, opt.overrides); }, kBadConfig)) return rc;
+  int world = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &world);
+  const std::string layout_err =
+      comm::check_layout(world, cfg.parallel.ep, cfg.moe.experts, cfg.train.batch_size);
+  if (!layout_err.empty()) {
+    if (world_rank() == 0) std::fprintf(stderr, "furnace: %s\n", layout_err.c_str());
+    return kBadConfig;
+  }
+  comm::Groups groups(MPI_COMM_WORLD, cfg.parallel.ep, cfg.comm.ranks_per_node);
+  // One rank per core: ranks sharing a node split its cores between their BLAS threads.
+  const int cores = int(std::thread::hardware_concurrency());
+  kernels::set_blas_threads(std::max(1, cores / groups.node_size()));
+  print_banner(groups.describe());
+  std::unique_ptr<train::Trainer> trainer;
+  if (int rc = agree([&] { trainer = std::make_unique<train::Trainer>(cfg, groups); }, kBadData))
+    return rc;
+  trainer->run();
+  return kOk;
+}
+
+}  // namespace furnace::app

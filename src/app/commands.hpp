@@ -1,0 +1,37 @@
+// The `furnace` subcommands. Each returns the process exit code; errors that every
+// rank detects alike (config, layout) return a code, errors of one rank abort the job.
+#pragma once
+#include <string>
+#include <vector>
+
+namespace furnace::app {
+
+// Exit codes (documented in README.md).
+enum ExitCode { kOk = 0, kFailure = 1, kBadConfig = 2, kBadData = 3, kBadRun = 4 };
+
+struct TrainOptions {
+  std::string config;
+  std::vector<std::string> overrides;
+};
+int cmd_train(const TrainOptions& opt);
+
+struct PrepareOptions {
+  std::string out_dir = "data/fortunes";
+  std::vector<std::string> inputs;  // empty: Debian's fortunes corpus
+  double valid_fraction = 0.05;
+};
+int cmd_data_prepare(const PrepareOptions& opt);
+
+struct DumpOptions {
+  std::string config, out;
+  std::vector<std::string> overrides;
+  int steps = 10;
+};
+// Writes initial weights, batches, step-0 logits and gradients and S losses for the
+// PyTorch reference check (tests/reference/).
+int cmd_reference_dump(const DumpOptions& opt);
+
+// Start-up banner on rank 0: version, layout, Kokkos backend, BLAS core and rate.
+void print_banner(const std::string& layout);
+
+}  // namespace furnace::app

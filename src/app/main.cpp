@@ -1,0 +1,80 @@
+// furnace: train, evaluate and benchmark MoE transformers on HPC machines.
+#include <CLI/CLI.hpp>
+#include <Kokkos_Core.hpp>
+#include <mpi.h>
+
+#include <cstdio>
+
+#include "app/bench_kernels.hpp"
+#include "app/commands.hpp"
+#include "kernels/blas_runtime.hpp"
+
+namespace {
+
+int run(int argc, char** argv) {
+  using namespace furnace::app;
+  CLI::App cli{"Furnace: mixture-of-experts transformer training for HPC machines"};
+  cli.set_version_flag("--version", std::string("furnace ") + FURNACE_VERSION + " (" +
+                                        FURNACE_GIT_REV + ")");
+  cli.require_subcommand(1);
+
+  TrainOptions train;
+  auto* t = cli.add_subcommand("train", "train a model (see configs/ and docs/configuration.md)");
+  t->add_option("-c,--config", train.config, "TOML config file")->required();
+  t->add_option("-s,--set", train.overrides, "override a key: section.key=value (repeatable)");
+
+  auto* data = cli.add_subcommand("data", "prepare datasets");
+  data->require_subcommand(1);
+  PrepareOptions prep;
+  auto* p = data->add_subcommand("prepare", "turn text files into HDF5 token files (byte vocabulary)");
+  p->add_option("-o,--out", prep.out_dir, "output directory (train.h5, valid.h5)")->capture_default_str();
+  p->add_option("--valid-fraction", prep.valid_fraction, "share of the text kept for validation")->capture_default_str()
+      ->check(CLI::Range(0.001, 0.5));
+  p->add_option("inputs", prep.inputs, "text files (default: Debian's fortunes corpus)");
+
+  auto* bench = cli.add_subcommand("bench", "benchmarks that print ratios to a baseline");
+  bench->require_subcommand(1);
+  BenchKernelsOptions bk;
+  auto* bkc = bench->add_subcommand("kernels", "expert FFN forward+backward vs plain cblas_sgemm");
+  bkc->add_option("--reps", bk.reps, "timed repetitions per shape")->capture_default_str();
+
+  DumpOptions dump;
+  auto* d = cli.add_subcommand("reference-dump", "write weights, a batch and gradients for tests/reference");
+  d->add_option("-c,--config", dump.config, "TOML config file")->required();
+  d->add_option("-o,--out", dump.out, "output HDF5 file")->required();
+  d->add_option("--steps", dump.steps, "AdamW steps to record")->capture_default_str();
+  d->add_option("-s,--set", dump.overrides, "override a key: section.key=value");
+
+  try {
+    cli.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rank = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    if (rank != 0) return e.get_exit_code() == 0 ? 0 : kBadConfig;
+    const int rc = cli.exit(e);
+    return rc == 0 ? 0 : kBadConfig;
+  }
+  if (*t) return cmd_train(train);
+  if (*p) return cmd_data_prepare(prep);
+  if (*bkc) {
+    print_banner("1 process");
+    return bench_kernels(bk);
+  }
+  if (*d) return cmd_reference_dump(dump);
+  return kFailure;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Must come before anything touches OpenBLAS: may re-execute this program.
+  furnace::kernels::select_blas_core_or_reexec(argc, argv);
+  MPI_Init(&argc, &argv);
+  // Errors on one rank must end the whole job, not leave the others waiting.
+  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+  Kokkos::initialize(argc, argv);
+  int rc = run(argc, argv);
+  Kokkos::finalize();
+  MPI_Finalize();
+  return rc;
+}

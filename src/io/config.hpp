@@ -1,0 +1,129 @@
+// The run configuration: every key of the TOML config file, its default, and its
+// validation. `docs/configuration.md` is the user-facing table of the same keys.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <stdexcept>
+#include <string>
+#include <variant>
+#include <vector>
+
+namespace furnace::io {
+
+struct ModelConfig {
+  int vocab_size = 256;
+  int seq_len = 128;        // context length T
+  int d_model = 128;
+  int n_layers = 4;
+  int n_heads = 4;          // d_model % n_heads == 0
+  int ffn_hidden = 512;     // hidden width of dense (non-MoE) feed-forward layers
+  std::string norm = "layernorm";    // layernorm | rmsnorm
+  std::string activation = "gelu";   // gelu | swiglu
+  double norm_eps = 1e-5;
+  double init_std = 0.02;
+};
+
+struct MoeConfig {
+  int experts = 8;          // E; 0 = no MoE layers
+  int top_k = 2;            // 1 <= top_k <= experts
+  int every = 1;            // block l is MoE when (l + 1) % every == 0
+  int expert_hidden = 256;  // hidden width of each expert FFN
+  double capacity_factor = 2.0;  // capacity = ceil(cf * tokens * top_k / E); <= 0: no limit
+  double aux_loss_coef = 0.01;   // GShard load-balancing loss coefficient
+  double z_loss_coef = 0.001;    // router z-loss coefficient
+};
+
+struct TrainConfig {
+  unsigned long long seed = 1234;
+  int batch_size = 16;      // global sequences per step
+  int steps = 1000;
+  double time_limit_min = 0;  // stop (and evaluate) after this many minutes; 0 = none
+  double lr = 1e-3;
+  double min_lr = 1e-4;
+  int warmup_steps = 100;
+  double weight_decay = 0.1;
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double grad_clip = 1.0;   // global-norm clipping; 0 = off
+  int eval_every = 100;     // steps between validation evaluations; 0 = only at the end
+  int eval_batches = 8;
+  int log_every = 1;
+};
+
+struct DataConfig {
+  std::string train = "data/fortunes/train.h5";
+  std::string valid = "data/fortunes/valid.h5";
+};
+
+struct OutputConfig {
+  std::string dir = "runs/default";   // metrics.jsonl, resolved config go here
+};
+
+struct ParallelConfig {
+  int ep = 1;               // expert-parallel group size; dp = world / ep
+};
+
+struct CommConfig {
+  std::string alltoall = "flat";  // flat | hierarchical
+  int ranks_per_node = 0;         // 0 = detect (MPI_COMM_TYPE_SHARED)
+  int bucket_mb = 4;              // gradient allreduce bucket size (MiB)
+};
+
+struct Config {
+  ModelConfig model;
+  MoeConfig moe;
+  TrainConfig train;
+  DataConfig data;
+  OutputConfig output;
+  ParallelConfig parallel;
+  CommConfig comm;
+};
+
+// A config error: one line naming the key and what is accepted. The app prints it
+// and exits with code 2.
+struct ConfigError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Parse `path` (TOML), then apply `overrides` ("section.key=value", value in TOML
+// syntax or a bare string), then validate. Throws ConfigError.
+Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
+// Same from TOML text (tests). `origin` names the source in messages.
+Config parse_config(const std::string& toml_text, const std::vector<std::string>& overrides = {},
+                    const std::string& origin = "<string>");
+// Check ranges and consistency (top_k <= experts, d_model % n_heads == 0, ...).
+void validate(const Config& cfg);
+// The resolved config as JSON text (written next to the metrics, and into checkpoints).
+std::string to_json(const Config& cfg);
+
+// ---- The key table: one entry per config key, the single source of the parser, the
+// validation, to_json and docs/configuration.md. ----
+
+enum class KeyType { Integer, Float, String };  // the order of KeyValue's alternatives
+using KeyValue = std::variant<std::int64_t, double, std::string>;
+
+struct KeyInfo {
+  std::string section, name;  // "model", "d_model"
+  KeyType type;
+  // Accepted values. Numbers: lo/hi bounds (open when *_open); strings: `choices`
+  // when not empty, else any non-empty string.
+  double lo, hi;
+  bool lo_open = false, hi_open = false;
+  std::vector<std::string> choices;
+  std::string doc;
+  std::function<KeyValue(const Config&)> get;
+  std::function<void(Config&, const KeyValue&)> set;  // value already type-checked
+
+  std::string full_name() const { return section + "." + name; }
+  std::string accepted() const;  // "integer >= 1", "number in [0, 1)", "one of: gelu, swiglu"
+};
+
+// Every key, in document order (sections in the order of Config's members).
+const std::vector<KeyInfo>& config_keys();
+// A value as it is written in TOML: 3, 0.001, "gelu".
+std::string format_value(const KeyValue& v);
+// The whole of docs/configuration.md, generated from config_keys().
+std::string config_reference_markdown();
+
+}  // namespace furnace::io

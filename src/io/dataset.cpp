@@ -1,0 +1,245 @@
+// Token files in HDF5: writing, opening with validation, reading batch windows, and
+// turning text files into byte-level token files.
+#include "io/dataset.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+
+#include "io/hdf5_util.hpp"
+
+namespace furnace::io {
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr hsize_t kChunk = 1 << 16;           // tokens per chunk: small enough for random windows
+constexpr std::size_t kChunkCache = 32 << 20;  // bytes of decompressed chunks kept per open dataset
+
+[[noreturn]] void data_error(const std::string& path, const std::string& what) {
+  throw DataError("data file '" + path + "' " + what);
+}
+
+// Runs f; an HDF5 failure inside becomes a DataError naming the file.
+template <class F>
+void naming_file(const std::string& path, F&& f) {
+  try {
+    f();
+  } catch (const h5::Error& e) {
+    throw DataError("data file '" + path + "': " + e.what());
+  }
+}
+
+std::string describe_type(hid_t type) {
+  std::size_t bits = H5Tget_size(type) * 8;
+  switch (H5Tget_class(type)) {
+    case H5T_INTEGER:
+      return (H5Tget_sign(type) == H5T_SGN_NONE ? "unsigned " : "signed ") + std::to_string(bits) + "-bit integer";
+    case H5T_FLOAT: return std::to_string(bits) + "-bit float";
+    case H5T_STRING: return "string";
+    default: return "non-numeric type";
+  }
+}
+
+std::uint64_t splitmix64(std::uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+}  // namespace
+
+void write_token_file(const std::string& path, const std::vector<std::uint8_t>& tokens, int vocab_size,
+                      const std::string& source) {
+  if (tokens.empty()) data_error(path, "would hold no tokens; the input is empty");
+  if (vocab_size < 2) data_error(path, "cannot be written with vocab_size " + std::to_string(vocab_size) + " (need >= 2)");
+  for (std::size_t i = 0; i < tokens.size(); ++i)
+    if (tokens[i] >= vocab_size)
+      data_error(path, "cannot be written: token " + std::to_string(tokens[i]) + " at offset " + std::to_string(i) +
+                           " is >= vocab_size " + std::to_string(vocab_size));
+  // Write under a temporary name and rename when complete, so a crash never leaves a
+  // partial file under the real name.
+  const std::string tmp = path + ".tmp";
+  try {
+    if (auto dir = fs::path(path).parent_path(); !dir.empty()) fs::create_directories(dir);
+    naming_file(path, [&] {
+      h5::Handle file(H5_CHECKED(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT)), H5Fclose);
+      hsize_t n = tokens.size(), chunk = std::min(n, kChunk);
+      h5::Handle space(H5_CHECKED(H5Screate_simple(1, &n, nullptr)), H5Sclose);
+      h5::Handle dcpl(H5_CHECKED(H5Pcreate(H5P_DATASET_CREATE)), H5Pclose);
+      H5_CHECKED(H5Pset_chunk(dcpl, 1, &chunk));
+      if (H5_CHECKED(H5Zfilter_avail(H5Z_FILTER_DEFLATE)) > 0) H5_CHECKED(H5Pset_deflate(dcpl, 4));
+      h5::Handle dset(H5_CHECKED(H5Dcreate2(file, "tokens", H5T_STD_U8LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT)),
+                      H5Dclose);
+      H5_CHECKED(H5Dwrite(dset, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, tokens.data()));
+      h5::write_attr(dset, "vocab_size", vocab_size);
+      h5::write_attr(dset, "source", source);
+      h5::write_attr(dset, "format", std::string("furnace-tokens"));
+      dset.reset();
+      H5_CHECKED(H5Fclose(file.release()));  // a failing close (disk full) must fail the write
+    });
+    fs::rename(tmp, path);
+  } catch (const fs::filesystem_error& e) {
+    std::error_code ignored;
+    fs::remove(tmp, ignored);
+    data_error(path, std::string("could not be written: ") + e.code().message());
+  } catch (...) {
+    std::error_code ignored;
+    fs::remove(tmp, ignored);
+    throw;
+  }
+}
+
+TokenDataset::TokenDataset(const std::string& path, int expected_vocab, std::int64_t min_tokens) : path_(path) {
+  std::error_code ec;
+  if (!fs::exists(path, ec))
+    data_error(path, "not found; run `furnace data prepare` or set data.train / data.valid");
+  if (fs::is_directory(path, ec)) data_error(path, "is a directory, not a token file");
+  if (!std::ifstream(path)) data_error(path, "cannot be read (permissions?)");
+
+  h5::silence();
+  h5::Handle file(H5Fis_hdf5(path.c_str()) > 0 ? H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT) : -1, H5Fclose);
+  if (!file.valid()) {
+    std::string reason = h5::last_error();
+    data_error(path, "is not a valid HDF5 file (corrupt or truncated?)" + (reason.empty() ? "" : ": " + reason));
+  }
+  h5::Handle dset;
+  naming_file(path, [&] {
+    if (H5_CHECKED(H5Lexists(file, "tokens", H5P_DEFAULT)) <= 0 ||
+        H5_CHECKED(H5Oexists_by_name(file, "tokens", H5P_DEFAULT)) <= 0)
+      data_error(path, "has no /tokens dataset; is it a furnace token file (`furnace data prepare`)?");
+    // A chunk cache large enough that random windows rarely decompress a chunk twice.
+    h5::Handle dapl(H5_CHECKED(H5Pcreate(H5P_DATASET_ACCESS)), H5Pclose);
+    H5_CHECKED(H5Pset_chunk_cache(dapl, 10007, kChunkCache, 1.0));
+    dset = h5::Handle(H5Dopen2(file, "tokens", dapl), H5Dclose);
+    if (!dset.valid()) {
+      h5::last_error();  // clear the stack; the reason is ours
+      data_error(path, "has /tokens, but it is not a dataset");
+    }
+
+    h5::Handle space(H5_CHECKED(H5Dget_space(dset)), H5Sclose);
+    int rank = H5_CHECKED(H5Sget_simple_extent_ndims(space));
+    if (rank != 1) data_error(path, "has a " + std::to_string(rank) + "-D /tokens; expected a 1-D dataset");
+    hsize_t n = 0;
+    H5_CHECKED(H5Sget_simple_extent_dims(space, &n, nullptr));
+    n_tokens_ = std::int64_t(n);
+
+    h5::Handle type(H5_CHECKED(H5Dget_type(dset)), H5Tclose);
+    bool ok = H5Tget_class(type) == H5T_INTEGER && H5Tget_sign(type) == H5T_SGN_NONE && H5Tget_size(type) <= 4;
+    if (!ok) data_error(path, "has /tokens of " + describe_type(type) + "; expected unsigned 8-, 16- or 32-bit integers");
+
+    auto vocab = h5::read_int_attr(dset, "vocab_size");
+    if (!vocab) data_error(path, "has no vocab_size attribute on /tokens");
+    if (*vocab < 2) data_error(path, "has vocab_size " + std::to_string(*vocab) + " on /tokens; expected >= 2");
+    if (expected_vocab > 0 && *vocab != expected_vocab)
+      data_error(path, "has vocab_size " + std::to_string(*vocab) + " but model.vocab_size is " +
+                           std::to_string(expected_vocab) + "; set model.vocab_size = " + std::to_string(*vocab) +
+                           " or prepare data for this vocabulary");
+    vocab_ = *vocab;
+    if (n_tokens_ < min_tokens)
+      data_error(path, "has " + std::to_string(n_tokens_) + " tokens; at least " + std::to_string(min_tokens) +
+                           " are needed (one window of model.seq_len + 1)");
+  });
+  dset_ = dset.release();
+  file_ = file.release();
+}
+
+TokenDataset::~TokenDataset() {
+  if (dset_ >= 0) H5Dclose(dset_);
+  if (file_ >= 0) H5Fclose(file_);
+}
+
+void TokenDataset::read_windows(const std::vector<std::int64_t>& starts, int seq, std::vector<std::int32_t>& out) const {
+  const hsize_t w = hsize_t(seq) + 1;
+  out.resize(starts.size() * w);
+  naming_file(path_, [&] {
+    h5::Handle file_space(H5_CHECKED(H5Dget_space(dset_)), H5Sclose);
+    h5::Handle mem_space(H5_CHECKED(H5Screate_simple(1, &w, nullptr)), H5Sclose);
+    // One hyperslab read per window: each rank reads only the windows it needs.
+    for (std::size_t b = 0; b < starts.size(); ++b) {
+      const std::int64_t s = starts[b];
+      if (seq < 0 || s < 0 || s + std::int64_t(w) > n_tokens_)
+        data_error(path_, "has no window [" + std::to_string(s) + ", " + std::to_string(s + std::int64_t(w)) +
+                              ") within its " + std::to_string(n_tokens_) + " tokens");
+      hsize_t offset = hsize_t(s);
+      H5_CHECKED(H5Sselect_hyperslab(file_space, H5S_SELECT_SET, &offset, nullptr, &w, nullptr));
+      std::int32_t* dst = out.data() + b * w;
+      // HDF5 converts the stored unsigned type to int32 (clamping, which the check below catches).
+      H5_CHECKED(H5Dread(dset_, H5T_NATIVE_INT32, mem_space, file_space, H5P_DEFAULT, dst));
+      for (hsize_t t = 0; t < w; ++t)
+        if (dst[t] < 0 || dst[t] >= vocab_)
+          data_error(path_, "holds token " + std::to_string(dst[t]) + " at offset " + std::to_string(s + std::int64_t(t)) +
+                                ", >= its vocab_size " + std::to_string(vocab_) + " (corrupt data?)");
+    }
+  });
+}
+
+std::vector<std::int64_t> batch_starts(unsigned long long seed, long step, int stream, int batch, int seq,
+                                       std::int64_t n_tokens) {
+  // Every start s must leave room for seq + 1 tokens: s in [0, n_tokens - seq - 1].
+  const std::int64_t n_starts = n_tokens - seq;
+  if (seq < 0 || n_starts < 1)
+    throw DataError("a data file of " + std::to_string(n_tokens) + " tokens holds no window of seq_len + 1 = " +
+                    std::to_string(seq + 1) + " tokens");
+  std::vector<std::int64_t> starts(std::max(batch, 0));
+  const std::uint64_t base = splitmix64(splitmix64(splitmix64(seed) ^ std::uint64_t(step)) ^ std::uint64_t(stream));
+  for (int b = 0; b < batch; ++b) starts[b] = std::int64_t(splitmix64(base ^ std::uint64_t(b)) % std::uint64_t(n_starts));
+  return starts;
+}
+
+PrepareResult prepare_text_data(const std::vector<std::string>& inputs, const std::string& out_dir,
+                                double valid_fraction) {
+  if (!(valid_fraction > 0 && valid_fraction < 1))
+    throw DataError("valid_fraction = " + std::to_string(valid_fraction) + " must be in (0, 1)");
+  if (inputs.empty()) throw DataError("no input files to prepare");
+  std::vector<std::uint8_t> bytes;
+  for (const auto& f : inputs) {
+    std::ifstream in(f, std::ios::binary);
+    std::error_code ec;
+    if (!fs::exists(f, ec)) throw DataError("input file '" + f + "' not found");
+    if (!in || fs::is_directory(f, ec)) throw DataError("input file '" + f + "' cannot be read");
+    const std::size_t before = bytes.size();
+    bytes.insert(bytes.end(), std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    if (in.bad()) throw DataError("input file '" + f + "' could not be read to the end");
+    std::cout << "  read " << f << " (" << bytes.size() - before << " bytes)\n";
+  }
+  const auto total = std::int64_t(bytes.size());
+  const auto n_valid = std::int64_t(std::llround(double(total) * valid_fraction));
+  if (n_valid < 1 || total - n_valid < 1)
+    throw DataError("the inputs hold " + std::to_string(total) + " bytes: too few to split into train and validation");
+
+  std::string list;
+  for (const auto& f : inputs) list += (list.empty() ? "" : ", ") + f;
+  const auto split = bytes.begin() + (total - n_valid);
+  const std::string train = (fs::path(out_dir) / "train.h5").string(), valid = (fs::path(out_dir) / "valid.h5").string();
+  write_token_file(train, {bytes.begin(), split}, 256, "train split (first " + std::to_string(total - n_valid) + " bytes) of: " + list);
+  write_token_file(valid, {split, bytes.end()}, 256, "validation split (last " + std::to_string(n_valid) + " bytes) of: " + list);
+  std::cout << "prepared " << train << " (" << total - n_valid << " tokens) and " << valid << " (" << n_valid
+            << " tokens) from " << inputs.size() << " files, " << total << " bytes\n";
+  return {total - n_valid, n_valid};
+}
+
+std::vector<std::string> default_corpus_files() {
+  const fs::path dir = "/usr/share/games/fortunes";
+  std::vector<std::string> files;
+  std::error_code ec;
+  if (fs::is_directory(dir, ec))
+    for (const auto& e : fs::directory_iterator(dir)) {
+      // The plain text files only: not the .dat indexes, not the .u8 links to the same text,
+      // not subdirectories (off/).
+      const auto ext = e.path().extension();
+      if (e.is_symlink() || !e.is_regular_file() || ext == ".dat" || ext == ".u8") continue;
+      files.push_back(e.path().string());
+    }
+  if (files.empty())
+    throw DataError("the default corpus is missing (no fortune files in " + dir.string() +
+                    "); install Debian package fortunes (scripts/install-deps.sh)");
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+}  // namespace furnace::io

@@ -1,0 +1,59 @@
+#include "io/hdf5_util.hpp"
+
+#include <cstring>
+
+namespace furnace::io::h5 {
+
+void silence() {
+  static const bool done = [] { return H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr) >= 0; }();
+  (void)done;
+}
+
+std::string last_error() {
+  std::string desc;
+  // Walking upward starts at the innermost record: the most specific reason.
+  H5Ewalk2(
+      H5E_DEFAULT, H5E_WALK_UPWARD,
+      [](unsigned n, const H5E_error2_t* e, void* out) -> herr_t {
+        if (n == 0 && e->desc) *static_cast<std::string*>(out) = e->desc;
+        return 0;
+      },
+      &desc);
+  H5Eclear2(H5E_DEFAULT);
+  return desc;
+}
+
+void fail(const char* call, const char* file, int line) {
+  std::string name(call, std::strcspn(call, "("));  // "H5Dread", not its arguments
+  std::string reason = last_error();
+  throw Error("HDF5 " + name + " failed (" + file + ":" + std::to_string(line) + ")" +
+              (reason.empty() ? "" : ": " + reason));
+}
+
+namespace {
+void write_scalar_attr(hid_t obj, const char* name, hid_t type, const void* value) {
+  Handle space(H5_CHECKED(H5Screate(H5S_SCALAR)), H5Sclose);
+  Handle attr(H5_CHECKED(H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT)), H5Aclose);
+  H5_CHECKED(H5Awrite(attr, type, value));
+}
+}  // namespace
+
+void write_attr(hid_t obj, const char* name, int value) {
+  write_scalar_attr(obj, name, H5T_NATIVE_INT, &value);
+}
+
+void write_attr(hid_t obj, const char* name, const std::string& value) {
+  Handle type(H5_CHECKED(H5Tcopy(H5T_C_S1)), H5Tclose);
+  H5_CHECKED(H5Tset_size(type, value.empty() ? 1 : value.size()));  // size 0 is not allowed
+  write_scalar_attr(obj, name, type, value.empty() ? "" : value.c_str());
+}
+
+std::optional<int> read_int_attr(hid_t obj, const char* name) {
+  if (H5_CHECKED(H5Aexists(obj, name)) <= 0) return std::nullopt;
+  Handle attr(H5_CHECKED(H5Aopen(obj, name, H5P_DEFAULT)), H5Aclose);
+  int value = 0;
+  H5_CHECKED(H5Aread(attr, H5T_NATIVE_INT, &value));
+  return value;
+}
+
+}  // namespace furnace::io::h5

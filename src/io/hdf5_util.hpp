@@ -1,0 +1,69 @@
+// Small helpers that make every HDF5 call checked and every HDF5 id owned. HDF5's own
+// error-stack printing is switched off: a failure becomes one h5::Error whose message
+// names the call, our source line, and HDF5's innermost reason.
+#pragma once
+#include <hdf5.h>
+
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+namespace furnace::io::h5 {
+
+struct Error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Turns off HDF5's automatic error-stack printing (idempotent, cheap).
+void silence();
+// HDF5's innermost error description (e.g. "truncated file: eof = ..."), or "" when the
+// stack is empty; clears the stack.
+std::string last_error();
+[[noreturn]] void fail(const char* call, const char* file, int line);
+
+template <class T>
+T check(T result, const char* call, const char* file, int line) {
+  if (result < 0) fail(call, file, line);
+  return result;
+}
+
+// H5_CHECKED(H5Dread(...)): the result, or h5::Error naming the call and this line.
+#define H5_CHECKED(call) \
+  (::furnace::io::h5::silence(), ::furnace::io::h5::check((call), #call, __FILE__, __LINE__))
+
+// An owned HDF5 id, closed with `close` (H5Fclose, H5Dclose, ...) at scope exit.
+class Handle {
+ public:
+  Handle() = default;
+  Handle(hid_t id, herr_t (*close)(hid_t)) : id_(id), close_(close) {}
+  Handle(Handle&& o) noexcept : id_(std::exchange(o.id_, -1)), close_(o.close_) {}
+  Handle& operator=(Handle&& o) noexcept {
+    reset();
+    id_ = std::exchange(o.id_, -1);
+    close_ = o.close_;
+    return *this;
+  }
+  Handle(const Handle&) = delete;
+  Handle& operator=(const Handle&) = delete;
+  ~Handle() { reset(); }
+
+  operator hid_t() const { return id_; }
+  bool valid() const { return id_ >= 0; }
+  hid_t release() { return std::exchange(id_, -1); }  // the caller closes it now
+  void reset() {
+    if (id_ >= 0) close_(id_);  // a failing close in a destructor has no one to tell
+    id_ = -1;
+  }
+
+ private:
+  hid_t id_ = -1;
+  herr_t (*close_)(hid_t) = nullptr;
+};
+
+// Scalar attributes on a file, group or dataset.
+void write_attr(hid_t obj, const char* name, int value);
+void write_attr(hid_t obj, const char* name, const std::string& value);
+std::optional<int> read_int_attr(hid_t obj, const char* name);  // nullopt when absent
+
+}  // namespace furnace::io::h5

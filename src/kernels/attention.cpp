@@ -1,0 +1,143 @@
+// Causal attention as batched GEMMs (one GEMM per head, heads batched per sequence)
+// around two row-wise Kokkos kernels (the causal softmax and its backward).
+#include "kernels/attention.hpp"
+
+#include <algorithm>
+#include <cstdint>
+
+#include "kernels/gemm.hpp"
+#include "kernels/math.hpp"
+
+namespace furnace::kernels {
+namespace {
+
+// Query rows [r0, r1) attend only to keys [0, r1), so every GEMM is split into row
+// blocks that stop at column r1: about half the flops of the full square for long
+// sequences, while blocks stay large enough for the GEMMs to run at full speed.
+constexpr int kRowBlock = 128;
+
+// Where sequence b's operands start; head h is `hd` columns further on in qkv / out
+// (the batch stride of every GEMM below) and seq*seq entries further on in probs.
+template <class QKV, class P, class O>
+struct Layout {
+  int seq, heads, d, hd;
+  QKV* qkv;  // [B*seq, 3d]
+  P* probs;  // [B, heads, seq, seq]
+  O* out;    // [B*seq, d]: out in the forward, dout in the backward
+  int ld() const { return 3 * d; }
+  std::int64_t pstride() const { return std::int64_t(seq) * seq; }
+  QKV* q(int b, int r) const { return qkv + (std::int64_t(b) * seq + r) * ld(); }
+  QKV* k(int b) const { return q(b, 0) + d; }
+  QKV* v(int b) const { return q(b, 0) + 2 * d; }
+  P* p(int b, int r) const {
+    return probs + std::int64_t(b) * heads * pstride() + std::int64_t(r) * seq;
+  }
+  O* o(int b, int r) const { return out + (std::int64_t(b) * seq + r) * d; }
+
+  // f(b, r0, r1) for every sequence and row block, in order.
+  template <class F>
+  void for_each_block(int batch, F&& f) const {
+    for (int b = 0; b < batch; ++b)
+      for (int r0 = 0; r0 < seq; r0 += kRowBlock) f(b, r0, std::min(seq, r0 + kRowBlock));
+  }
+};
+
+template <class T>
+View2<T> rows_of(View4<T> p) {  // [B, heads, seq, seq] as [B*heads*seq, seq]
+  const std::size_t seq = p.extent(3);
+  return View2<T>(p.data(), seq ? p.size() / seq : 0, seq);
+}
+
+// In place over scores: row r is query i = r % seq; keys j > i are masked to exactly 0.
+template <class T>
+void causal_softmax(View4<T> probs) {
+  View2<T> p = rows_of(probs);
+  const int seq = int(p.extent(1));
+  Kokkos::parallel_for("kernels::causal_softmax", Range(0, p.extent(0)),
+                       KOKKOS_LAMBDA(const std::int64_t r) {
+    const int i = int(r % seq);
+    T m = p(r, 0);
+    for (int j = 1; j <= i; ++j) m = fmax(m, p(r, j));
+    acc_t s = 0;
+    for (int j = 0; j <= i; ++j) s += (p(r, j) = fexp(p(r, j) - m));
+    const T inv = T(1 / s);
+    for (int j = 0; j <= i; ++j) p(r, j) *= inv;
+    for (int j = i + 1; j < seq; ++j) p(r, j) = 0;
+  });
+}
+
+// In place over dP: dS = P * (dP - sum_j dP * P) * scale, masked keys exactly 0 (the
+// dQ / dK GEMMs read the block's whole column range, diagonal block included).
+template <class T>
+void causal_softmax_backward(View4<const T> probs, View4<T> dprobs, T scale) {
+  View2<const T> p = rows_of(probs);
+  View2<T> dp = rows_of(dprobs);
+  const int seq = int(p.extent(1));
+  Kokkos::parallel_for("kernels::causal_softmax_backward", Range(0, p.extent(0)),
+                       KOKKOS_LAMBDA(const std::int64_t r) {
+    const int i = int(r % seq);
+    acc_t s = 0;
+    for (int j = 0; j <= i; ++j) s += dp(r, j) * p(r, j);
+    for (int j = 0; j <= i; ++j) dp(r, j) = p(r, j) * (dp(r, j) - T(s)) * scale;
+    for (int j = i + 1; j < seq; ++j) dp(r, j) = 0;
+  });
+}
+
+}  // namespace
+
+template <class T>
+void attention_forward(View2<const T> qkv, int batch, int seq, int heads, View4<T> probs,
+                       View2<T> out) {
+  const int d = int(out.extent(1)), hd = d / heads;
+  const Layout<const T, T, T> L{seq, heads, d, hd, qkv.data(), probs.data(), out.data()};
+  const T scale = T(1) / fsqrt(T(hd));
+  // Scores S = scale * Q K^T, only the columns each row block can see.
+  L.for_each_block(batch, [&](int b, int r0, int r1) {
+    gemm_strided_batched(Op::N, Op::T, r1 - r0, r1, hd, scale, L.q(b, r0), L.ld(), hd, L.k(b),
+                         L.ld(), hd, T(0), L.p(b, r0), seq, L.pstride(), heads);
+  });
+  causal_softmax(probs);
+  // out = P V, written into each head's column slice of out.
+  L.for_each_block(batch, [&](int b, int r0, int r1) {
+    gemm_strided_batched(Op::N, Op::N, r1 - r0, hd, r1, T(1), L.p(b, r0), seq, L.pstride(),
+                         L.v(b), L.ld(), hd, T(0), L.o(b, r0), d, hd, heads);
+  });
+}
+
+template <class T>
+void attention_backward(View2<const T> qkv, View4<const T> probs, View2<const T> dout, int batch,
+                        int seq, int heads, View4<T> dprobs, View2<T> dqkv) {
+  const int d = int(dout.extent(1)), hd = d / heads;
+  const Layout<const T, const T, const T> L{seq, heads, d, hd,
+                                            qkv.data(), probs.data(), dout.data()};
+  // The same offsets into the gradients: dqkv is laid out as qkv, dprobs as probs.
+  const Layout<T, T, const T> G{seq, heads, d, hd, dqkv.data(), dprobs.data(), dout.data()};
+  const T scale = T(1) / fsqrt(T(hd));
+  L.for_each_block(batch, [&](int b, int r0, int r1) {
+    // dP = dOut V^T
+    gemm_strided_batched(Op::N, Op::T, r1 - r0, r1, hd, T(1), L.o(b, r0), d, hd, L.v(b), L.ld(),
+                         hd, T(0), G.p(b, r0), seq, L.pstride(), heads);
+    // dV[0:r1] += P[r0:r1, 0:r1]^T dOut[r0:r1]
+    gemm_strided_batched(Op::T, Op::N, r1, hd, r1 - r0, T(1), L.p(b, r0), seq, L.pstride(),
+                         L.o(b, r0), d, hd, T(1), G.v(b), L.ld(), hd, heads);
+  });
+  causal_softmax_backward(probs, dprobs, scale);
+  L.for_each_block(batch, [&](int b, int r0, int r1) {
+    // dQ[r0:r1] += dS[r0:r1, 0:r1] K[0:r1]
+    gemm_strided_batched(Op::N, Op::N, r1 - r0, hd, r1, T(1), G.p(b, r0), seq, L.pstride(),
+                         L.k(b), L.ld(), hd, T(1), G.q(b, r0), L.ld(), hd, heads);
+    // dK[0:r1] += dS[r0:r1, 0:r1]^T Q[r0:r1]
+    gemm_strided_batched(Op::T, Op::N, r1, hd, r1 - r0, T(1), G.p(b, r0), seq, L.pstride(),
+                         L.q(b, r0), L.ld(), hd, T(1), G.k(b), L.ld(), hd, heads);
+  });
+}
+
+#define FURNACE_INSTANTIATE(T)                                                                 \
+  template void attention_forward<T>(View2<const T>, int, int, int, View4<T>, View2<T>);       \
+  template void attention_backward<T>(View2<const T>, View4<const T>, View2<const T>, int, int, \
+                                      int, View4<T>, View2<T>);
+FURNACE_INSTANTIATE(float)
+FURNACE_INSTANTIATE(double)
+#undef FURNACE_INSTANTIATE
+
+}  // namespace furnace::kernels

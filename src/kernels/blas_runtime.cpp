@@ -1,0 +1,193 @@
+// OpenBLAS core selection and introspection (see blas_runtime.hpp for why re-exec).
+#include "kernels/blas_runtime.hpp"
+
+#include <cblas.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+namespace furnace::kernels {
+namespace {
+
+// The ladder, strongest first. Within one rank the cores are interchangeable for us
+// (all SSE-only kernels, far slower than any AVX core).
+struct Rung {
+  const char* name;
+  int rank;
+};
+constexpr Rung kLadder[] = {
+    {"SKYLAKEX", 3}, {"HASWELL", 2}, {"SANDYBRIDGE", 1}, {"PRESCOTT", 0}, {"CORE2", 0},
+    {"PENRYN", 0},   {"DUNNINGTON", 0}, {"NEHALEM", 0},  {"ATOM", 0},
+};
+
+// What each rank needs beyond the ranks below it, in words for the error message.
+constexpr const char* kNeeds[] = {"an x86-64 CPU", "AVX", "AVX2 and FMA", "AVX-512F/BW/DQ/VL"};
+
+bool rank_supported(int rank, const CpuFeatures& cpu) {
+  const bool have[] = {cpu.x86, cpu.avx, cpu.avx2_fma, cpu.avx512};
+  return rank >= 0 && have[rank];
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+  return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](char x, char y) {
+    return std::toupper(static_cast<unsigned char>(x)) == std::toupper(static_cast<unsigned char>(y));
+  });
+}
+
+std::string upper(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return out;
+}
+
+std::string choices(const CpuFeatures& cpu) {
+  std::string out;
+  for (const auto& name : runnable_cores(cpu)) out += name + ", ";
+  return out + "native";
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+// XCR0: which register state the OS saves on a context switch. A CPU flag alone is not
+// enough: if the kernel (or hypervisor) does not save ZMM state, AVX-512 code faults.
+// GCC's __builtin_cpu_supports already folds this in; checking again costs nothing and
+// keeps us safe with compilers that do not.
+unsigned long long xcr0() {
+  unsigned eax = 0, edx = 0;
+  __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
+  return (static_cast<unsigned long long>(edx) << 32) | eax;
+}
+bool os_saves(unsigned long long mask) {
+  // xgetbv itself is only legal when the OS enabled XSAVE (OSXSAVE), which any OS that
+  // reports AVX has done; callers only ask after __builtin_cpu_supports("avx").
+  return (xcr0() & mask) == mask;
+}
+constexpr unsigned long long kYmmState = 0x6;   // SSE + AVX upper halves
+constexpr unsigned long long kZmmState = 0xe6;  // plus opmask, ZMM0-15 upper, ZMM16-31
+#endif
+
+bool env_set(const char* name) {
+  const char* v = std::getenv(name);
+  return v != nullptr && *v != '\0';
+}
+
+}  // namespace
+
+int core_rank(std::string_view name) {
+  for (const auto& rung : kLadder)
+    if (iequals(name, rung.name)) return rung.rank;
+  return -1;
+}
+
+CpuFeatures cpu_features() {
+  CpuFeatures f;
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  f.x86 = true;
+  f.avx = __builtin_cpu_supports("avx") && os_saves(kYmmState);
+  f.avx2_fma = f.avx && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  f.avx512 = f.avx2_fma && __builtin_cpu_supports("avx512f") &&
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512dq") && os_saves(kZmmState);
+#endif
+  return f;
+}
+
+std::string missing_features(std::string_view core, const CpuFeatures& cpu) {
+  const int rank = core_rank(core);
+  if (rank < 0) return "";
+  // A core also uses everything its lower rungs need (SKYLAKEX kernels use AVX2 too).
+  for (int r = 0; r <= rank; ++r)
+    if (!rank_supported(r, cpu)) return kNeeds[rank];
+  return "";
+}
+
+bool cpu_can_run(std::string_view core, const CpuFeatures& cpu) {
+  return core_rank(core) >= 0 && missing_features(core, cpu).empty();
+}
+
+std::string best_core(const CpuFeatures& cpu) {
+  for (const auto& rung : kLadder)
+    if (cpu_can_run(rung.name, cpu)) return rung.name;
+  return "";
+}
+
+std::vector<std::string> runnable_cores(const CpuFeatures& cpu) {
+  std::vector<std::string> out;
+  for (const auto& rung : kLadder)
+    if (cpu_can_run(rung.name, cpu)) out.push_back(rung.name);
+  return out;
+}
+
+BlasCoreChoice choose_blas_core(const char* requested, std::string_view in_use,
+                                const CpuFeatures& cpu) {
+  const std::string_view req = requested != nullptr ? requested : "";
+  if (!req.empty()) {  // the user's choice, validated, wins even if it is weaker
+    if (iequals(req, "native")) return {};
+    const std::string prefix = "furnace: FURNACE_BLAS_CORE=" + std::string(req);
+    const std::string suffix = "; unset it or choose one of: " + choices(cpu);
+    if (core_rank(req) < 0) return {"", prefix + " is not a core furnace knows" + suffix};
+    if (const auto lacks = missing_features(req, cpu); !lacks.empty())
+      return {"", prefix + " needs " + lacks + ", which this CPU lacks" + suffix};
+    if (iequals(req, in_use)) return {};
+    return {upper(req), ""};
+  }
+  // Automatic: only climb the ladder. A core OpenBLAS chose off the ladder is kept.
+  const std::string best = best_core(cpu);
+  const int have = core_rank(in_use), want = core_rank(best);
+  if (have < 0 || want <= have) return {};
+  return {best, ""};
+}
+
+std::string detect_blas_core() { return best_core(cpu_features()); }
+
+void select_blas_core_or_reexec(int argc, char** argv) {
+  // The guard makes a second exec impossible even if OpenBLAS ignores our choice.
+  if (env_set("FURNACE_BLAS_REEXEC")) return;
+  const BlasCoreChoice choice =
+      choose_blas_core(std::getenv("FURNACE_BLAS_CORE"), blas_core_in_use(), cpu_features());
+  if (!choice.error.empty()) {
+    std::fprintf(stderr, "%s\n", choice.error.c_str());
+    std::exit(2);
+  }
+  // OPENBLAS_CORETYPE set by the user is their direct choice; OpenBLAS already used it.
+  if (env_set("OPENBLAS_CORETYPE") || choice.reexec_with.empty()) return;
+
+  setenv("OPENBLAS_CORETYPE", choice.reexec_with.c_str(), 1);
+  setenv("FURNACE_BLAS_REEXEC", "1", 1);
+  // exec keeps the PID, environment and open descriptors, so under mpiexec (hydra) the
+  // PMI connection survives; this runs before MPI_Init, so no MPI state is lost.
+  execv("/proc/self/exe", argv);
+  std::fprintf(stderr, "furnace: warning: could not re-exec to select OpenBLAS core %s (%s); "
+               "continuing with core %s\n", choice.reexec_with.c_str(), std::strerror(errno),
+               blas_core_in_use().c_str());
+}
+
+std::string blas_core_in_use() { return openblas_get_corename(); }
+std::string blas_config() { return openblas_get_config(); }
+
+double measure_sgemm_gflops(int n, int reps) {
+  std::vector<float> a(std::size_t(n) * n, 1.0f), b(a.size(), 0.5f), c(a.size(), 0.0f);
+  auto run = [&] {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n,
+                b.data(), n, 0.0f, c.data(), n);
+  };
+  run();  // warm-up: thread pool start, page faults, caches
+  double best = 1e300;
+  for (int r = 0; r < reps; ++r) {
+    auto t0 = std::chrono::steady_clock::now();
+    run();
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return 2.0 * n * n * n / best * 1e-9;
+}
+
+int blas_threads() { return openblas_get_num_threads(); }
+void set_blas_threads(int n) { openblas_set_num_threads(n); }
+
+}  // namespace furnace::kernels

@@ -1,0 +1,77 @@
+// Which OpenBLAS core runs our GEMMs, chosen before OpenBLAS initialises.
+//
+// Debian's OpenBLAS 0.3.21 misdetects some virtualised AVX-512 Xeons as the generic
+// "Prescott" core (about 6x slower sgemm). OpenBLAS reads OPENBLAS_CORETYPE once,
+// in its library constructor, so the only reliable way to choose the core of an
+// already-linked OpenBLAS is to set the variable and re-execute ourselves.
+//
+// We only ever move OpenBLAS *up* a ladder of x86 cores we understand:
+//   PRESCOTT, CORE2, PENRYN, DUNNINGTON, NEHALEM, ATOM  <  SANDYBRIDGE  <  HASWELL  <  SKYLAKEX
+// A core OpenBLAS picked that is not on the ladder (Zen, Cooperlake, ...) is newer or
+// more specific than anything we would pick, so it is kept.
+#pragma once
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace furnace::kernels {
+
+// --- The ladder, as pure functions (tested without touching the environment) -------
+
+// Position on the ladder, case-insensitive: 0 for the SSE-only cores, 1 SANDYBRIDGE,
+// 2 HASWELL, 3 SKYLAKEX; -1 for any name not on it.
+int core_rank(std::string_view name);
+
+// The instruction-set extensions the ladder cares about. "avx512" means F+BW+DQ+VL,
+// "avx2_fma" both; each flag includes the OS saving the wider register state.
+struct CpuFeatures {
+  bool x86 = false, avx = false, avx2_fma = false, avx512 = false;
+};
+CpuFeatures cpu_features();  // of this CPU (all false off x86)
+
+// What a ladder core needs that `cpu` lacks, e.g. "AVX2 and FMA"; empty when it can
+// run it. Names off the ladder need nothing we know of (empty).
+std::string missing_features(std::string_view core, const CpuFeatures& cpu);
+bool cpu_can_run(std::string_view core, const CpuFeatures& cpu = cpu_features());
+
+// The highest ladder core `cpu` can run ("SKYLAKEX" ... "PRESCOTT"); "" off x86.
+std::string best_core(const CpuFeatures& cpu);
+
+// Every ladder core `cpu` can run, strongest first.
+std::vector<std::string> runnable_cores(const CpuFeatures& cpu);
+
+// What select_blas_core_or_reexec decides, given FURNACE_BLAS_CORE (`requested`,
+// null or empty when unset), the core OpenBLAS is running and the CPU.
+struct BlasCoreChoice {
+  std::string reexec_with;  // set OPENBLAS_CORETYPE to this and re-exec; "" keeps the current core
+  std::string error;        // non-empty: FURNACE_BLAS_CORE is unusable; print this and exit(2)
+};
+BlasCoreChoice choose_blas_core(const char* requested, std::string_view in_use,
+                                const CpuFeatures& cpu);
+
+// --- This process ---------------------------------------------------------------
+
+// best_core(cpu_features()): the best OpenBLAS core name this CPU can execute.
+std::string detect_blas_core();
+
+// Called first thing in main(), before MPI_Init. Does nothing after our own re-exec
+// (FURNACE_BLAS_REEXEC) or when OPENBLAS_CORETYPE is set (the user chose directly).
+// FURNACE_BLAS_CORE=native lets OpenBLAS decide; FURNACE_BLAS_CORE=NAME forces a
+// ladder core, after checking this CPU can run it (if not, one line on stderr and
+// exit(2)). Otherwise re-executes with detect_blas_core() only when OpenBLAS picked
+// a weaker ladder core. Returns normally when no re-exec is needed.
+void select_blas_core_or_reexec(int argc, char** argv);
+
+// The core OpenBLAS is actually running (openblas_get_corename()), and its config.
+std::string blas_core_in_use();
+std::string blas_config();
+
+// Measured single-precision GEMM rate in GFLOP/s on a square n x n x n product,
+// best of `reps` (for the start-up banner; takes well under a second at n = 512).
+double measure_sgemm_gflops(int n = 512, int reps = 3);
+
+// Number of threads OpenBLAS uses; set it (e.g. to 1 when running one MPI rank per core).
+int blas_threads();
+void set_blas_threads(int n);
+
+}  // namespace furnace::kernels

@@ -1,0 +1,74 @@
+#include "memory/param_store.hpp"
+
+#include <numeric>
+#include <stdexcept>
+
+#include "kernels/random.hpp"
+
+namespace furnace::memory {
+
+int ParamStore::add(ParamInfo info) {
+  if (storage_.size() != 0) throw std::logic_error("ParamStore::add after allocate: " + info.name);
+  if (by_name_.count(info.name)) throw std::logic_error("duplicate parameter " + info.name);
+  if (info.global_shape.empty()) info.global_shape = info.shape;
+  info.size = std::accumulate(info.shape.begin(), info.shape.end(), std::int64_t(1),
+                              std::multiplies<std::int64_t>());
+  // Keep every tensor 64-byte aligned inside the buffer (16 floats).
+  info.offset = (total_ + 15) / 16 * 16;
+  total_ = info.offset + info.size;
+  by_name_[info.name] = static_cast<int>(infos_.size());
+  infos_.push_back(std::move(info));
+  return static_cast<int>(infos_.size()) - 1;
+}
+
+void ParamStore::allocate() {
+  const std::int64_t n = (total_ + 15) / 16 * 16;
+  storage_ = Kokkos::View<float*, kernels::MemSpace>("ParamStore::storage", 4 * n);
+  auto part = [&](int k) { return kernels::View1<float>(storage_.data() + k * n, total_); };
+  params_ = part(0);
+  grads_ = part(1);
+  m_ = part(2);
+  v_ = part(3);
+}
+
+void ParamStore::initialize(std::uint64_t seed) {
+  for (const auto& p : infos_) {
+    auto x = kernels::View1<float>(params_.data() + p.offset, p.size);
+    if (p.init_std > 0) {
+      std::int64_t per_row = p.size / (p.shape.empty() ? 1 : p.shape[0]);
+      kernels::fill_normal(x, kernels::stream_key(seed, p.name), p.global_offset0 * per_row,
+                           p.init_std);
+    } else {
+      kernels::fill(x, p.init_value);
+    }
+  }
+}
+
+int ParamStore::find(const std::string& name) const {
+  auto it = by_name_.find(name);
+  return it == by_name_.end() ? -1 : it->second;
+}
+
+kernels::View1<float> ParamStore::slice(kernels::View1<float> buf, int i) const {
+  return kernels::View1<float>(buf.data() + infos_[i].offset, infos_[i].size);
+}
+
+kernels::View1<float> ParamStore::v1(kernels::View1<float> buf, int i) const {
+  const auto& s = infos_[i].shape;
+  if (s.size() != 1) throw std::logic_error(infos_[i].name + " is not 1-D");
+  return slice(buf, i);
+}
+
+kernels::View2<float> ParamStore::v2(kernels::View1<float> buf, int i) const {
+  const auto& s = infos_[i].shape;
+  if (s.size() != 2) throw std::logic_error(infos_[i].name + " is not 2-D");
+  return kernels::View2<float>(buf.data() + infos_[i].offset, s[0], s[1]);
+}
+
+kernels::View3<float> ParamStore::v3(kernels::View1<float> buf, int i) const {
+  const auto& s = infos_[i].shape;
+  if (s.size() != 3) throw std::logic_error(infos_[i].name + " is not 3-D");
+  return kernels::View3<float>(buf.data() + infos_[i].offset, s[0], s[1], s[2]);
+}
+
+}  // namespace furnace::memory

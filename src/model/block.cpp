@@ -1,0 +1,158 @@
+#include "model/block.hpp"
+
+#include <cmath>
+
+#include "kernels/attention.hpp"
+#include "kernels/gemm.hpp"
+#include "kernels/norms.hpp"
+
+namespace furnace::model {
+
+namespace k = furnace::kernels;
+using k::View1;
+using k::View2;
+using memory::ParamInfo;
+using memory::ParamKind;
+using memory::ParamStore;
+
+NormParams register_norm(const GptSpec& s, ParamStore& ps, const std::string& prefix) {
+  NormParams p;
+  p.w = ps.add({.name = prefix + ".w", .shape = {s.d_model}, .decay = false, .init_std = -1,
+                .init_value = 1.0f});
+  if (!s.rmsnorm)
+    p.b = ps.add({.name = prefix + ".b", .shape = {s.d_model}, .decay = false, .init_std = -1,
+                  .init_value = 0.0f});
+  return p;
+}
+
+void norm_forward(const GptSpec& s, const ParamStore& ps, const NormParams& p, View2<const float> x,
+                  View2<float> y, View1<float> mean, View1<float> rstd) {
+  auto w = ps.v1(ps.params(), p.w);
+  if (s.rmsnorm)
+    k::rmsnorm_forward<float>(x, w, s.norm_eps, y, rstd);
+  else
+    k::layernorm_forward<float>(x, w, ps.v1(ps.params(), p.b), s.norm_eps, y, mean, rstd);
+}
+
+void norm_backward(const GptSpec& s, const ParamStore& ps, const NormParams& p,
+                   View2<const float> dy, View2<const float> x, View1<const float> mean,
+                   View1<const float> rstd, View2<float> dx) {
+  auto w = ps.v1(ps.params(), p.w);
+  if (s.rmsnorm)
+    k::rmsnorm_backward<float>(dy, x, w, rstd, dx, ps.v1(ps.grads(), p.w));
+  else
+    k::layernorm_backward<float>(dy, x, w, mean, rstd, dx, ps.v1(ps.grads(), p.w),
+                                 ps.v1(ps.grads(), p.b));
+}
+
+Block::Block(const GptSpec& s, int layer, ParamStore& ps, memory::Arena& arena) : s_(s) {
+  const std::string pre = "blocks." + std::to_string(layer);
+  const std::int64_t d = s.d_model, n = std::int64_t(s.batch) * s.seq;
+  // Residual projections get a smaller init so the residual stream's variance does
+  // not grow with depth (GPT-2).
+  const double out_std = s.init_std / std::sqrt(2.0 * s.layers);
+  norm1_ = register_norm(s, ps, pre + ".ln1");
+  wqkv_ = ps.add({.name = pre + ".attn.wqkv", .shape = {d, 3 * d}, .init_std = s.init_std});
+  wo_ = ps.add({.name = pre + ".attn.wo", .shape = {d, d}, .init_std = out_std});
+  norm2_ = register_norm(s, ps, pre + ".ln2");
+  const bool swiglu = s.activation == moe::Activation::Swiglu;
+  if (s.is_moe(layer)) {
+    const std::int64_t E = s.router.experts, El = s.local_experts, H = s.expert_hidden;
+    const std::int64_t H1 = swiglu ? 2 * H : H;
+    router_ = ps.add({.name = pre + ".moe.router", .shape = {d, E}, .init_std = s.init_std});
+    w1_ = ps.add({.name = pre + ".moe.w1", .shape = {El, d, H1}, .global_shape = {E, d, H1},
+                  .global_offset0 = s.first_expert, .kind = ParamKind::Expert,
+                  .init_std = s.init_std});
+    w2_ = ps.add({.name = pre + ".moe.w2", .shape = {El, H, d}, .global_shape = {E, H, d},
+                  .global_offset0 = s.first_expert, .kind = ParamKind::Expert,
+                  .init_std = out_std});
+    moe_ = std::make_unique<moe::MoeLayer>(s.router, s.d_model, s.expert_hidden, s.activation, n,
+                                           arena);
+  } else {
+    const std::int64_t H = s.ffn_hidden, H1 = swiglu ? 2 * H : H;
+    // Stored [d, H1] / [H, d]; viewed as a group of one expert.
+    w1_ = ps.add({.name = pre + ".ffn.w1", .shape = {d, H1}, .init_std = s.init_std});
+    w2_ = ps.add({.name = pre + ".ffn.w2", .shape = {H, d}, .init_std = out_std});
+    dense_ = std::make_unique<moe::ExpertFFN>(1, s.d_model, s.ffn_hidden, s.activation, n, arena);
+    dense_offsets_ = {0, n};
+  }
+  h1_ = arena.view2<float>(n, d);
+  qkv_ = arena.view2<float>(n, 3 * d);
+  att_ = arena.view2<float>(n, d);
+  mid_ = arena.view2<float>(n, d);
+  h2_ = arena.view2<float>(n, d);
+  ffn_out_ = arena.view2<float>(n, d);
+  mean1_ = arena.view1<float>(n);
+  rstd1_ = arena.view1<float>(n);
+  mean2_ = arena.view1<float>(n);
+  rstd2_ = arena.view1<float>(n);
+  probs_ = arena.view4<float>(s.batch, s.heads, s.seq, s.seq);
+}
+
+moe::MoeWeights Block::moe_weights(const ParamStore& ps, View1<float> buf) const {
+  if (moe_) return {ps.v2(buf, router_), ps.v3(buf, w1_), ps.v3(buf, w2_)};
+  // A dense FFN is a group of one expert: view the matrices as [1, rows, cols].
+  auto as3 = [&](int i) {
+    auto m = ps.v2(buf, i);
+    return k::View3<float>(m.data(), 1, m.extent(0), m.extent(1));
+  };
+  return {{}, as3(w1_), as3(w2_)};
+}
+
+void Block::forward(const ParamStore& ps, View2<const float> x, View2<float> out) {
+  const int n = x.extent(0), d = s_.d_model;
+  const auto& P = ps.params();
+  norm_forward(s_, ps, norm1_, x, h1_, mean1_, rstd1_);
+  k::gemm<float>(k::Op::N, k::Op::N, n, 3 * d, d, 1.0f, h1_.data(), d, ps.v2(P, wqkv_).data(),
+                 3 * d, 0.0f, qkv_.data(), 3 * d);
+  k::attention_forward<float>(qkv_, s_.batch, s_.seq, s_.heads, probs_, att_);
+  Kokkos::deep_copy(mid_, x);
+  k::gemm<float>(k::Op::N, k::Op::N, n, d, d, 1.0f, att_.data(), d, ps.v2(P, wo_).data(), d, 1.0f,
+                 mid_.data(), d);
+  norm_forward(s_, ps, norm2_, mid_, h2_, mean2_, rstd2_);
+  const auto w = moe_weights(ps, P);
+  if (moe_)
+    moe_->forward(h2_, w, ffn_out_);
+  else
+    dense_->forward(h2_, dense_offsets_, w.w1, w.w2, ffn_out_);
+  Kokkos::deep_copy(out, mid_);
+  auto f = ffn_out_;  // captured by value: no `this` inside device lambdas
+  Kokkos::parallel_for(
+      "Block::forward", k::Range(0, out.size()),
+      KOKKOS_LAMBDA(const std::int64_t i) { out.data()[i] += f.data()[i]; });
+}
+
+void Block::backward(const ParamStore& ps, View2<const float> x, View2<float> dres,
+                     BlockScratch& sc) {
+  const int n = x.extent(0), d = s_.d_model;
+  const auto& P = ps.params();
+  const auto& G = ps.grads();
+  // FFN: dres (= d out = d mid's residual share) -> dh2 -> dres += norm2 backward.
+  auto dh = View2<float>(sc.dh.data(), n, d);
+  const auto w = moe_weights(ps, P);
+  const auto g = moe_weights(ps, G);
+  if (moe_) {
+    Kokkos::deep_copy(dh, 0.0f);
+    moe_->backward(dres, h2_, w, dh, g);
+  } else {
+    dense_->backward(dres, h2_, w.w1, w.w2, dh, g.w1, g.w2);
+  }
+  norm_backward(s_, ps, norm2_, dh, mid_, mean2_, rstd2_, dres);
+  // Attention projection: datt = dres wo^T, dwo += att^T dres.
+  auto datt = View2<float>(sc.datt.data(), n, d);
+  k::gemm<float>(k::Op::N, k::Op::T, n, d, d, 1.0f, dres.data(), d, ps.v2(P, wo_).data(), d, 0.0f,
+                 datt.data(), d);
+  k::gemm<float>(k::Op::T, k::Op::N, d, d, n, 1.0f, att_.data(), d, dres.data(), d, 1.0f,
+                 ps.v2(G, wo_).data(), d);
+  auto dqkv = View2<float>(sc.dqkv.data(), n, 3 * d);
+  Kokkos::deep_copy(dqkv, 0.0f);
+  k::attention_backward<float>(qkv_, probs_, datt, s_.batch, s_.seq, s_.heads, sc.dprobs, dqkv);
+  // QKV projection: dh1 = dqkv wqkv^T, dwqkv += h1^T dqkv.
+  k::gemm<float>(k::Op::N, k::Op::T, n, d, 3 * d, 1.0f, dqkv.data(), 3 * d,
+                 ps.v2(P, wqkv_).data(), 3 * d, 0.0f, dh.data(), d);
+  k::gemm<float>(k::Op::T, k::Op::N, d, 3 * d, n, 1.0f, h1_.data(), d, dqkv.data(), 3 * d, 1.0f,
+                 ps.v2(G, wqkv_).data(), 3 * d);
+  norm_backward(s_, ps, norm1_, dh, x, mean1_, rstd1_, dres);
+}
+
+}  // namespace furnace::model

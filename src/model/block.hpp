@@ -1,0 +1,64 @@
+// One pre-norm transformer block:
+//   mid = x + attn(norm1(x)) @ wo
+//   out = mid + ffn(norm2(mid))        ffn: dense FFN or an MoE layer
+#pragma once
+#include <memory>
+#include <string>
+
+#include "memory/arena.hpp"
+#include "memory/param_store.hpp"
+#include "model/spec.hpp"
+#include "moe/moe_layer.hpp"
+
+namespace furnace::model {
+
+// A norm's parameters and the statistics its backward needs.
+struct NormParams {
+  int w = -1, b = -1;  // parameter indices (b = -1 for RMSNorm)
+};
+
+// Forward/backward of LayerNorm or RMSNorm, as the spec says.
+void norm_forward(const GptSpec& s, const memory::ParamStore& ps, const NormParams& p,
+                  kernels::View2<const float> x, kernels::View2<float> y,
+                  kernels::View1<float> mean, kernels::View1<float> rstd);
+void norm_backward(const GptSpec& s, const memory::ParamStore& ps, const NormParams& p,
+                   kernels::View2<const float> dy, kernels::View2<const float> x,
+                   kernels::View1<const float> mean, kernels::View1<const float> rstd,
+                   kernels::View2<float> dx);
+NormParams register_norm(const GptSpec& s, memory::ParamStore& ps, const std::string& prefix);
+
+// Scratch shared by all blocks' backward passes (one block runs at a time).
+struct BlockScratch {
+  kernels::View2<float> dh, datt, dqkv;  // [n, d], [n, d], [n, 3d]
+  kernels::View4<float> dprobs;          // [B, heads, T, T]
+};
+
+class Block {
+ public:
+  Block(const GptSpec& s, int layer, memory::ParamStore& ps, memory::Arena& arena);
+
+  void set_reducer(moe::SumReducer r) { if (moe_) moe_->set_reducer(std::move(r)); }
+  // out = block(x). x must stay unchanged until backward.
+  void forward(const memory::ParamStore& ps, kernels::View2<const float> x, kernels::View2<float> out);
+  // On entry dres = dL/d(out); on exit dres = dL/dx. Parameter grads accumulate.
+  void backward(const memory::ParamStore& ps, kernels::View2<const float> x,
+                kernels::View2<float> dres, BlockScratch& scratch);
+
+  const moe::MoeLayer* moe() const { return moe_.get(); }
+
+ private:
+  moe::MoeWeights moe_weights(const memory::ParamStore& ps, kernels::View1<float> buf) const;
+
+  const GptSpec& s_;
+  NormParams norm1_, norm2_;
+  int wqkv_ = -1, wo_ = -1, w1_ = -1, w2_ = -1, router_ = -1;
+  // Saved activations, [n, ...] with n = batch * seq.
+  kernels::View2<float> h1_, qkv_, att_, mid_, h2_, ffn_out_;
+  kernels::View1<float> mean1_, rstd1_, mean2_, rstd2_;
+  kernels::View4<float> probs_;
+  std::unique_ptr<moe::ExpertFFN> dense_;   // one-group FFN for dense blocks
+  std::unique_ptr<moe::MoeLayer> moe_;
+  std::vector<std::int64_t> dense_offsets_;
+};
+
+}  // namespace furnace::model

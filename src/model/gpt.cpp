@@ -1,0 +1,98 @@
+#include "model/gpt.hpp"
+
+#include "kernels/embedding.hpp"
+#include "kernels/gemm.hpp"
+#include "kernels/softmax.hpp"
+
+namespace furnace::model {
+
+namespace k = furnace::kernels;
+using k::View1;
+using k::View2;
+
+Gpt::Gpt(const GptSpec& spec, memory::ParamStore& ps, memory::Arena& arena)
+    : spec_(spec), ps_(ps) {
+  const std::int64_t n = std::int64_t(spec.batch) * spec.seq, d = spec.d_model, V = spec.vocab;
+  wte_ = ps.add({.name = "wte", .shape = {V, d}, .init_std = spec.init_std});
+  wpe_ = ps.add({.name = "wpe", .shape = {spec.seq, d}, .init_std = spec.init_std});
+  for (int l = 0; l < spec.layers; ++l)
+    blocks_.push_back(std::make_unique<Block>(spec_, l, ps, arena));
+  normf_ = register_norm(spec_, ps, "lnf");
+  for (int l = 0; l <= spec.layers; ++l) x_.push_back(arena.view2<float>(n, d));
+  hf_ = arena.view2<float>(n, d);
+  dhf_ = arena.view2<float>(n, d);
+  dres_ = arena.view2<float>(n, d);
+  logits_ = arena.view2<float>(n, V);
+  dlogits_ = arena.view2<float>(n, V);
+  meanf_ = arena.view1<float>(n);
+  rstdf_ = arena.view1<float>(n);
+  losses_ = arena.view1<float>(n);
+  scratch_.dh = arena.view2<float>(n, d);
+  scratch_.datt = arena.view2<float>(n, d);
+  scratch_.dqkv = arena.view2<float>(n, 3 * d);
+  scratch_.dprobs = arena.view4<float>(spec.batch, spec.heads, spec.seq, spec.seq);
+}
+
+void Gpt::set_reducer(const moe::SumReducer& r) {
+  for (auto& b : blocks_) b->set_reducer(r);
+}
+
+LossParts Gpt::forward(View1<const k::index_t> inputs, View1<const k::index_t> targets) {
+  const int n = inputs.extent(0), d = spec_.d_model, V = spec_.vocab;
+  inputs_ = inputs;
+  targets_ = targets;
+  const auto& P = ps_.params();
+  k::embedding_forward<float>(inputs, spec_.seq, ps_.v2(P, wte_), ps_.v2(P, wpe_), x_[0]);
+  LossParts out;
+  for (int l = 0; l < spec_.layers; ++l) {
+    blocks_[l]->forward(ps_, x_[l], x_[l + 1]);
+    if (const auto* m = blocks_[l]->moe()) {
+      out.aux += m->stats().aux_loss;
+      out.z += m->stats().z_loss;
+    }
+  }
+  norm_forward(spec_, ps_, normf_, x_[spec_.layers], hf_, meanf_, rstdf_);
+  // Tied head: logits = hf @ wte^T.
+  k::gemm<float>(k::Op::N, k::Op::T, n, V, d, 1.0f, hf_.data(), d, ps_.v2(P, wte_).data(), d, 0.0f,
+                 logits_.data(), V);
+  out.bad_targets = k::cross_entropy_forward<float>(logits_, targets, losses_);
+  auto losses = losses_;  // captured by value: no `this` inside device lambdas
+  Kokkos::parallel_reduce(
+      "Gpt::forward", k::Range(0, n),
+      KOKKOS_LAMBDA(const int i, double& acc) { acc += losses(i); }, out.ce_sum);
+  return out;
+}
+
+void Gpt::backward(double global_tokens) {
+  const int n = inputs_.extent(0), d = spec_.d_model, V = spec_.vocab;
+  const auto& P = ps_.params();
+  const auto& G = ps_.grads();
+  Kokkos::deep_copy(dlogits_, 0.0f);
+  k::cross_entropy_backward<float>(logits_, targets_, float(1.0 / global_tokens), dlogits_);
+  // logits = hf wte^T: dhf = dlogits wte, dwte += dlogits^T hf.
+  k::gemm<float>(k::Op::N, k::Op::N, n, d, V, 1.0f, dlogits_.data(), V, ps_.v2(P, wte_).data(), d,
+                 0.0f, dhf_.data(), d);
+  k::gemm<float>(k::Op::T, k::Op::N, V, d, n, 1.0f, dlogits_.data(), V, hf_.data(), d, 1.0f,
+                 ps_.v2(G, wte_).data(), d);
+  Kokkos::deep_copy(dres_, 0.0f);
+  norm_backward(spec_, ps_, normf_, dhf_, x_[spec_.layers], meanf_, rstdf_, dres_);
+  for (int l = spec_.layers - 1; l >= 0; --l) blocks_[l]->backward(ps_, x_[l], dres_, scratch_);
+  k::embedding_backward<float>(inputs_, spec_.seq, dres_, ps_.v2(G, wte_), ps_.v2(G, wpe_));
+}
+
+double Gpt::flops_per_token() const {
+  const double d = spec_.d_model, T = spec_.seq;
+  const double H1 = spec_.activation == moe::Activation::Swiglu ? 2 : 1;
+  double f = 2.0 * d * spec_.vocab;  // head
+  for (int l = 0; l < spec_.layers; ++l) {
+    f += 2.0 * d * 3 * d + 2.0 * d * d + 2.0 * 2 * T / 2 * d;  // qkv, wo, attention (causal)
+    if (spec_.is_moe(l))
+      f += 2.0 * d * spec_.router.experts +
+           spec_.router.top_k * 2.0 * d * spec_.expert_hidden * (H1 + 1);
+    else
+      f += 2.0 * d * spec_.ffn_hidden * (H1 + 1);
+  }
+  return f;
+}
+
+}  // namespace furnace::model

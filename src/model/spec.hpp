@@ -1,0 +1,26 @@
+// The shape of a Furnace GPT: everything the model needs to know, and nothing about
+// files or processes (src/train maps the run configuration onto it).
+#pragma once
+#include "moe/experts.hpp"
+#include "moe/router.hpp"
+
+namespace furnace::model {
+
+struct GptSpec {
+  int vocab = 256, seq = 128, d_model = 128, layers = 4, heads = 4, ffn_hidden = 512;
+  bool rmsnorm = false;
+  moe::Activation activation = moe::Activation::Gelu;
+  float norm_eps = 1e-5f;
+  double init_std = 0.02;
+  int moe_every = 1;         // block l is MoE when experts > 0 and (l + 1) % moe_every == 0
+  int expert_hidden = 256;
+  int local_experts = 0;     // experts held by this rank (== router.experts in one process)
+  int first_expert = 0;      // global id of the first local expert
+  moe::RouterConfig router;  // router.experts == 0: a dense model
+  int batch = 16;            // sequences per step on this rank
+
+  bool is_moe(int layer) const { return router.experts > 0 && (layer + 1) % moe_every == 0; }
+  int head_dim() const { return d_model / heads; }
+};
+
+}  // namespace furnace::model

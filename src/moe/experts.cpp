@@ -1,0 +1,119 @@
+#include "moe/experts.hpp"
+
+#include <stdexcept>
+#include <string>
+
+#include "kernels/activations.hpp"
+#include "kernels/gemm.hpp"
+
+namespace furnace::moe {
+
+using kernels::GemmDesc;
+using kernels::Op;
+using kernels::View2;
+
+ExpertFFN::ExpertFFN(int experts, int d_model, int hidden, Activation act, std::int64_t max_rows,
+                     memory::Arena& arena)
+    : experts_(experts), d_(d_model), hidden_(hidden), act_(act) {
+  a_ = arena.view2<float>(max_rows, hidden_in());
+  da_ = arena.view2<float>(max_rows, hidden_in());
+  h_ = arena.view2<float>(max_rows, hidden_);
+  dh_ = arena.view2<float>(max_rows, hidden_);
+}
+
+namespace {
+
+// One GEMM per expert: C_e (m_e x n) = op(A_e) op(B_e), where A_e, C_e are row blocks
+// (or, for weight gradients, the transposed row block) and B_e is expert e's matrix.
+template <class A, class B, class C>
+void grouped(Op op_a, Op op_b, float beta, int experts, A&& a_of, B&& b_of, C&& c_of) {
+  std::vector<GemmDesc<float>> group;
+  group.reserve(experts);
+  for (int e = 0; e < experts; ++e) group.push_back({});
+  for (int e = 0; e < experts; ++e) {
+    auto& g = group[e];
+    a_of(e, g);
+    b_of(e, g);
+    c_of(e, g);
+  }
+  kernels::gemm_grouped<float>(op_a, op_b, 1.0f, group, beta);
+}
+
+}  // namespace
+
+void ExpertFFN::forward(kernels::View2<const float> x, const std::vector<std::int64_t>& offsets,
+                        kernels::View3<const float> w1, kernels::View3<const float> w2,
+                        kernels::View2<float> y) {
+  if (static_cast<int>(offsets.size()) != experts_ + 1)
+    throw std::invalid_argument("ExpertFFN::forward: offsets must have experts+1 entries");
+  const std::int64_t rows = offsets[experts_];
+  if (rows > static_cast<std::int64_t>(a_.extent(0)))
+    throw std::invalid_argument("ExpertFFN::forward: " + std::to_string(rows) +
+                                " rows exceed the planned maximum");
+  offsets_ = offsets;
+  const int h1 = hidden_in(), d = d_, h = hidden_;
+  auto m = [&](int e) { return int(offsets[e + 1] - offsets[e]); };
+  // a = x @ w1
+  grouped(Op::N, Op::N, 0.0f, experts_,
+          [&](int e, GemmDesc<float>& g) { g.m = m(e); g.k = d; g.a = x.data() + offsets[e] * d; g.lda = d; },
+          [&](int e, GemmDesc<float>& g) { g.n = h1; g.b = &w1(e, 0, 0); g.ldb = h1; },
+          [&](int e, GemmDesc<float>& g) { g.c = a_.data() + offsets[e] * h1; g.ldc = h1; });
+  auto a = View2<const float>(a_.data(), rows, h1);
+  auto hv = View2<float>(h_.data(), rows, h);
+  if (act_ == Activation::Gelu)
+    kernels::gelu_forward<float>(kernels::flat(a), kernels::flat(hv));
+  else
+    kernels::swiglu_forward<float>(a, hv);
+  // y = h @ w2
+  grouped(Op::N, Op::N, 0.0f, experts_,
+          [&](int e, GemmDesc<float>& g) { g.m = m(e); g.k = h; g.a = h_.data() + offsets[e] * h; g.lda = h; },
+          [&](int e, GemmDesc<float>& g) { g.n = d; g.b = &w2(e, 0, 0); g.ldb = d; },
+          [&](int e, GemmDesc<float>& g) { g.c = y.data() + offsets[e] * d; g.ldc = d; });
+}
+
+void ExpertFFN::backward(kernels::View2<const float> dy, kernels::View2<const float> x,
+                         kernels::View3<const float> w1, kernels::View3<const float> w2,
+                         kernels::View2<float> dx, kernels::View3<float> dw1,
+                         kernels::View3<float> dw2) {
+  const auto& off = offsets_;
+  const std::int64_t rows = off[experts_];
+  const int h1 = hidden_in(), d = d_, h = hidden_;
+  auto m = [&](int e) { return int(off[e + 1] - off[e]); };
+  // dh = dy @ w2^T
+  grouped(Op::N, Op::T, 0.0f, experts_,
+          [&](int e, GemmDesc<float>& g) { g.m = m(e); g.k = d; g.a = dy.data() + off[e] * d; g.lda = d; },
+          [&](int e, GemmDesc<float>& g) { g.n = h; g.b = &w2(e, 0, 0); g.ldb = d; },
+          [&](int e, GemmDesc<float>& g) { g.c = dh_.data() + off[e] * h; g.ldc = h; });
+  // dw2 += h^T @ dy
+  grouped(Op::T, Op::N, 1.0f, experts_,
+          [&](int e, GemmDesc<float>& g) { g.m = h; g.k = m(e); g.a = h_.data() + off[e] * h; g.lda = h; },
+          [&](int e, GemmDesc<float>& g) { g.n = d; g.b = dy.data() + off[e] * d; g.ldb = d; },
+          [&](int e, GemmDesc<float>& g) { g.c = &dw2(e, 0, 0); g.ldc = d; });
+  // da = act'(a) * dh
+  auto a = View2<const float>(a_.data(), rows, h1);
+  auto da = View2<float>(da_.data(), rows, h1);
+  Kokkos::deep_copy(da, 0.0f);
+  auto dhv = View2<const float>(dh_.data(), rows, h);
+  if (act_ == Activation::Gelu)
+    kernels::gelu_backward<float>(kernels::flat(a), kernels::flat(dhv), kernels::flat(da));
+  else
+    kernels::swiglu_backward<float>(a, dhv, da);
+  // dw1 += x^T @ da
+  grouped(Op::T, Op::N, 1.0f, experts_,
+          [&](int e, GemmDesc<float>& g) { g.m = d; g.k = m(e); g.a = x.data() + off[e] * d; g.lda = d; },
+          [&](int e, GemmDesc<float>& g) { g.n = h1; g.b = da_.data() + off[e] * h1; g.ldb = h1; },
+          [&](int e, GemmDesc<float>& g) { g.c = &dw1(e, 0, 0); g.ldc = h1; });
+  // dx = da @ w1^T
+  grouped(Op::N, Op::T, 0.0f, experts_,
+          [&](int e, GemmDesc<float>& g) { g.m = m(e); g.k = h1; g.a = da_.data() + off[e] * h1; g.lda = h1; },
+          [&](int e, GemmDesc<float>& g) { g.n = d; g.b = &w1(e, 0, 0); g.ldb = h1; },
+          [&](int e, GemmDesc<float>& g) { g.c = dx.data() + off[e] * d; g.ldc = d; });
+}
+
+double ExpertFFN::flops_forward_backward() const {
+  const double rows = offsets_.empty() ? 0.0 : double(offsets_.back());
+  // forward: 2 GEMMs; backward: 4 GEMMs of the same sizes.
+  return 6.0 * rows * (double(d_) * hidden_in() + double(hidden_) * d_);
+}
+
+}  // namespace furnace::moe

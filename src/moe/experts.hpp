@@ -1,0 +1,47 @@
+// A group of feed-forward networks applied to row blocks of one matrix: expert e
+// transforms rows [offsets[e], offsets[e+1]) of x. One grouped GEMM per projection
+// covers every local expert. With a single group it is the dense FFN of the model.
+//
+//   a_e = x_e @ w1[e]            x_e [rows_e, d], w1 [E, d, H1], H1 = H (gelu) or 2H (swiglu)
+//   h_e = act(a_e)               [rows_e, H]
+//   y_e = h_e @ w2[e]            w2 [E, H, d] -> y_e [rows_e, d]
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "kernels/views.hpp"
+#include "memory/arena.hpp"
+
+namespace furnace::moe {
+
+enum class Activation { Gelu, Swiglu };
+
+class ExpertFFN {
+ public:
+  // max_rows: the most rows any step will pass (sizes the saved activations).
+  ExpertFFN(int experts, int d_model, int hidden, Activation act, std::int64_t max_rows,
+            memory::Arena& arena);
+
+  int experts() const { return experts_; }
+  int hidden_in() const { return act_ == Activation::Swiglu ? 2 * hidden_ : hidden_; }
+
+  // offsets [E+1] on the host. x and y hold offsets[E] rows.
+  void forward(kernels::View2<const float> x, const std::vector<std::int64_t>& offsets,
+               kernels::View3<const float> w1, kernels::View3<const float> w2,
+               kernels::View2<float> y);
+  // dx (=, not +=) [rows, d]; dw1, dw2 accumulate. Needs the same x as forward.
+  void backward(kernels::View2<const float> dy, kernels::View2<const float> x,
+                kernels::View3<const float> w1, kernels::View3<const float> w2,
+                kernels::View2<float> dx, kernels::View3<float> dw1, kernels::View3<float> dw2);
+
+  // Floating-point operations of the last forward+backward (for the benchmark).
+  double flops_forward_backward() const;
+
+ private:
+  int experts_, d_, hidden_;
+  Activation act_;
+  std::vector<std::int64_t> offsets_;     // of the last forward
+  kernels::View2<float> a_, h_, da_, dh_;  // [max_rows, H1 | H]
+};
+
+}  // namespace furnace::moe

@@ -1,0 +1,50 @@
+#include "moe/moe_layer.hpp"
+
+#include "kernels/routing.hpp"
+
+namespace furnace::moe {
+
+namespace k = furnace::kernels;
+using k::View2;
+
+MoeLayer::MoeLayer(const RouterConfig& cfg, int d_model, int hidden, Activation act,
+                   std::int64_t max_tokens, memory::Arena& arena)
+    : d_(d_model),
+      router_(cfg, d_model, max_tokens, arena),
+      experts_(cfg.experts, d_model, hidden, act, max_tokens * cfg.top_k, arena) {
+  const std::int64_t max_rows = max_tokens * cfg.top_k;
+  xp_ = arena.view2<float>(max_rows, d_model);
+  yp_ = arena.view2<float>(max_rows, d_model);
+  dxp_ = arena.view2<float>(max_rows, d_model);
+  dyp_ = arena.view2<float>(max_rows, d_model);
+  dweight_ = arena.view2<float>(max_tokens, cfg.top_k);
+}
+
+void MoeLayer::forward(View2<const float> x, const MoeWeights& w, View2<float> y) {
+  router_.forward(x, w.router, reduce_);
+  const std::int64_t rows = router_.rows();
+  auto xp = View2<float>(xp_.data(), rows, d_);
+  auto yp = View2<float>(yp_.data(), rows, d_);
+  k::permute_forward<float>(x, router_.src(), xp);
+  experts_.forward(xp, router_.offsets(), w.w1, w.w2, yp);
+  Kokkos::deep_copy(y, 0.0f);
+  k::unpermute_forward<float>(yp, router_.slot(), router_.weight(), y);
+}
+
+void MoeLayer::backward(View2<const float> dy, View2<const float> x, const MoeWeights& w,
+                        View2<float> dx, const MoeWeights& g) {
+  const std::int64_t n = x.extent(0), rows = router_.rows();
+  const int K = router_.config().top_k;
+  auto yp = View2<const float>(yp_.data(), rows, d_);
+  auto dyp = View2<float>(dyp_.data(), rows, d_);
+  auto dxp = View2<float>(dxp_.data(), rows, d_);
+  auto dweight = View2<float>(dweight_.data(), n, K);
+  Kokkos::deep_copy(dyp, 0.0f);
+  Kokkos::deep_copy(dweight, 0.0f);
+  k::unpermute_backward<float>(dy, yp, router_.slot(), router_.weight(), dyp, dweight);
+  experts_.backward(dyp, View2<const float>(xp_.data(), rows, d_), w.w1, w.w2, dxp, g.w1, g.w2);
+  k::permute_backward<float>(dxp, router_.slot(), dx);
+  router_.backward(x, w.router, dweight, dx, g.router);
+}
+
+}  // namespace furnace::moe

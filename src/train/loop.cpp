@@ -1,0 +1,107 @@
+// Trainer::run: the loop a user watches. Rank 0 prints one progress line per
+// log_every steps and appends every step to metrics.jsonl.
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "comm/mpi_check.hpp"
+#include "io/metrics.hpp"
+#include "train/trainer.hpp"
+
+namespace furnace::train {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+std::string format_eta(double s) {
+  char buf[32];
+  const int m = int(s) / 60, sec = int(s) % 60;
+  std::snprintf(buf, sizeof buf, "%d:%02d", m, sec);
+  return buf;
+}
+
+// Expert load of each MoE layer as max/mean of the per-expert demand (1 = balanced).
+nlohmann::json expert_load(const model::Gpt& m) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& b : m.blocks()) {
+    if (!b->moe()) continue;
+    const auto& load = b->moe()->stats().load;
+    double mx = 0, sum = 0;
+    for (double v : load) {
+      mx = std::max(mx, v);
+      sum += v;
+    }
+    out.push_back(sum > 0 ? mx / (sum / load.size()) : 0.0);
+  }
+  return out;
+}
+
+}  // namespace
+
+double Trainer::run() {
+  const bool root = groups_.rank() == 0;
+  const auto& tc = cfg_.train;
+  const std::string dir = cfg_.output.dir;
+  std::unique_ptr<io::MetricsWriter> metrics;
+  if (root) {
+    std::filesystem::create_directories(dir);
+    std::ofstream(dir + "/config.json") << io::to_json(cfg_) << "\n";
+    metrics = std::make_unique<io::MetricsWriter>(dir + "/metrics.jsonl");
+  }
+  const double tokens_per_step = double(tc.batch_size) * cfg_.model.seq_len;
+  const auto t0 = Clock::now();
+  double val = NAN;
+  long step = 0;
+  for (; step < tc.steps; ++step) {
+    const auto ts = Clock::now();
+    StepResult r = train_step(step);
+    const double dt = seconds_since(ts);
+    const double elapsed = seconds_since(t0);
+    // Every rank must agree to stop, or one would wait forever in a collective.
+    int over = tc.time_limit_min > 0 && elapsed > tc.time_limit_min * 60 ? 1 : 0;
+    mpiCheck(MPI_Allreduce(MPI_IN_PLACE, &over, 1, MPI_INT, MPI_MAX, groups_.world()));
+    const bool last = step + 1 == tc.steps || over;
+    const bool do_eval = last || (tc.eval_every > 0 && (step + 1) % tc.eval_every == 0);
+    if (do_eval) val = evaluate();
+    if (root) {
+      nlohmann::json j = {{"step", step + 1},        {"loss", r.ce},
+                          {"lr", r.lr},              {"grad_norm", r.grad_norm},
+                          {"aux_loss", r.aux},       {"z_loss", r.z},
+                          {"tokens_per_s", tokens_per_step / dt}, {"ms_per_step", dt * 1e3},
+                          {"elapsed_s", elapsed},    {"expert_load_max_over_mean", expert_load(*model_)}};
+      if (do_eval) j["val_loss"] = val;
+      metrics->write(j.dump());
+      if ((step + 1) % std::max(1, tc.log_every) == 0 || do_eval) {
+        const double eta = elapsed / (step + 1) * (tc.steps - step - 1);
+        std::printf("step %6ld/%d | loss %.4f | lr %.2e | %8.0f tok/s | %6.1f ms/step | ETA %s",
+                    step + 1, tc.steps, r.ce, r.lr, tokens_per_step / dt, dt * 1e3,
+                    format_eta(eta).c_str());
+        if (do_eval) std::printf(" | val %.4f", val);
+        std::printf("\n");
+        std::fflush(stdout);
+      }
+    }
+    if (over) {
+      if (root)
+        std::printf("train.time_limit_min = %g reached after %ld steps; stopping\n",
+                    tc.time_limit_min, step + 1);
+      ++step;
+      break;
+    }
+  }
+  if (root) {
+    std::printf("done: %ld steps in %.1f s, final val_loss %.4f (metrics: %s/metrics.jsonl)\n",
+                std::min<long>(step, tc.steps), seconds_since(t0), val, dir.c_str());
+    std::fflush(stdout);
+  }
+  return val;
+}
+
+}  // namespace furnace::train

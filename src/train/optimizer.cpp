@@ -1,0 +1,32 @@
+#include "train/optimizer.hpp"
+
+#include "kernels/optim.hpp"
+
+namespace furnace::train {
+
+double AdamW::grad_sq_sum(const memory::ParamStore& ps, memory::ParamKind kind) {
+  double s = 0;
+  for (int i = 0; i < int(ps.infos().size()); ++i)
+    if (ps.info(i).kind == kind) s += kernels::sum_squares<float>(ps.slice(ps.grads(), i));
+  return s;
+}
+
+double AdamW::clip(memory::ParamStore& ps, double global_norm) const {
+  if (cfg_.grad_clip <= 0 || global_norm <= cfg_.grad_clip) return 1.0;
+  const double f = cfg_.grad_clip / (global_norm + 1e-6);
+  kernels::scale<float>(ps.grads(), float(f));
+  return f;
+}
+
+void AdamW::update(memory::ParamStore& ps, double lr) {
+  ++step_;
+  kernels::AdamWParams hp{.lr = lr, .beta1 = cfg_.beta1, .beta2 = cfg_.beta2, .eps = cfg_.eps,
+                          .weight_decay = 0, .step = step_};
+  for (int i = 0; i < int(ps.infos().size()); ++i) {
+    hp.weight_decay = ps.info(i).decay ? cfg_.weight_decay : 0.0;
+    kernels::adamw_update<float>(ps.slice(ps.params(), i), ps.slice(ps.grads(), i),
+                                 ps.slice(ps.exp_avg(), i), ps.slice(ps.exp_avg_sq(), i), hp);
+  }
+}
+
+}  // namespace furnace::train

@@ -1,0 +1,35 @@
+// AdamW over a ParamStore: global-norm clipping, then one update per tensor with
+// weight decay only where the tensor asks for it (matrices, not norms).
+#pragma once
+#include <functional>
+
+#include "memory/param_store.hpp"
+
+namespace furnace::train {
+
+struct AdamWConfig {
+  double beta1 = 0.9, beta2 = 0.95, eps = 1e-8, weight_decay = 0.1, grad_clip = 1.0;
+};
+
+class AdamW {
+ public:
+  explicit AdamW(const AdamWConfig& cfg) : cfg_(cfg) {}
+
+  // Sum of squared gradients of the tensors of one kind on this rank (the caller
+  // reduces over ranks so that every parameter is counted exactly once).
+  static double grad_sq_sum(const memory::ParamStore& ps, memory::ParamKind kind);
+  // Scale all gradients so that the global norm is at most grad_clip; returns the
+  // factor applied (1 when no clipping).
+  double clip(memory::ParamStore& ps, double global_norm) const;
+  // One AdamW step (increments the step counter).
+  void update(memory::ParamStore& ps, double lr);
+
+  long step() const { return step_; }
+  void set_step(long s) { step_ = s; }
+
+ private:
+  AdamWConfig cfg_;
+  long step_ = 0;
+};
+
+}  // namespace furnace::train

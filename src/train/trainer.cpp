@@ -1,0 +1,153 @@
+#include "train/trainer.hpp"
+
+#include <cmath>
+
+#include "comm/mpi_check.hpp"
+
+namespace furnace::train {
+
+namespace k = furnace::kernels;
+
+model::GptSpec make_spec(const io::Config& c, const comm::Groups& g) {
+  model::GptSpec s;
+  s.vocab = c.model.vocab_size;
+  s.seq = c.model.seq_len;
+  s.d_model = c.model.d_model;
+  s.layers = c.model.n_layers;
+  s.heads = c.model.n_heads;
+  s.ffn_hidden = c.model.ffn_hidden;
+  s.rmsnorm = c.model.norm == "rmsnorm";
+  s.activation = c.model.activation == "swiglu" ? moe::Activation::Swiglu : moe::Activation::Gelu;
+  s.norm_eps = float(c.model.norm_eps);
+  s.init_std = c.model.init_std;
+  s.moe_every = c.moe.every;
+  s.expert_hidden = c.moe.expert_hidden;
+  s.router = {.experts = c.moe.experts, .top_k = c.moe.top_k,
+              .capacity_factor = c.moe.capacity_factor, .aux_loss_coef = c.moe.aux_loss_coef,
+              .z_loss_coef = c.moe.z_loss_coef};
+  s.local_experts = c.moe.experts / g.ep();
+  s.first_expert = s.local_experts * g.ep_rank();
+  s.batch = c.train.batch_size / g.size();
+  return s;
+}
+
+Trainer::Trainer(const io::Config& cfg, comm::Groups& groups)
+    : cfg_(cfg),
+      groups_(groups),
+      spec_(make_spec(cfg, groups)),
+      opt_({.beta1 = cfg.train.beta1, .beta2 = cfg.train.beta2, .eps = cfg.train.eps,
+            .weight_decay = cfg.train.weight_decay, .grad_clip = cfg.train.grad_clip}),
+      schedule_({.lr = cfg.train.lr, .min_lr = cfg.train.min_lr, .warmup = cfg.train.warmup_steps,
+                 .total = cfg.train.steps}) {
+  model_ = std::make_unique<model::Gpt>(spec_, ps_, arena_);
+  ps_.allocate();
+  ps_.initialize(cfg.train.seed);
+  // Aux-loss statistics are global over the world, so the objective is layout-independent.
+  MPI_Comm world = groups.world();
+  model_->set_reducer([world](double* v, int n) {
+    mpiCheck(MPI_Allreduce(MPI_IN_PLACE, v, n, MPI_DOUBLE, MPI_SUM, world));
+  });
+  const std::int64_t min_tokens = cfg.model.seq_len + 2;
+  train_data_ = std::make_unique<io::TokenDataset>(cfg.data.train, cfg.model.vocab_size, min_tokens);
+  valid_data_ = std::make_unique<io::TokenDataset>(cfg.data.valid, cfg.model.vocab_size, min_tokens);
+  const std::int64_t n = std::int64_t(spec_.batch) * spec_.seq;
+  inputs_ = decltype(inputs_)("Trainer::inputs", n);
+  targets_ = decltype(targets_)("Trainer::targets", n);
+}
+
+void Trainer::load_local_batch(const io::TokenDataset& data, int stream, long index,
+                               std::vector<std::int32_t>& tokens) const {
+  const int B = cfg_.train.batch_size, T = spec_.seq;
+  auto starts = io::batch_starts(cfg_.train.seed, index, stream, B, T, data.size());
+  // This rank's contiguous share of the global batch.
+  std::vector<std::int64_t> mine(starts.begin() + groups_.rank() * spec_.batch,
+                                 starts.begin() + (groups_.rank() + 1) * spec_.batch);
+  data.read_windows(mine, T, tokens);
+}
+
+double Trainer::reduce_sum(double v) const {
+  mpiCheck(MPI_Allreduce(MPI_IN_PLACE, &v, 1, MPI_DOUBLE, MPI_SUM, groups_.world()));
+  return v;
+}
+
+// Forward (and backward) of one batch of tokens [local_batch, seq+1]; returns the
+// global mean cross-entropy.
+double Trainer::forward_loss(const std::vector<std::int32_t>& tokens, bool backward,
+                             StepResult* r) {
+  const int T = spec_.seq, B = spec_.batch;
+  auto in_h = Kokkos::create_mirror_view(inputs_);
+  auto tg_h = Kokkos::create_mirror_view(targets_);
+  for (int b = 0; b < B; ++b)
+    for (int t = 0; t < T; ++t) {
+      in_h(b * T + t) = tokens[b * (T + 1) + t];
+      tg_h(b * T + t) = tokens[b * (T + 1) + t + 1];
+    }
+  Kokkos::deep_copy(inputs_, in_h);
+  Kokkos::deep_copy(targets_, tg_h);
+  auto parts = model_->forward(inputs_, targets_);
+  if (parts.bad_targets > 0) comm::abort_job("token out of range in a batch (corrupt data file?)", 4);
+  const double global_tokens = double(cfg_.train.batch_size) * T;
+  const double ce = reduce_sum(parts.ce_sum) / global_tokens;
+  if (r) {
+    r->ce = ce;
+    r->aux = parts.aux;
+    r->z = parts.z;
+    r->total = ce + cfg_.moe.aux_loss_coef * parts.aux + cfg_.moe.z_loss_coef * parts.z;
+  }
+  if (backward) model_->backward(global_tokens);
+  return ce;
+}
+
+void Trainer::reduce_gradients() {
+  if (groups_.size() == 1) return;
+  // Each rank's gradients are of the global objective's share on its tokens: sum them.
+  // Dense parameters over the world; expert parameters over their replicas (dp group).
+  for (int i = 0; i < int(ps_.infos().size()); ++i) {
+    auto g = ps_.slice(ps_.grads(), i);
+    MPI_Comm c = ps_.info(i).kind == memory::ParamKind::Expert ? groups_.dp_comm() : groups_.world();
+    mpiCheck(MPI_Allreduce(MPI_IN_PLACE, g.data(), int(g.size()), MPI_FLOAT, MPI_SUM, c));
+  }
+}
+
+StepResult Trainer::compute_gradients(long step, std::vector<std::int32_t>* batch) {
+  StepResult r;
+  load_local_batch(*train_data_, 0, step, batch_);
+  if (batch) *batch = batch_;
+  Kokkos::deep_copy(ps_.grads(), 0.0f);
+  forward_loss(batch_, true, &r);
+  reduce_gradients();
+  // Dense gradients are identical on every rank after the reduction; each expert
+  // gradient lives on its ep slice: count dense once, experts once per ep group.
+  double dense = AdamW::grad_sq_sum(ps_, memory::ParamKind::Dense);
+  double expert = AdamW::grad_sq_sum(ps_, memory::ParamKind::Expert);
+  double expert_all = expert;
+  if (groups_.size() > 1)
+    mpiCheck(MPI_Allreduce(&expert, &expert_all, 1, MPI_DOUBLE, MPI_SUM, groups_.ep_comm()));
+  r.grad_norm = std::sqrt(dense + expert_all);
+  return r;
+}
+
+double Trainer::apply_update(long step, StepResult& r) {
+  r.lr = schedule_.at(step);
+  opt_.clip(ps_, r.grad_norm);
+  opt_.update(ps_, r.lr);
+  return r.lr;
+}
+
+StepResult Trainer::train_step(long step) {
+  StepResult r = compute_gradients(step);
+  apply_update(step, r);
+  return r;
+}
+
+double Trainer::evaluate() {
+  double sum = 0;
+  std::vector<std::int32_t> tokens;
+  for (int b = 0; b < cfg_.train.eval_batches; ++b) {
+    load_local_batch(*valid_data_, 1, b, tokens);
+    sum += forward_loss(tokens, false, nullptr);
+  }
+  return sum / std::max(1, cfg_.train.eval_batches);
+}
+
+}  // namespace furnace::train

@@ -1,0 +1,73 @@
+// The training loop: batches from the token file, forward/backward, gradient
+// reduction, clipping, AdamW, evaluation, progress lines and metrics.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "comm/groups.hpp"
+#include "io/config.hpp"
+#include "io/dataset.hpp"
+#include "memory/arena.hpp"
+#include "memory/param_store.hpp"
+#include "model/gpt.hpp"
+#include "train/optimizer.hpp"
+#include "train/schedule.hpp"
+
+namespace furnace::train {
+
+struct StepResult {
+  double ce = 0;        // mean cross-entropy over the global batch
+  double aux = 0, z = 0;
+  double total = 0;     // the objective that was differentiated
+  double grad_norm = 0; // before clipping
+  double lr = 0;
+};
+
+// Maps the run configuration onto the model's shape for this rank.
+model::GptSpec make_spec(const io::Config& cfg, const comm::Groups& groups);
+
+class Trainer {
+ public:
+  Trainer(const io::Config& cfg, comm::Groups& groups);
+
+  // Forward + backward on the global batch of `step`; gradients are left reduced
+  // (summed over ranks) in the parameter store, not yet clipped. `batch` receives
+  // this rank's [local_batch, seq+1] tokens when non-null.
+  StepResult compute_gradients(long step, std::vector<std::int32_t>* batch = nullptr);
+  // Clip and update. Returns the lr used.
+  double apply_update(long step, StepResult& r);
+  StepResult train_step(long step);
+  // Mean cross-entropy over the validation batches (the same ones every time).
+  double evaluate();
+  // The whole run with progress output and metrics; returns the last validation loss.
+  double run();
+
+  memory::ParamStore& params() { return ps_; }
+  model::Gpt& model() { return *model_; }
+  const io::Config& config() const { return cfg_; }
+  double lr_at(long step) const { return schedule_.at(step); }
+
+ private:
+  double forward_loss(const std::vector<std::int32_t>& tokens, bool backward,
+                      StepResult* r);
+  void load_local_batch(const io::TokenDataset& data, int stream, long index,
+                        std::vector<std::int32_t>& tokens) const;
+  void reduce_gradients();
+  double reduce_sum(double v) const;
+
+  io::Config cfg_;
+  comm::Groups& groups_;
+  model::GptSpec spec_;
+  memory::ParamStore ps_;
+  memory::Arena arena_{"Trainer::activations"};
+  std::unique_ptr<model::Gpt> model_;
+  std::unique_ptr<io::TokenDataset> train_data_, valid_data_;
+  AdamW opt_;
+  LrSchedule schedule_;
+  Kokkos::View<kernels::index_t*, kernels::MemSpace> inputs_, targets_;
+  std::vector<std::int32_t> batch_;
+};
+
+}  // namespace furnace::train
