@@ -8,7 +8,9 @@
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <optional>
 
+#include "comm/mpi_check.hpp"
 #include "io/hdf5_util.hpp"
 
 namespace furnace::io {
@@ -94,56 +96,119 @@ void write_token_file(const std::string& path, const std::vector<std::uint8_t>& 
   }
 }
 
-TokenDataset::TokenDataset(const std::string& path, int expected_vocab, std::int64_t min_tokens) : path_(path) {
-  std::error_code ec;
-  if (!fs::exists(path, ec))
-    data_error(path, "not found; run `furnace data prepare` or set data.train / data.valid");
-  if (fs::is_directory(path, ec)) data_error(path, "is a directory, not a token file");
-  if (!std::ifstream(path)) data_error(path, "cannot be read (permissions?)");
+namespace {
 
-  h5::silence();
-  h5::Handle file(H5Fis_hdf5(path.c_str()) > 0 ? H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT) : -1, H5Fclose);
-  if (!file.valid()) {
-    std::string reason = h5::last_error();
-    data_error(path, "is not a valid HDF5 file (corrupt or truncated?)" + (reason.empty() ? "" : ": " + reason));
+// The ranks of `comm` agree on a failure: when any rank has one, every rank throws the
+// same DataError, with the message of the lowest failing rank. Collective over comm;
+// without MPI (not initialised) the error is just thrown.
+void agree_on_error(MPI_Comm comm, const std::optional<std::string>& error) {
+  int mpi_up = 0;
+  mpiCheck(MPI_Initialized(&mpi_up));
+  if (!mpi_up) {
+    if (error) throw DataError(*error);
+    return;
   }
-  h5::Handle dset;
-  naming_file(path, [&] {
-    if (H5_CHECKED(H5Lexists(file, "tokens", H5P_DEFAULT)) <= 0 ||
-        H5_CHECKED(H5Oexists_by_name(file, "tokens", H5P_DEFAULT)) <= 0)
-      data_error(path, "has no /tokens dataset; is it a furnace token file (`furnace data prepare`)?");
-    // A chunk cache large enough that random windows rarely decompress a chunk twice.
-    h5::Handle dapl(H5_CHECKED(H5Pcreate(H5P_DATASET_ACCESS)), H5Pclose);
-    H5_CHECKED(H5Pset_chunk_cache(dapl, 10007, kChunkCache, 1.0));
-    dset = h5::Handle(H5Dopen2(file, "tokens", dapl), H5Dclose);
-    if (!dset.valid()) {
-      h5::last_error();  // clear the stack; the reason is ours
-      data_error(path, "has /tokens, but it is not a dataset");
+  int rank = 0, size = 1;
+  mpiCheck(MPI_Comm_rank(comm, &rank));
+  mpiCheck(MPI_Comm_size(comm, &size));
+  int mine = error ? rank : size, first = size;
+  mpiCheck(MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm));
+  if (first == size) return;
+  std::string message = rank == first ? *error : std::string();
+  int len = int(message.size());
+  mpiCheck(MPI_Bcast(&len, 1, MPI_INT, first, comm));
+  message.resize(std::size_t(len));
+  mpiCheck(MPI_Bcast(message.data(), len, MPI_CHAR, first, comm));
+  throw DataError(message);
+}
+
+// Runs f, returning its DataError's message instead of throwing it.
+template <class F>
+std::optional<std::string> data_error_of(F&& f) {
+  try {
+    f();
+    return std::nullopt;
+  } catch (const DataError& e) {
+    return std::string(e.what());
+  }
+}
+
+}  // namespace
+
+TokenDataset::TokenDataset(const std::string& path, int expected_vocab, std::int64_t min_tokens, MPI_Comm comm)
+    : path_(path) {
+  h5::silence();
+  // 1. Cheap independent checks on every rank, then agreement: a missing or non-HDF5
+  //    file fails on every rank before anyone enters the collective open.
+  agree_on_error(comm, data_error_of([&] {
+    std::error_code ec;
+    if (!fs::exists(path, ec))
+      data_error(path, "not found; run `furnace data prepare` or set data.train / data.valid");
+    if (fs::is_directory(path, ec)) data_error(path, "is a directory, not a token file");
+    if (!std::ifstream(path)) data_error(path, "cannot be read (permissions?)");
+    if (H5Fis_hdf5(path.c_str()) <= 0) {
+      std::string reason = h5::last_error();
+      data_error(path, "is not a valid HDF5 file (corrupt or truncated?)" + (reason.empty() ? "" : ": " + reason));
     }
+  }));
 
-    h5::Handle space(H5_CHECKED(H5Dget_space(dset)), H5Sclose);
-    int rank = H5_CHECKED(H5Sget_simple_extent_ndims(space));
-    if (rank != 1) data_error(path, "has a " + std::to_string(rank) + "-D /tokens; expected a 1-D dataset");
-    hsize_t n = 0;
-    H5_CHECKED(H5Sget_simple_extent_dims(space, &n, nullptr));
-    n_tokens_ = std::int64_t(n);
+  // 2. The collective open with the MPI-IO driver on comm, and validation. Every rank
+  //    reads the same metadata in the same order, so a bad file fails at the same point
+  //    on every rank; still, the ranks agree before anyone throws. The handles outlive
+  //    the agreement: H5Fclose is collective (MPI_File_close), so no rank may close the
+  //    file while another still waits in the agreement.
+  int mpi_up = 0;
+  mpiCheck(MPI_Initialized(&mpi_up));
+  h5::Handle file, dset;
+  auto error = data_error_of([&] {
+    naming_file(path, [&] {
+      h5::Handle fapl(H5_CHECKED(H5Pcreate(H5P_FILE_ACCESS)), H5Pclose);
+      if (mpi_up) H5_CHECKED(H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL));  // duplicates comm
+      file = h5::Handle(H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl), H5Fclose);
+    });
+    if (!file.valid()) {
+      std::string reason = h5::last_error();
+      data_error(path, "is not a valid HDF5 file (corrupt or truncated?)" + (reason.empty() ? "" : ": " + reason));
+    }
+    naming_file(path, [&] {
+      if (H5_CHECKED(H5Lexists(file, "tokens", H5P_DEFAULT)) <= 0 ||
+          H5_CHECKED(H5Oexists_by_name(file, "tokens", H5P_DEFAULT)) <= 0)
+        data_error(path, "has no /tokens dataset; is it a furnace token file (`furnace data prepare`)?");
+      // A chunk cache large enough that random windows rarely decompress a chunk twice
+      // (parallel HDF5 keeps the chunk cache for files opened read-only).
+      h5::Handle dapl(H5_CHECKED(H5Pcreate(H5P_DATASET_ACCESS)), H5Pclose);
+      H5_CHECKED(H5Pset_chunk_cache(dapl, 10007, kChunkCache, 1.0));
+      dset = h5::Handle(H5Dopen2(file, "tokens", dapl), H5Dclose);
+      if (!dset.valid()) {
+        h5::last_error();  // clear the stack; the reason is ours
+        data_error(path, "has /tokens, but it is not a dataset");
+      }
 
-    h5::Handle type(H5_CHECKED(H5Dget_type(dset)), H5Tclose);
-    bool ok = H5Tget_class(type) == H5T_INTEGER && H5Tget_sign(type) == H5T_SGN_NONE && H5Tget_size(type) <= 4;
-    if (!ok) data_error(path, "has /tokens of " + describe_type(type) + "; expected unsigned 8-, 16- or 32-bit integers");
+      h5::Handle space(H5_CHECKED(H5Dget_space(dset)), H5Sclose);
+      int rank = H5_CHECKED(H5Sget_simple_extent_ndims(space));
+      if (rank != 1) data_error(path, "has a " + std::to_string(rank) + "-D /tokens; expected a 1-D dataset");
+      hsize_t n = 0;
+      H5_CHECKED(H5Sget_simple_extent_dims(space, &n, nullptr));
+      n_tokens_ = std::int64_t(n);
 
-    auto vocab = h5::read_int_attr(dset, "vocab_size");
-    if (!vocab) data_error(path, "has no vocab_size attribute on /tokens");
-    if (*vocab < 2) data_error(path, "has vocab_size " + std::to_string(*vocab) + " on /tokens; expected >= 2");
-    if (expected_vocab > 0 && *vocab != expected_vocab)
-      data_error(path, "has vocab_size " + std::to_string(*vocab) + " but model.vocab_size is " +
-                           std::to_string(expected_vocab) + "; set model.vocab_size = " + std::to_string(*vocab) +
-                           " or prepare data for this vocabulary");
-    vocab_ = *vocab;
-    if (n_tokens_ < min_tokens)
-      data_error(path, "has " + std::to_string(n_tokens_) + " tokens; at least " + std::to_string(min_tokens) +
-                           " are needed (one window of model.seq_len + 1)");
+      h5::Handle type(H5_CHECKED(H5Dget_type(dset)), H5Tclose);
+      bool ok = H5Tget_class(type) == H5T_INTEGER && H5Tget_sign(type) == H5T_SGN_NONE && H5Tget_size(type) <= 4;
+      if (!ok) data_error(path, "has /tokens of " + describe_type(type) + "; expected unsigned 8-, 16- or 32-bit integers");
+
+      auto vocab = h5::read_int_attr(dset, "vocab_size");
+      if (!vocab) data_error(path, "has no vocab_size attribute on /tokens");
+      if (*vocab < 2) data_error(path, "has vocab_size " + std::to_string(*vocab) + " on /tokens; expected >= 2");
+      if (expected_vocab > 0 && *vocab != expected_vocab)
+        data_error(path, "has vocab_size " + std::to_string(*vocab) + " but model.vocab_size is " +
+                             std::to_string(expected_vocab) + "; set model.vocab_size = " + std::to_string(*vocab) +
+                             " or prepare data for this vocabulary");
+      vocab_ = *vocab;
+      if (n_tokens_ < min_tokens)
+        data_error(path, "has " + std::to_string(n_tokens_) + " tokens; at least " + std::to_string(min_tokens) +
+                             " are needed (one window of model.seq_len + 1)");
+    });
   });
+  agree_on_error(comm, error);  // on failure, every rank closes its handles as this unwinds
   dset_ = dset.release();
   file_ = file.release();
 }
@@ -154,28 +219,68 @@ TokenDataset::~TokenDataset() {
 }
 
 void TokenDataset::read_windows(const std::vector<std::int64_t>& starts, int seq, std::vector<std::int32_t>& out) const {
-  const hsize_t w = hsize_t(seq) + 1;
-  out.resize(starts.size() * w);
+  const std::int64_t w = std::int64_t(seq) + 1;
+  for (const std::int64_t s : starts)
+    if (seq < 0 || s < 0 || s + w > n_tokens_)
+      data_error(path_, "has no window [" + std::to_string(s) + ", " + std::to_string(s + w) + ") within its " +
+                            std::to_string(n_tokens_) + " tokens");
+  out.resize(starts.size() * std::size_t(std::max<std::int64_t>(w, 0)));
+  if (starts.empty() || w <= 0) return;
+
+  // The union of the windows as sorted, disjoint runs [begin, end): windows of one batch
+  // may overlap or repeat, and an OR-ed hyperslab selection holds each token once, so
+  // the runs are read once and the windows copied out of them afterwards.
+  std::vector<std::int64_t> sorted(starts);
+  std::sort(sorted.begin(), sorted.end());
+  struct Run {
+    std::int64_t begin, end, buf;  // buf: where the run starts in the read buffer
+  };
+  std::vector<Run> runs;
+  std::int64_t total = 0;
+  for (const std::int64_t s : sorted) {
+    if (!runs.empty() && s <= runs.back().end) {
+      total += std::max<std::int64_t>(s + w, runs.back().end) - runs.back().end;
+      runs.back().end = std::max(runs.back().end, s + w);
+    } else {
+      runs.push_back({s, s + w, total});
+      total += w;
+    }
+  }
+
+  // One H5Dread of the whole union with an independent transfer (the default dxpl).
+  // Independent, not collective: each rank's windows are its own business, so ranks
+  // need not call this in lockstep (nor the same number of times, e.g. a rank with no
+  // windows), and a rank failing here cannot leave others waiting. Data is read-only,
+  // so nothing is gained from collective buffering at these sizes.
+  std::vector<std::int32_t> buf(std::size_t(total), 0);
   naming_file(path_, [&] {
     h5::Handle file_space(H5_CHECKED(H5Dget_space(dset_)), H5Sclose);
-    h5::Handle mem_space(H5_CHECKED(H5Screate_simple(1, &w, nullptr)), H5Sclose);
-    // One hyperslab read per window: each rank reads only the windows it needs.
-    for (std::size_t b = 0; b < starts.size(); ++b) {
-      const std::int64_t s = starts[b];
-      if (seq < 0 || s < 0 || s + std::int64_t(w) > n_tokens_)
-        data_error(path_, "has no window [" + std::to_string(s) + ", " + std::to_string(s + std::int64_t(w)) +
-                              ") within its " + std::to_string(n_tokens_) + " tokens");
-      hsize_t offset = hsize_t(s);
-      H5_CHECKED(H5Sselect_hyperslab(file_space, H5S_SELECT_SET, &offset, nullptr, &w, nullptr));
-      std::int32_t* dst = out.data() + b * w;
-      // HDF5 converts the stored unsigned type to int32 (clamping, which the check below catches).
-      H5_CHECKED(H5Dread(dset_, H5T_NATIVE_INT32, mem_space, file_space, H5P_DEFAULT, dst));
-      for (hsize_t t = 0; t < w; ++t)
-        if (dst[t] < 0 || dst[t] >= vocab_)
-          data_error(path_, "holds token " + std::to_string(dst[t]) + " at offset " + std::to_string(s + std::int64_t(t)) +
-                                ", >= its vocab_size " + std::to_string(vocab_) + " (corrupt data?)");
+    H5_CHECKED(H5Sselect_none(file_space));
+    for (const Run& r : runs) {
+      const hsize_t offset = hsize_t(r.begin), count = hsize_t(r.end - r.begin);
+      H5_CHECKED(H5Sselect_hyperslab(file_space, H5S_SELECT_OR, &offset, nullptr, &count, nullptr));
     }
+    const hsize_t n = hsize_t(total);
+    h5::Handle mem_space(H5_CHECKED(H5Screate_simple(1, &n, nullptr)), H5Sclose);
+    // The selection is traversed in file order, which is the order of the runs in buf.
+    // HDF5 converts the stored unsigned type to int32 (clamping, which the check below catches).
+    H5_CHECKED(H5Dread(dset_, H5T_NATIVE_INT32, mem_space, file_space, H5P_DEFAULT, buf.data()));
   });
+  // Validate in file order, so the first bad token (lowest offset) is the one named.
+  for (const Run& r : runs)
+    for (std::int64_t i = r.begin; i < r.end; ++i) {
+      const std::int32_t v = buf[std::size_t(r.buf + i - r.begin)];
+      if (v < 0 || v >= vocab_)
+        data_error(path_, "holds token " + std::to_string(v) + " at offset " + std::to_string(i) + ", >= its vocab_size " +
+                              std::to_string(vocab_) + " (corrupt data?)");
+    }
+  for (std::size_t b = 0; b < starts.size(); ++b) {
+    const std::int64_t s = starts[b];
+    // The run holding window b: the last run beginning at or before s.
+    auto it = std::upper_bound(runs.begin(), runs.end(), s, [](std::int64_t x, const Run& r) { return x < r.begin; });
+    const Run& r = *std::prev(it);
+    std::copy_n(buf.begin() + (r.buf + s - r.begin), w, out.begin() + std::int64_t(b) * w);
+  }
 }
 
 std::vector<std::int64_t> batch_starts(unsigned long long seed, long step, int stream, int batch, int seq,

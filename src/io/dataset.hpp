@@ -1,6 +1,8 @@
 // Token datasets in HDF5: `/tokens` (1-D unsigned 8/16/32-bit integers) with
 // attributes `vocab_size` (int), `source` (string), `format` = "furnace-tokens".
 #pragma once
+#include <mpi.h>
+
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -17,13 +19,20 @@ struct DataError : std::runtime_error {
 void write_token_file(const std::string& path, const std::vector<std::uint8_t>& tokens,
                       int vocab_size, const std::string& source);
 
-// An open token file. Reads windows of seq+1 tokens for a batch.
+// An open token file, shared by the ranks of a communicator through parallel HDF5
+// (the MPI-IO driver). Reads windows of seq+1 tokens for a batch.
 class TokenDataset {
  public:
   // Opens and validates: the file exists and is HDF5, /tokens is a 1-D integer dataset
   // with at least min_tokens entries, vocab_size attribute matches expected_vocab
   // (when > 0). Throws DataError.
-  TokenDataset(const std::string& path, int expected_vocab, std::int64_t min_tokens);
+  //
+  // Collective over `comm`: every rank of comm must construct it (same path and
+  // arguments). The ranks agree on every failure, so a missing, corrupt or invalid
+  // file throws the same DataError on every rank and no rank is left waiting in a
+  // collective call. Destruction is collective too (the file close is).
+  TokenDataset(const std::string& path, int expected_vocab, std::int64_t min_tokens,
+               MPI_Comm comm = MPI_COMM_SELF);
   ~TokenDataset();
   TokenDataset(const TokenDataset&) = delete;
   TokenDataset& operator=(const TokenDataset&) = delete;
@@ -33,7 +42,9 @@ class TokenDataset {
   const std::string& path() const { return path_; }
 
   // out[b * (seq+1) + t] = tokens[starts[b] + t] for t in [0, seq]; every token is
-  // checked to be < vocab_size (DataError otherwise, naming the offset).
+  // checked to be < vocab_size (DataError otherwise, naming the offset). Windows may
+  // overlap or repeat. Independent I/O: each rank reads only its own windows, and
+  // ranks may call this any number of times, with any windows (or none).
   void read_windows(const std::vector<std::int64_t>& starts, int seq,
                     std::vector<std::int32_t>& out) const;
 

@@ -1,0 +1,239 @@
+// Token files read with parallel HDF5 by every rank of MPI_COMM_WORLD: each rank reads
+// its own (overlapping, repeated, end-of-file) windows, and a missing or corrupt file
+// fails with the same DataError on every rank instead of a hang. Runs at -n 1, 2, 4.
+#include <gtest/gtest.h>
+#include <mpi.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "io/dataset.hpp"
+#include "io/hdf5_util.hpp"
+
+using namespace furnace::io;
+namespace fs = std::filesystem;
+
+namespace {
+
+int world_rank() {
+  int r = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &r);
+  return r;
+}
+int world_size() {
+  int n = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &n);
+  return n;
+}
+
+// A fresh directory per test and run, chosen by rank 0 and shared with every rank.
+class MpiDatasetTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string name;
+    if (world_rank() == 0) {
+      auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+      const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
+      name = (fs::path("/tmp") / ("furnace_mpitest_" + std::to_string(getpid()) + "_" + std::to_string(now) + "_" +
+                                  info->name()))
+                 .string();
+      fs::remove_all(name);
+      fs::create_directories(name);
+    }
+    int len = int(name.size());
+    MPI_Bcast(&len, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    name.resize(std::size_t(len));
+    MPI_Bcast(name.data(), len, MPI_CHAR, 0, MPI_COMM_WORLD);
+    dir_ = name;
+    MPI_Barrier(MPI_COMM_WORLD);
+  }
+  void TearDown() override {
+    MPI_Barrier(MPI_COMM_WORLD);  // nobody still has a file open
+    if (world_rank() == 0) fs::remove_all(dir_);
+  }
+  std::string file(const std::string& name) const { return (dir_ / name).string(); }
+  fs::path dir_;
+};
+
+std::vector<std::uint8_t> pattern(std::size_t n) {
+  std::vector<std::uint8_t> t(n);
+  for (std::size_t i = 0; i < n; ++i) t[i] = std::uint8_t((i * 13 + i / 251) % 256);
+  return t;
+}
+
+// Runs f expecting a one-line DataError containing every needle; returns its message.
+template <class F>
+std::string expect_data_error(F&& f, const std::vector<std::string>& needles) {
+  try {
+    f();
+    ADD_FAILURE() << "rank " << world_rank() << ": no DataError";
+  } catch (const DataError& e) {
+    std::string msg = e.what();
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+    for (const auto& n : needles) EXPECT_NE(msg.find(n), std::string::npos) << "'" << n << "' not in: " << msg;
+    return msg;
+  }
+  return "";
+}
+
+// Every rank got the same message: compare with rank 0's.
+void expect_same_on_every_rank(std::string msg) {
+  int len = int(msg.size());
+  MPI_Bcast(&len, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  std::string root(std::size_t(len), '\0');
+  if (world_rank() == 0) root = msg;
+  MPI_Bcast(root.data(), len, MPI_CHAR, 0, MPI_COMM_WORLD);
+  EXPECT_EQ(msg, root) << "rank " << world_rank();
+}
+
+void expect_windows(const std::vector<std::int32_t>& out, const std::vector<std::int64_t>& starts, int seq,
+                    const std::vector<std::uint8_t>& tokens) {
+  ASSERT_EQ(out.size(), starts.size() * std::size_t(seq + 1));
+  for (std::size_t b = 0; b < starts.size(); ++b)
+    for (int t = 0; t <= seq; ++t)
+      ASSERT_EQ(out[b * (seq + 1) + t], tokens[std::size_t(starts[b] + t)])
+          << "rank " << world_rank() << " window " << b << " (start " << starts[b] << ") token " << t;
+}
+
+}  // namespace
+
+TEST_F(MpiDatasetTest, MpiEveryRankReadsItsOwnWindows) {
+  // Several chunks (64 Ki tokens each), so windows cross chunk boundaries.
+  const std::size_t n = 200003;
+  const auto tokens = pattern(n);
+  if (world_rank() == 0) write_token_file(file("t.h5"), tokens, 256, "mpi test");
+  MPI_Barrier(MPI_COMM_WORLD);
+
+  TokenDataset ds(file("t.h5"), 256, 17, MPI_COMM_WORLD);
+  EXPECT_EQ(ds.size(), std::int64_t(n));
+  EXPECT_EQ(ds.vocab_size(), 256);
+  const int seq = 31, r = world_rank();
+  const std::int64_t last = std::int64_t(n) - seq - 1;  // the window ending at the very last token
+  const std::int64_t base = 1000 * r;
+  // Overlapping, repeated, unsorted, adjacent, chunk-crossing and end-of-file windows,
+  // different on every rank.
+  std::vector<std::int64_t> starts = {base + 5, base,      base + 5,        last, base + 20, base + 37,
+                                      65536 - 10 + r, last - 3, 131072 + 7 * r, 0,    last};
+  std::vector<std::int32_t> out;
+  ds.read_windows(starts, seq, out);
+  expect_windows(out, starts, seq, tokens);
+
+  // Ranks read different numbers of times (independent I/O): rank r reads r + 1 more
+  // batches of random windows, one rank reads an empty batch.
+  std::mt19937_64 gen(1234 + r);
+  for (int k = 0; k <= r; ++k) {
+    std::vector<std::int64_t> more(1 + gen() % 16);
+    for (auto& s : more) s = std::int64_t(gen() % std::uint64_t(last + 1));
+    ds.read_windows(more, seq, out);
+    expect_windows(out, more, seq, tokens);
+  }
+  if (r == world_size() - 1) {
+    ds.read_windows({}, seq, out);
+    EXPECT_TRUE(out.empty());
+  }
+  // A window past the end is this rank's own DataError, naming the file.
+  expect_data_error([&] { ds.read_windows({last + 1}, seq, out); }, {file("t.h5"), "window"});
+
+  // The batch windows of the trainer: rank r takes its contiguous share.
+  const int B = 4 * world_size();
+  auto all = batch_starts(7, 3, 0, B, seq, ds.size());
+  std::vector<std::int64_t> mine(all.begin() + 4 * r, all.begin() + 4 * (r + 1));
+  ds.read_windows(mine, seq, out);
+  expect_windows(out, mine, seq, tokens);
+}
+
+TEST_F(MpiDatasetTest, MpiTokenOutOfVocabularyNamesOffset) {
+  // Token 200 at offset 60 of a file claiming vocab_size 100 (written raw, bypassing
+  // write_token_file's check). Reads are independent: only a rank whose windows cover
+  // offset 60 fails, naming it, even when two of its windows overlap there.
+  std::vector<std::uint8_t> tokens(100, 1);
+  tokens[60] = 200;
+  if (world_rank() == 0) {
+    namespace h5 = furnace::io::h5;
+    hsize_t n = tokens.size();
+    h5::Handle f(H5_CHECKED(H5Fcreate(file("t.h5").c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT)), H5Fclose);
+    h5::Handle space(H5_CHECKED(H5Screate_simple(1, &n, nullptr)), H5Sclose);
+    h5::Handle d(H5_CHECKED(H5Dcreate2(f, "tokens", H5T_STD_U8LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)),
+                 H5Dclose);
+    H5_CHECKED(H5Dwrite(d, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, tokens.data()));
+    h5::write_attr(d, "vocab_size", 100);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  TokenDataset ds(file("t.h5"), 100, 1, MPI_COMM_WORLD);
+  std::vector<std::int32_t> out;
+  if (world_rank() == 0) {
+    expect_data_error([&] { ds.read_windows({55, 50, 58}, 9, out); }, {file("t.h5"), "token 200 at offset 60"});
+  } else {
+    ds.read_windows({0, 5, 61, 90}, 9, out);
+    expect_windows(out, {0, 5, 61, 90}, 9, tokens);
+  }
+}
+
+TEST_F(MpiDatasetTest, MpiVocabMismatchOnEveryRank) {
+  if (world_rank() == 0) write_token_file(file("t.h5"), pattern(100), 256, "mpi test");
+  MPI_Barrier(MPI_COMM_WORLD);
+  auto msg = expect_data_error([&] { TokenDataset(file("t.h5"), 512, 1, MPI_COMM_WORLD); },
+                               {file("t.h5"), "vocab_size 256", "model.vocab_size"});
+  expect_same_on_every_rank(msg);
+  // Still usable by every rank afterwards (nobody left in a collective call).
+  TokenDataset ds(file("t.h5"), 256, 1, MPI_COMM_WORLD);
+  EXPECT_EQ(ds.size(), 100);
+}
+
+TEST_F(MpiDatasetTest, MpiMissingFileOnEveryRank) {
+  auto msg = expect_data_error([&] { TokenDataset(file("nope.h5"), 256, 1, MPI_COMM_WORLD); },
+                               {file("nope.h5"), "not found", "furnace data prepare"});
+  expect_same_on_every_rank(msg);
+}
+
+TEST_F(MpiDatasetTest, MpiFileMissingOnSomeRanksOnly) {
+  // Rank 0 sees a file the others do not (e.g. a node-local path): every rank must
+  // still fail together, with rank 1's message, rather than hang in the open.
+  const std::string local = file("local_" + std::to_string(world_rank()) + ".h5");
+  const std::string path = file("local_0.h5");
+  if (world_rank() == 0) write_token_file(local, pattern(100), 256, "mpi test");
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (world_size() == 1) {
+    TokenDataset ds(path, 256, 1, MPI_COMM_WORLD);
+    EXPECT_EQ(ds.size(), 100);
+    return;
+  }
+  // Every rank other than 0 looks at its own (missing) file; rank 0 at the real one.
+  const std::string mine = world_rank() == 0 ? path : local;
+  auto msg = expect_data_error([&] { TokenDataset(mine, 256, 1, MPI_COMM_WORLD); },
+                               {file("local_1.h5"), "not found"});
+  expect_same_on_every_rank(msg);
+}
+
+TEST_F(MpiDatasetTest, MpiCorruptFileOnEveryRank) {
+  if (world_rank() == 0) {
+    std::mt19937 gen(1);
+    std::ofstream out(file("junk.h5"), std::ios::binary);
+    for (int i = 0; i < 4096; ++i) out.put(char(gen()));
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  auto msg = expect_data_error([&] { TokenDataset(file("junk.h5"), 256, 1, MPI_COMM_WORLD); },
+                               {file("junk.h5"), "not a valid HDF5 file"});
+  expect_same_on_every_rank(msg);
+}
+
+TEST_F(MpiDatasetTest, MpiTruncatedFileOnEveryRank) {
+  // A valid superblock but a truncated body: H5Fis_hdf5 may pass, so the failure comes
+  // from the collective open itself, and the ranks must still agree.
+  if (world_rank() == 0) {
+    std::vector<std::uint8_t> tokens(200000);
+    std::mt19937 gen(2);
+    for (auto& t : tokens) t = std::uint8_t(gen());  // incompressible, so the file is large
+    write_token_file(file("t.h5"), tokens, 256, "mpi test");
+    fs::resize_file(file("t.h5"), fs::file_size(file("t.h5")) / 2);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  auto msg = expect_data_error([&] { TokenDataset(file("t.h5"), 256, 1, MPI_COMM_WORLD); },
+                               {file("t.h5"), "corrupt or truncated"});
+  expect_same_on_every_rank(msg);
+}
