@@ -51,6 +51,7 @@ Block::Block(const GptSpec& s, int layer, ParamStore& ps, memory::Arena& arena) 
   // Residual projections get a smaller init so the residual stream's variance does
   // not grow with depth (GPT-2).
   const double out_std = s.init_std / std::sqrt(2.0 * s.layers);
+  first_param_ = int(ps.infos().size());
   norm1_ = register_norm(s, ps, pre + ".ln1");
   wqkv_ = ps.add({.name = pre + ".attn.wqkv", .shape = {d, 3 * d}, .init_std = s.init_std});
   wo_ = ps.add({.name = pre + ".attn.wo", .shape = {d, d}, .init_std = out_std});
@@ -67,7 +68,7 @@ Block::Block(const GptSpec& s, int layer, ParamStore& ps, memory::Arena& arena) 
                   .global_offset0 = s.first_expert, .kind = ParamKind::Expert,
                   .init_std = out_std});
     moe_ = std::make_unique<moe::MoeLayer>(s.router, s.d_model, s.expert_hidden, s.activation, n,
-                                           arena);
+                                           arena, s.exchange, s.ep_size);
   } else {
     const std::int64_t H = s.ffn_hidden, H1 = swiglu ? 2 * H : H;
     // Stored [d, H1] / [H, d]; viewed as a group of one expert.
@@ -76,6 +77,7 @@ Block::Block(const GptSpec& s, int layer, ParamStore& ps, memory::Arena& arena) 
     dense_ = std::make_unique<moe::ExpertFFN>(1, s.d_model, s.ffn_hidden, s.activation, n, arena);
     dense_offsets_ = {0, n};
   }
+  last_param_ = int(ps.infos().size()) - 1;
   h1_ = arena.view2<float>(n, d);
   qkv_ = arena.view2<float>(n, 3 * d);
   att_ = arena.view2<float>(n, d);

@@ -45,12 +45,16 @@ class Block {
                 kernels::View2<float> dres, BlockScratch& scratch);
 
   const moe::MoeLayer* moe() const { return moe_.get(); }
+  // This block's parameters are the consecutive indices [first, last] of the store.
+  int first_param() const { return first_param_; }
+  int last_param() const { return last_param_; }
 
  private:
   moe::MoeWeights moe_weights(const memory::ParamStore& ps, kernels::View1<float> buf) const;
 
   const GptSpec& s_;
   NormParams norm1_, norm2_;
+  int first_param_ = -1, last_param_ = -1;
   int wqkv_ = -1, wo_ = -1, w1_ = -1, w2_ = -1, router_ = -1;
   // Saved activations, [n, ...] with n = batch * seq.
   kernels::View2<float> h1_, qkv_, att_, mid_, h2_, ffn_out_;

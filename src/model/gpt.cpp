@@ -63,7 +63,11 @@ LossParts Gpt::forward(View1<const k::index_t> inputs, View1<const k::index_t> t
   return out;
 }
 
-void Gpt::backward(double global_tokens) {
+void Gpt::backward(double global_tokens, const std::function<void(int)>& ready) {
+  auto done = [&](int first, int last) {
+    if (ready)
+      for (int i = first; i <= last; ++i) ready(i);
+  };
   const int n = inputs_.extent(0), d = spec_.d_model, V = spec_.vocab;
   const auto& P = ps_.params();
   const auto& G = ps_.grads();
@@ -76,8 +80,13 @@ void Gpt::backward(double global_tokens) {
                  ps_.v2(G, wte_).data(), d);
   Kokkos::deep_copy(dres_, 0.0f);
   norm_backward(spec_, ps_, normf_, dhf_, x_[spec_.layers], meanf_, rstdf_, dres_);
-  for (int l = spec_.layers - 1; l >= 0; --l) blocks_[l]->backward(ps_, x_[l], dres_, scratch_);
+  done(normf_.w, normf_.b < 0 ? normf_.w : normf_.b);
+  for (int l = spec_.layers - 1; l >= 0; --l) {
+    blocks_[l]->backward(ps_, x_[l], dres_, scratch_);
+    done(blocks_[l]->first_param(), blocks_[l]->last_param());
+  }
   k::embedding_backward<float>(inputs_, spec_.seq, dres_, ps_.v2(G, wte_), ps_.v2(G, wpe_));
+  done(std::min(wte_, wpe_), std::max(wte_, wpe_));
 }
 
 double Gpt::flops_per_token() const {

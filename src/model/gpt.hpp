@@ -5,6 +5,7 @@
 //   logits [n, V] = norm_f(x_L) @ wte^T
 //   objective = ce + aux_coef * sum aux_l + z_coef * sum z_l
 #pragma once
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -33,7 +34,9 @@ class Gpt {
   LossParts forward(kernels::View1<const kernels::index_t> inputs,
                     kernels::View1<const kernels::index_t> targets);
   // Gradients of ce_sum / global_tokens + aux and z terms accumulate into ps.grads().
-  void backward(double global_tokens);
+  // `ready(i)` is called once per parameter as soon as its gradient is final (for
+  // gradient reductions that overlap the rest of the backward).
+  void backward(double global_tokens, const std::function<void(int)>& ready = {});
 
   kernels::View2<const float> logits() const { return logits_; }
   const std::vector<std::unique_ptr<Block>>& blocks() const { return blocks_; }

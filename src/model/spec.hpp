@@ -1,6 +1,7 @@
 // The shape of a Furnace GPT: everything the model needs to know, and nothing about
 // files or processes (src/train maps the run configuration onto it).
 #pragma once
+#include "comm/alltoall.hpp"
 #include "moe/experts.hpp"
 #include "moe/router.hpp"
 
@@ -18,6 +19,8 @@ struct GptSpec {
   int first_expert = 0;      // global id of the first local expert
   moe::RouterConfig router;  // router.experts == 0: a dense model
   int batch = 16;            // sequences per step on this rank
+  int ep_size = 1;           // ranks sharing the experts of one MoE layer
+  comm::RowExchange* exchange = nullptr;  // token exchange of the ep group (ep_size > 1)
 
   bool is_moe(int layer) const { return router.experts > 0 && (layer + 1) % moe_every == 0; }
   int head_dim() const { return d_model / heads; }

@@ -3,11 +3,15 @@
 //
 //   x [n, d] -> router -> xp [rows, d] (grouped by expert) -> experts -> yp [rows, d]
 //            -> y [n, d] = sum_j weight[i, j] * yp[slot[i, j]]
+// With expert parallelism (ep > 1) the experts of this rank are E / ep of them, and
+// a Dispatcher carries xp to their owners and the results back; without it the
+// rows go straight to the local experts.
 #pragma once
 #include <memory>
 
 #include "kernels/views.hpp"
 #include "memory/arena.hpp"
+#include "moe/dispatch.hpp"
 #include "moe/experts.hpp"
 #include "moe/router.hpp"
 
@@ -21,8 +25,10 @@ struct MoeWeights {
 
 class MoeLayer {
  public:
+  // exchange == nullptr: one process holds all experts.
   MoeLayer(const RouterConfig& cfg, int d_model, int hidden, Activation act,
-           std::int64_t max_tokens, memory::Arena& arena);
+           std::int64_t max_tokens, memory::Arena& arena, comm::RowExchange* exchange = nullptr,
+           int ep_size = 1);
 
   void set_reducer(SumReducer reduce) { reduce_ = std::move(reduce); }
 
@@ -38,9 +44,12 @@ class MoeLayer {
  private:
   int d_;
   Router router_;
+  std::unique_ptr<Dispatcher> dispatch_;
   ExpertFFN experts_;
   SumReducer reduce_;
   kernels::View2<float> xp_, yp_, dxp_, dyp_, dweight_;
+  kernels::View2<float> xe_, ye_, dxe_, dye_;  // expert-side rows (ep > 1)
+  std::vector<std::int64_t> expert_offsets_;
 };
 
 }  // namespace furnace::moe

@@ -28,19 +28,29 @@ model::GptSpec make_spec(const io::Config& c, const comm::Groups& g) {
   s.local_experts = c.moe.experts / g.ep();
   s.first_expert = s.local_experts * g.ep_rank();
   s.batch = c.train.batch_size / g.size();
+  s.ep_size = g.ep();
   return s;
 }
 
 Trainer::Trainer(const io::Config& cfg, comm::Groups& groups)
     : cfg_(cfg),
       groups_(groups),
+      exchange_(groups.ep() > 1 && cfg.moe.experts > 0
+                    ? std::make_unique<comm::RowExchange>(
+                          groups,
+                          cfg.comm.alltoall == "hierarchical" ? comm::RowExchange::Algorithm::Hierarchical
+                                                              : comm::RowExchange::Algorithm::Flat,
+                          cfg.model.d_model)
+                    : nullptr),
       spec_(make_spec(cfg, groups)),
       opt_({.beta1 = cfg.train.beta1, .beta2 = cfg.train.beta2, .eps = cfg.train.eps,
             .weight_decay = cfg.train.weight_decay, .grad_clip = cfg.train.grad_clip}),
       schedule_({.lr = cfg.train.lr, .min_lr = cfg.train.min_lr, .warmup = cfg.train.warmup_steps,
                  .total = cfg.train.steps}) {
+  spec_.exchange = exchange_.get();
   model_ = std::make_unique<model::Gpt>(spec_, ps_, arena_);
   ps_.allocate();
+  grad_sync_ = std::make_unique<comm::GradSync>(ps_, groups, std::size_t(cfg.comm.bucket_mb) << 20);
   ps_.initialize(cfg.train.seed);
   // Aux-loss statistics are global over the world, so the objective is layout-independent.
   MPI_Comm world = groups.world();
@@ -48,8 +58,10 @@ Trainer::Trainer(const io::Config& cfg, comm::Groups& groups)
     mpiCheck(MPI_Allreduce(MPI_IN_PLACE, v, n, MPI_DOUBLE, MPI_SUM, world));
   });
   const std::int64_t min_tokens = cfg.model.seq_len + 2;
-  train_data_ = std::make_unique<io::TokenDataset>(cfg.data.train, cfg.model.vocab_size, min_tokens);
-  valid_data_ = std::make_unique<io::TokenDataset>(cfg.data.valid, cfg.model.vocab_size, min_tokens);
+  train_data_ = std::make_unique<io::TokenDataset>(cfg.data.train, cfg.model.vocab_size, min_tokens,
+                                                       groups.world());
+  valid_data_ = std::make_unique<io::TokenDataset>(cfg.data.valid, cfg.model.vocab_size, min_tokens,
+                                                       groups.world());
   const std::int64_t n = std::int64_t(spec_.batch) * spec_.seq;
   inputs_ = decltype(inputs_)("Trainer::inputs", n);
   targets_ = decltype(targets_)("Trainer::targets", n);
@@ -94,19 +106,14 @@ double Trainer::forward_loss(const std::vector<std::int32_t>& tokens, bool backw
     r->z = parts.z;
     r->total = ce + cfg_.moe.aux_loss_coef * parts.aux + cfg_.moe.z_loss_coef * parts.z;
   }
-  if (backward) model_->backward(global_tokens);
-  return ce;
-}
-
-void Trainer::reduce_gradients() {
-  if (groups_.size() == 1) return;
-  // Each rank's gradients are of the global objective's share on its tokens: sum them.
-  // Dense parameters over the world; expert parameters over their replicas (dp group).
-  for (int i = 0; i < int(ps_.infos().size()); ++i) {
-    auto g = ps_.slice(ps_.grads(), i);
-    MPI_Comm c = ps_.info(i).kind == memory::ParamKind::Expert ? groups_.dp_comm() : groups_.world();
-    mpiCheck(MPI_Allreduce(MPI_IN_PLACE, g.data(), int(g.size()), MPI_FLOAT, MPI_SUM, c));
+  if (backward) {
+    // Each rank's gradients are of the global objective's share on its tokens:
+    // the bucketed reductions sum them while the backward goes on.
+    grad_sync_->begin();
+    model_->backward(global_tokens, [this](int i) { grad_sync_->ready(i); });
+    grad_sync_->finish();
   }
+  return ce;
 }
 
 StepResult Trainer::compute_gradients(long step, std::vector<std::int32_t>* batch) {
@@ -115,7 +122,6 @@ StepResult Trainer::compute_gradients(long step, std::vector<std::int32_t>* batc
   if (batch) *batch = batch_;
   Kokkos::deep_copy(ps_.grads(), 0.0f);
   forward_loss(batch_, true, &r);
-  reduce_gradients();
   // Dense gradients are identical on every rank after the reduction; each expert
   // gradient lives on its ep slice: count dense once, experts once per ep group.
   double dense = AdamW::grad_sq_sum(ps_, memory::ParamKind::Dense);

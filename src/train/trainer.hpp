@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "comm/alltoall.hpp"
+#include "comm/grad_sync.hpp"
 #include "comm/groups.hpp"
 #include "io/config.hpp"
 #include "io/dataset.hpp"
@@ -54,16 +56,17 @@ class Trainer {
                       StepResult* r);
   void load_local_batch(const io::TokenDataset& data, int stream, long index,
                         std::vector<std::int32_t>& tokens) const;
-  void reduce_gradients();
   double reduce_sum(double v) const;
 
   io::Config cfg_;
   comm::Groups& groups_;
+  std::unique_ptr<comm::RowExchange> exchange_;  // ep > 1
   model::GptSpec spec_;
   memory::ParamStore ps_;
   memory::Arena arena_{"Trainer::activations"};
   std::unique_ptr<model::Gpt> model_;
   std::unique_ptr<io::TokenDataset> train_data_, valid_data_;
+  std::unique_ptr<comm::GradSync> grad_sync_;
   AdamW opt_;
   LrSchedule schedule_;
   Kokkos::View<kernels::index_t*, kernels::MemSpace> inputs_, targets_;

@@ -1,0 +1,202 @@
+// RowExchange (see alltoall.hpp). Counts and displacements go to MPI in rows of a
+// contiguous datatype of `width` floats, so int counts reach 2^31 rows, not floats.
+#include "comm/alltoall.hpp"
+
+#include <algorithm>
+#include <climits>
+#include <cstdio>
+#include <cstring>
+
+#include "comm/mpi_check.hpp"
+
+namespace furnace::comm {
+namespace {
+
+int to_int(std::int64_t v, const char* what) {
+  if (v < 0 || v > INT_MAX) {
+    const std::string msg = std::string("RowExchange: ") + what + " = " + std::to_string(v) +
+                            " is outside [0, 2^31) rows";
+    abort_job(msg.c_str(), 4);
+  }
+  return static_cast<int>(v);
+}
+
+// MPI wants int counts and displacements; fills both from row counts.
+void counts_displs(const std::vector<std::int64_t>& rows, std::vector<int>& counts,
+                   std::vector<int>& displs) {
+  counts.resize(rows.size());
+  displs.resize(rows.size());
+  std::int64_t off = 0;
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    counts[i] = to_int(rows[i], "row count");
+    displs[i] = to_int(off, "row offset");
+    off += rows[i];
+  }
+  to_int(off, "total rows");
+}
+
+// The process says a fallback once, however many layers build a RowExchange.
+bool g_fallback_said = false;
+
+}  // namespace
+
+RowExchange::RowExchange(const Groups& groups, Algorithm algorithm, int width)
+    : requested_(algorithm), algorithm_(Algorithm::Flat), width_(width) {
+  if (width < 1) abort_job("RowExchange: row width must be >= 1", 4);
+  mpiCheck(MPI_Type_contiguous(width, MPI_FLOAT, &row_type_));
+  mpiCheck(MPI_Type_commit(&row_type_));
+  // Our own communicator, so our messages never match anyone else's on ep_comm.
+  mpiCheck(MPI_Comm_dup(groups.ep_comm(), &ep_));
+  mpiCheck(MPI_Comm_rank(ep_, &ep_rank_));
+  mpiCheck(MPI_Comm_size(ep_, &ep_size_));
+
+  // A node's id is the lowest world rank on it; the ep group learns every member's id.
+  int world_rank = groups.rank(), node_id = 0;
+  mpiCheck(MPI_Allreduce(&world_rank, &node_id, 1, MPI_INT, MPI_MIN, groups.node_comm()));
+  std::vector<int> ids(ep_size_);
+  mpiCheck(MPI_Allgather(&node_id, 1, MPI_INT, ids.data(), 1, MPI_INT, ep_));
+
+  // Equal, contiguous blocks: L = size of the first block; every block of L ranks must
+  // share one id and no id may appear in two blocks. All ranks see the same ids, so
+  // they reach the same verdict and enter the same collectives below.
+  const int P = ep_size_;
+  int L = static_cast<int>(std::count(ids.begin(), ids.end(), ids[0]));
+  bool even = P % L == 0;
+  for (int r = 0; even && r < P; ++r) {
+    even = ids[r] == ids[(r / L) * L];
+    if (even && r % L == 0)
+      for (int b = 0; b < r; b += L) even = even && ids[b] != ids[r];
+  }
+  nodes_ = even ? P / L : 0;
+  per_node_ = even ? L : 0;
+  bool fallback = false;
+  if (algorithm == Algorithm::Hierarchical) {
+    if (!even) {
+      fallback = true;
+      note_ = "the ep group's ranks are not equal contiguous blocks per node; using flat";
+    } else if (nodes_ == 1 || per_node_ == 1) {
+      // Hierarchical would be Flat plus two copies here.
+      note_ = nodes_ == 1 ? "one node: hierarchical = flat" : "one rank per node: hierarchical = flat";
+    } else {
+      algorithm_ = Algorithm::Hierarchical;
+      node_ = ep_rank_ / L;
+      local_ = ep_rank_ % L;
+      mpiCheck(MPI_Comm_split(ep_, node_, local_, &intra_));
+      mpiCheck(MPI_Comm_split(ep_, local_, node_, &inter_));
+    }
+  }
+  // Rank 0 speaks for every ep group (groups differ when nodes are uneven).
+  int any = fallback ? 1 : 0, anywhere = 0;
+  mpiCheck(MPI_Allreduce(&any, &anywhere, 1, MPI_INT, MPI_MAX, groups.world()));
+  if (anywhere && groups.rank() == 0 && !g_fallback_said) {
+    g_fallback_said = true;
+    std::fprintf(stderr,
+                 "furnace: hierarchical all-to-all needs equal nodes of contiguous ep ranks "
+                 "(%s); falling back to flat\n",
+                 groups.describe().c_str());
+    std::fflush(stderr);
+  }
+}
+
+RowExchange::~RowExchange() {
+  for (MPI_Comm* c : {&inter_, &intra_, &ep_})
+    if (*c != MPI_COMM_NULL) MPI_Comm_free(c);
+  if (row_type_ != MPI_DATATYPE_NULL) MPI_Type_free(&row_type_);
+}
+
+std::vector<std::int64_t> RowExchange::exchange_counts(const std::vector<std::int64_t>& counts,
+                                                       int slots) {
+  if (slots < 1 || counts.size() != std::size_t(ep_size_) * slots)
+    abort_job("RowExchange::exchange_counts: need ep_size * slots counts", 4);
+  std::vector<std::int64_t> recv(counts.size());
+  mpiCheck(MPI_Alltoall(counts.data(), slots, MPI_INT64_T, recv.data(), slots, MPI_INT64_T, ep_));
+  return recv;
+}
+
+void RowExchange::exchange(const float* send, const std::vector<std::int64_t>& send_rows,
+                           float* recv, const std::vector<std::int64_t>& recv_rows) {
+  if (send_rows.size() != std::size_t(ep_size_) || recv_rows.size() != std::size_t(ep_size_))
+    abort_job("RowExchange::exchange: send_rows and recv_rows need one entry per ep rank", 4);
+  if (algorithm_ == Algorithm::Hierarchical)
+    hierarchical(send, send_rows, recv, recv_rows);
+  else
+    flat(send, send_rows, recv, recv_rows);
+}
+
+void RowExchange::flat(const float* send, const std::vector<std::int64_t>& send_rows, float* recv,
+                       const std::vector<std::int64_t>& recv_rows) {
+  std::vector<int> sc, sd, rc, rd;
+  counts_displs(send_rows, sc, sd);
+  counts_displs(recv_rows, rc, rd);
+  mpiCheck(MPI_Alltoallv(send, sc.data(), sd.data(), row_type_, recv, rc.data(), rd.data(),
+                         row_type_, ep_));
+}
+
+// Ep rank d = b * L + j (node block b, local index j); N node blocks.
+//   counts   intra-node all-to-all of N counts per peer: c1[i*N + b] = rows that local
+//            rank i sends this rank in phase 1, bound for (b, local_).
+//   phase 1  intra-node: one message per (local peer, destination node), straight from
+//            the send buffer into stage_, landing (b, i)-ordered; point-to-point rather
+//            than alltoallv so that neither side needs a pack or unpack copy.
+//   phase 2  inter-node alltoallv: to node b the rows of (node_, 0..L-1) bound for
+//            (b, local_), contiguous in stage_; from node b the rows of (b, 0..L-1), in
+//            order, which is exactly source-ep-rank order, as Flat delivers.
+void RowExchange::hierarchical(const float* send, const std::vector<std::int64_t>& send_rows,
+                               float* recv, const std::vector<std::int64_t>& recv_rows) {
+  const int N = nodes_, L = per_node_;
+  const std::size_t w = static_cast<std::size_t>(width_);
+
+  std::vector<std::int64_t> c0(std::size_t(L) * N), c1(std::size_t(L) * N);
+  for (int j = 0; j < L; ++j)
+    for (int b = 0; b < N; ++b) c0[j * N + b] = send_rows[b * L + j];
+  mpiCheck(MPI_Alltoall(c0.data(), N, MPI_INT64_T, c1.data(), N, MPI_INT64_T, intra_));
+
+  // stage_ row offsets in (b, i) order; phase 2 sends block b = (b, 0..L-1).
+  std::vector<std::int64_t> stage_off(std::size_t(N) * L + 1, 0), p2_send(N, 0), p2_recv(N, 0);
+  for (int b = 0; b < N; ++b)
+    for (int i = 0; i < L; ++i) {
+      stage_off[b * L + i + 1] = stage_off[b * L + i] + c1[i * N + b];
+      p2_send[b] += c1[i * N + b];
+      p2_recv[b] += recv_rows[b * L + i];
+    }
+  std::vector<std::int64_t> send_off(std::size_t(N) * L + 1, 0);
+  for (int d = 0; d < N * L; ++d) send_off[d + 1] = send_off[d] + send_rows[d];
+  stage_.resize(std::max<std::size_t>(stage_.size(), stage_off.back() * w));
+  to_int(stage_off.back(), "staged rows");
+
+  // Tags name the destination node, so each (peer, node) message is unambiguous; empty
+  // messages are skipped on both sides, which know the same counts.
+  std::vector<MPI_Request> reqs;
+  reqs.reserve(2 * std::size_t(N) * L);
+  for (int i = 0; i < L; ++i)
+    for (int b = 0; b < N; ++b) {
+      const std::int64_t n = c1[i * N + b];
+      if (n == 0 || i == local_) continue;
+      reqs.emplace_back();
+      mpiCheck(MPI_Irecv(stage_.data() + stage_off[b * L + i] * w, int(n), row_type_, i, b,
+                         intra_, &reqs.back()));
+    }
+  for (int j = 0; j < L; ++j)
+    for (int b = 0; b < N; ++b) {
+      const int d = b * L + j;
+      const std::int64_t n = send_rows[d];
+      if (n == 0) continue;
+      if (j == local_) {  // our own rows for (b, local_): a copy, no message
+        std::memcpy(stage_.data() + stage_off[b * L + j] * w, send + send_off[d] * w,
+                    static_cast<std::size_t>(n) * w * sizeof(float));
+        continue;
+      }
+      reqs.emplace_back();
+      mpiCheck(MPI_Isend(send + send_off[d] * w, to_int(n, "row count"), row_type_, j, b,
+                         intra_, &reqs.back()));
+    }
+  mpiCheck(MPI_Waitall(int(reqs.size()), reqs.data(), MPI_STATUSES_IGNORE));
+
+  std::vector<int> sc, sd, rc, rd;
+  counts_displs(p2_send, sc, sd);
+  counts_displs(p2_recv, rc, rd);
+  mpiCheck(MPI_Alltoallv(stage_.data(), sc.data(), sd.data(), row_type_, recv, rc.data(),
+                         rd.data(), row_type_, inter_));
+}
+
+}  // namespace furnace::comm

@@ -1,0 +1,75 @@
+// The expert-parallel token exchange: moves rows of `width` floats between the ranks of
+// an ep group. comm knows no model; the MoE layer decides which rows go where.
+//
+// Layout contract (both directions of the MoE layer use it):
+//   send  rows grouped by destination ep rank, in ep-rank order (send_rows[d] rows to d)
+//   recv  rows grouped by source ep rank, in ep-rank order (recv_rows[s] rows from s)
+// so the reverse exchange (combine) is the same call with the roles swapped.
+//
+// Algorithms (identical output, bit for bit):
+//   Flat          one MPI_Alltoallv on the ep communicator.
+//   Hierarchical  Tutel-style 2D exchange: an intra-node all-to-all that gathers on
+//                 local rank j everything bound for local index j on any node, then an
+//                 inter-node all-to-all among ranks of equal local index, so each node
+//                 pair exchanges L times fewer, L times larger messages. It needs the ep
+//                 group to be equal-size, contiguous blocks of ranks per node; otherwise
+//                 it runs Flat (said once on stderr by rank 0). With one node, or one
+//                 rank per node, the two phases collapse into Flat, which then runs.
+#pragma once
+#include <mpi.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "comm/groups.hpp"
+
+namespace furnace::comm {
+
+class RowExchange {
+ public:
+  enum class Algorithm { Flat, Hierarchical };
+
+  // Collective over groups.world() (every rank builds its RowExchange together, in the
+  // same order). `width` = floats per row (> 0).
+  RowExchange(const Groups& groups, Algorithm algorithm, int width);
+  ~RowExchange();
+  RowExchange(const RowExchange&) = delete;
+  RowExchange& operator=(const RowExchange&) = delete;
+
+  // Collective over the ep group. send_rows / recv_rows have one entry per ep rank;
+  // recv_rows must be what the peers send (exchange_counts gives it). Every rank calls
+  // this even when it moves no rows. send and recv must not overlap.
+  void exchange(const float* send, const std::vector<std::int64_t>& send_rows, float* recv,
+                const std::vector<std::int64_t>& recv_rows);
+
+  // Collective over the ep group. counts[d * slots + s] = rows this rank sends to ep
+  // rank d for its local slot s (local expert); returns recv[src * slots + s] = rows
+  // ep rank src sends to this rank's slot s.
+  std::vector<std::int64_t> exchange_counts(const std::vector<std::int64_t>& counts, int slots);
+
+  Algorithm requested() const { return requested_; }
+  Algorithm algorithm() const { return algorithm_; }  // what actually runs
+  const std::string& note() const { return note_; }   // why it differs, or ""
+  int width() const { return width_; }
+  int ep_size() const { return ep_size_; }
+  int ep_rank() const { return ep_rank_; }
+  int nodes() const { return nodes_; }              // nodes spanned by the ep group
+  int ranks_per_node() const { return per_node_; }  // ep ranks per node (0: uneven)
+
+ private:
+  void flat(const float* send, const std::vector<std::int64_t>& send_rows, float* recv,
+            const std::vector<std::int64_t>& recv_rows);
+  void hierarchical(const float* send, const std::vector<std::int64_t>& send_rows, float* recv,
+                    const std::vector<std::int64_t>& recv_rows);
+
+  Algorithm requested_, algorithm_;
+  std::string note_;
+  int width_ = 1, ep_size_ = 1, ep_rank_ = 0, nodes_ = 1, per_node_ = 1;
+  int node_ = 0, local_ = 0;  // this rank's node block and index inside it
+  MPI_Datatype row_type_ = MPI_DATATYPE_NULL;
+  MPI_Comm ep_ = MPI_COMM_NULL, intra_ = MPI_COMM_NULL, inter_ = MPI_COMM_NULL;
+  std::vector<float> stage_;  // rows between the two phases, reused across calls
+};
+
+}  // namespace furnace::comm

@@ -1,0 +1,44 @@
+// Gradient synchronisation in buckets, started while the backward still runs.
+// A bucket is a run of consecutive tensors of one kind in the gradient buffer (so
+// one in-place MPI_Iallreduce covers it), filled in the order the backward
+// finishes tensors (the reverse of registration). Dense gradients are summed over
+// the world; expert gradients over the replicas of those experts (the dp group).
+#pragma once
+#include <mpi.h>
+
+#include <cstddef>
+#include <vector>
+
+#include "comm/groups.hpp"
+#include "memory/param_store.hpp"
+
+namespace furnace::comm {
+
+class GradSync {
+ public:
+  GradSync(const memory::ParamStore& ps, const Groups& groups, std::size_t bucket_bytes);
+
+  // Start of a backward pass: every bucket waits for all its tensors again.
+  void begin();
+  // Tensor `param`'s gradient is final; starts its bucket's reduction when full.
+  void ready(int param);
+  // Starts what is left (tensors never marked ready) and waits for everything.
+  void finish();
+
+  std::size_t bucket_count() const { return buckets_.size(); }
+
+ private:
+  struct Bucket {
+    std::int64_t offset = 0, count = 0;  // floats in the gradient buffer
+    MPI_Comm comm = MPI_COMM_NULL;
+    int tensors = 0, pending = 0;
+    MPI_Request request = MPI_REQUEST_NULL;
+  };
+  void start(Bucket& b);
+
+  const memory::ParamStore& ps_;
+  std::vector<Bucket> buckets_;
+  std::vector<int> bucket_of_;  // per tensor; -1 when its group has one rank
+};
+
+}  // namespace furnace::comm

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Bad inputs end with one clear line and the documented exit code, never a hang.
+source "$(dirname "$0")/lib/common.sh"
+
+expect() {  # expect CODE PATTERN COMMAND...
+  local code=$1 pattern=$2; shift 2
+  set +e
+  out=$(timeout 60 "$@" 2>&1); rc=$?
+  set -e
+  [ "$rc" -eq "$code" ] || fail "expected exit $code, got $rc from: $* ; output: $out"
+  grep -q -- "$pattern" <<<"$out" || fail "expected '$pattern' in output of: $*; got: $out"
+  echo "ok: exit $rc, '$pattern'"
+}
+
+expect 2 "unknown key model.experts" "$BIN" train "${TINY[@]}" --set model.experts=3
+expect 2 "top_k" "$BIN" train "${TINY[@]}" --set moe.top_k=9
+expect 2 "config file 'nope.toml' not found" "$BIN" train --config nope.toml
+expect 3 "not found" "$BIN" train "${TINY[@]}" --set data.train='"/nonexistent/train.h5"'
+head -c 4096 /dev/urandom > "$SCRATCH/junk.h5"
+expect 3 "not a valid HDF5 file" "$BIN" train "${TINY[@]}" --set data.train="\"$SCRATCH/junk.h5\""
+head -c 20000 "$DATA/train.h5" > "$SCRATCH/trunc.h5"
+expect 3 "trunc.h5" "$BIN" train "${TINY[@]}" --set data.train="\"$SCRATCH/trunc.h5\""
+# The same errors under MPI: one message, every rank exits, no hang.
+expect 2 "does not divide" mpiexec -n 2 "$BIN" train "${TINY[@]}" --set parallel.ep=3 --set moe.experts=3 --set moe.top_k=1
+expect 3 "not a valid HDF5 file" mpiexec -n 2 "$BIN" train "${TINY[@]}" --set data.train="\"$SCRATCH/junk.h5\""
+echo "errors: all bad inputs refused"
