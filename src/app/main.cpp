@@ -5,6 +5,7 @@
 
 #include <cstdio>
 
+#include "app/bench_alltoall.hpp"
 #include "app/bench_kernels.hpp"
 #include "app/commands.hpp"
 #include "kernels/blas_runtime.hpp"
@@ -38,6 +39,16 @@ int run(int argc, char** argv) {
   auto* bkc = bench->add_subcommand("kernels", "expert FFN forward+backward vs plain cblas_sgemm");
   bkc->add_option("--reps", bk.reps, "timed repetitions per shape")->capture_default_str();
 
+  BenchAllToAllOptions ba;
+  auto* bac = bench->add_subcommand("alltoall",
+                                    "MoE dispatch+combine (flat, hierarchical) vs raw MPI_Alltoallv");
+  bac->add_option("--tokens", ba.tokens, "tokens per rank")->capture_default_str();
+  bac->add_option("--d-model", ba.d_model, "floats per token")->capture_default_str();
+  bac->add_option("--top-k", ba.top_k, "copies per token")->capture_default_str();
+  bac->add_option("--reps", ba.reps, "timed repetitions")->capture_default_str();
+  bac->add_option("--ranks-per-node", ba.ranks_per_node, "0 = detect; set to test 2 levels on one node")
+      ->capture_default_str();
+
   DumpOptions dump;
   auto* d = cli.add_subcommand("reference-dump", "write weights, a batch and gradients for tests/reference");
   d->add_option("-c,--config", dump.config, "TOML config file")->required();
@@ -60,6 +71,7 @@ int run(int argc, char** argv) {
     print_banner("1 process");
     return bench_kernels(bk);
   }
+  if (*bac) return bench_alltoall(ba);
   if (*d) return cmd_reference_dump(dump);
   return kFailure;
 }

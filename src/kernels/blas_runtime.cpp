@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 
 namespace furnace::kernels {
 namespace {
@@ -162,7 +163,11 @@ void select_blas_core_or_reexec(int argc, char** argv) {
   setenv("FURNACE_BLAS_REEXEC", "1", 1);
   // exec keeps the PID, environment and open descriptors, so under mpiexec (hydra) the
   // PMI connection survives; this runs before MPI_Init, so no MPI state is lost.
-  execv("/proc/self/exe", argv);
+  // Exec the resolved path, not /proc/self/exe itself, so that ps, top and pgrep
+  // still show the program as "furnace".
+  std::error_code ec;
+  const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  execv(ec ? "/proc/self/exe" : self.c_str(), argv);
   std::fprintf(stderr, "furnace: warning: could not re-exec to select OpenBLAS core %s (%s); "
                "continuing with core %s\n", choice.reexec_with.c_str(), std::strerror(errno),
                blas_core_in_use().c_str());
