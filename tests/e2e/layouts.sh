@@ -12,6 +12,7 @@ run() {  # run NAME NP EP [extra --set ...]
     --set output.dir="\"$SCRATCH/$name\"" "$@" > "$SCRATCH/$name.log" 2>&1 ||
     { cat "$SCRATCH/$name.log"; fail "run $name (np $np, ep $ep)"; }
   losses "$SCRATCH/$name/metrics.jsonl" > "$SCRATCH/$name.losses"
+  losses "$SCRATCH/$name/metrics.jsonl" grad_norm > "$SCRATCH/$name.norms"
 }
 
 run ref 1 1
@@ -23,15 +24,18 @@ run ep4hier 4 4 --set comm.alltoall='"hierarchical"' --set comm.ranks_per_node=2
 /usr/bin/python3 - "$SCRATCH" <<'PY'
 import sys
 d = sys.argv[1]
-ref = [float(x) for x in open(f"{d}/ref.losses")]
-assert len(ref) == 20, len(ref)
 bad = 0
-for name in ["dp2", "ep2", "dp2ep2", "ep4", "ep4hier"]:
-    got = [float(x) for x in open(f"{d}/{name}.losses")]
-    worst = max(abs(a - b) / abs(b) for a, b in zip(got, ref))
-    ok = len(got) == len(ref) and worst <= 1e-5
-    bad += not ok
-    print(f"{name:8s} max rel diff vs 1 process over {len(got)} steps: {worst:.2e} {'ok' if ok else 'FAIL'}")
+# Gradient norms too: clipping is active (grad_clip 1), and an expert counted twice
+# or missed would show here first.
+for what in ["losses", "norms"]:
+    ref = [float(x) for x in open(f"{d}/ref.{what}")]
+    assert len(ref) == 20, len(ref)
+    for name in ["dp2", "ep2", "dp2ep2", "ep4", "ep4hier"]:
+        got = [float(x) for x in open(f"{d}/{name}.{what}")]
+        worst = max(abs(a - b) / abs(b) for a, b in zip(got, ref))
+        ok = len(got) == len(ref) and worst <= 1e-5
+        bad += not ok
+        print(f"{what:6s} {name:8s} max rel diff vs 1 process over {len(got)} steps: {worst:.2e} {'ok' if ok else 'FAIL'}")
 same = open(f"{d}/ep4.losses").read() == open(f"{d}/ep4hier.losses").read()
 print(f"flat vs hierarchical (ep 4, 2 ranks/node): {'bitwise identical' if same else 'DIFFERENT'}")
 sys.exit(1 if bad or not same else 0)

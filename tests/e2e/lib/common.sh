@@ -11,5 +11,5 @@ TINY=(--config configs/tiny.toml --set data.train="\"$DATA/train.h5\"" --set dat
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
-# losses FILE: the per-step training losses of a metrics.jsonl, one per line.
-losses() { /usr/bin/python3 -c 'import json,sys; [print(repr(json.loads(l)["loss"])) for l in open(sys.argv[1])]' "$1"; }
+# losses FILE [KEY]: one metric (default: loss) of every step of a metrics.jsonl, one per line.
+losses() { /usr/bin/python3 -c 'import json,sys; [print(repr(json.loads(l)[sys.argv[2]])) for l in open(sys.argv[1])]' "$1" "${2:-loss}"; }
