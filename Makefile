@@ -5,7 +5,7 @@
 #   KOKKOS_ROOT=/path   an installed Kokkos 4.x (include/, lib/); default: Debian's
 #                       Kokkos 3.4 from libtrilinos-kokkos-dev (Serial backend)
 #   MPICXX=mpicxx       MPI C++ compiler wrapper (MPICH)
-#   CXXFLAGS=...        replaces the default optimisation flags (-O3 -march=native)
+#   CXXFLAGS=...        replaces the default optimisation flags (-O3 -march=native -fno-math-errno -g)
 #   NPROC=N             parallel compile jobs (default: all cores)
 #   CUDA=1              reserved for the cuBLAS/CUDA build (not yet supported)
 #   PREFIX=/usr/local   for `make install`
@@ -14,7 +14,7 @@ SHELL := /bin/bash
 MPICXX   ?= mpicxx
 PREFIX   ?= /usr/local
 NPROC    ?= $(shell nproc)
-CXXFLAGS ?= -O3 -march=native -g
+CXXFLAGS ?= -O3 -march=native -fno-math-errno -g
 BUILD    := build
 
 ifeq ($(CUDA),1)

@@ -1,5 +1,5 @@
-// LayerNorm and RMSNorm: one team per row for the row statistics and dx, then one
-// thread per column for dw/db (see add_column_sums: deterministic, no atomics).
+// LayerNorm and RMSNorm: one team per row for the row statistics and dx, then
+// add_column_sums for dw/db (threads own columns: deterministic, no atomics).
 #include "kernels/norms.hpp"
 
 #include "kernels/rowwise.hpp"

@@ -41,12 +41,23 @@ void adamw_update(View1<T> params, View1<const T> grads, View1<T> m, View1<T> v,
       });
 }
 
+// Each index sums a chunk of 8 before adding to the running total: the chunk sums
+// are independent, so a CPU overlaps them instead of waiting on one long chain of
+// dependent double adds (~4x faster serially); the order is still fixed.
 template <class T>
 double sum_squares(View1<const T> x) {
+  constexpr std::size_t kChunk = 8;
+  const std::size_t n = x.extent(0);
   double total = 0;
   Kokkos::parallel_reduce(
-      "kernels::sum_squares", Range(0, x.extent(0)),
-      KOKKOS_LAMBDA(std::size_t k, double& s) { s += double(x(k)) * double(x(k)); }, total);
+      "kernels::sum_squares", Range(0, (n + kChunk - 1) / kChunk),
+      KOKKOS_LAMBDA(std::size_t c, double& s) {
+        const std::size_t end = c * kChunk + kChunk < n ? c * kChunk + kChunk : n;
+        double part = 0;
+        for (std::size_t k = c * kChunk; k < end; ++k) part += double(x(k)) * double(x(k));
+        s += part;
+      },
+      total);
   return total;
 }
 
