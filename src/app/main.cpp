@@ -8,6 +8,7 @@
 #include "app/bench_alltoall.hpp"
 #include "app/bench_kernels.hpp"
 #include "app/commands.hpp"
+#include "comm/launcher.hpp"
 #include "kernels/blas_runtime.hpp"
 
 namespace {
@@ -84,6 +85,14 @@ int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
   // Errors on one rank must end the whole job, not leave the others waiting.
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+  int world = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &world);
+  // N copies of a 1-rank job would each train alone and overwrite each other's files.
+  if (const std::string why = furnace::comm::launcher_mismatch(world); !why.empty()) {
+    std::fprintf(stderr, "furnace: %s\n", why.c_str());
+    MPI_Finalize();
+    return 2;
+  }
   Kokkos::initialize(argc, argv);
   int rc = run(argc, argv);
   Kokkos::finalize();
