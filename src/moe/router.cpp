@@ -61,13 +61,15 @@ void Router::forward(View2<const float> x, View2<const float> w, const SumReduce
   if (reduce) reduce(g.data(), int(g.size()));
   tokens_total_ = g[2 * E];
   stats_.aux_loss = 0;
+  stats_.z_loss = 0;
   stats_.load.assign(g.begin(), g.begin() + E);
+  for (int e = 0; e <= E; ++e) offsets_host_[e] = offsets_h(e);
+  stats_.dropped = std::int64_t(n_) * K - offsets_host_[E];
+  if (tokens_total_ == 0) return;  // no token anywhere: no auxiliary loss
   for (int e = 0; e < E; ++e)
     stats_.aux_loss += (g[e] / (tokens_total_ * K)) * (g[E + e] / tokens_total_);
   stats_.aux_loss *= E;
   stats_.z_loss = g[2 * E + 1] / tokens_total_;
-  for (int e = 0; e <= E; ++e) offsets_host_[e] = offsets_h(e);
-  stats_.dropped = std::int64_t(n_) * K - offsets_host_[E];
 }
 
 void Router::backward(View2<const float> x, View2<const float> w, View2<const float> dweight,

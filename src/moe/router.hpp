@@ -43,12 +43,16 @@ class Router {
                 kernels::View2<const float> dweight, kernels::View2<float> dx,
                 kernels::View2<float> dw);
 
-  // Results of the last forward.
-  kernels::View2<const kernels::index_t> slot() const { return slot_; }
+  // Results of the last forward, sized to its n tokens (not to max_tokens).
+  kernels::View2<const kernels::index_t> slot() const {
+    return kernels::View2<const kernels::index_t>(slot_.data(), n_, cfg_.top_k);
+  }
   kernels::View1<const kernels::index_t> src() const {
     return kernels::View1<const kernels::index_t>(src_.data(), rows());
   }
-  kernels::View2<const float> weight() const { return weight_; }
+  kernels::View2<const float> weight() const {
+    return kernels::View2<const float>(weight_.data(), n_, cfg_.top_k);
+  }
   const std::vector<std::int64_t>& offsets() const { return offsets_host_; }  // [E+1]
   std::int64_t rows() const { return offsets_host_.back(); }
   const RouterStats& stats() const { return stats_; }
