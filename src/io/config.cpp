@@ -28,12 +28,15 @@ struct Accept {
   double lo = -kInf, hi = kInf;
   bool lo_open = false, hi_open = false;
   std::vector<std::string> choices = {};
+  bool allow_empty = false;
 };
 Accept at_least(double lo) { return {.lo = lo}; }
 Accept above(double lo) { return {.lo = lo, .lo_open = true}; }
 Accept in(double lo, double hi, bool hi_open = false) { return {.lo = lo, .hi = hi, .hi_open = hi_open}; }
 Accept any_number() { return {}; }
 Accept non_empty() { return {}; }
+Accept any_string() { return {.allow_empty = true}; }
+Accept boolean() { return {}; }
 Accept one_of(std::vector<std::string> c) { return {.choices = std::move(c)}; }
 
 // Builds the KeyInfo of a member of one config section; the member's C++ type
@@ -46,18 +49,21 @@ struct Section {
   template <class M>
   KeyInfo key(const char* key, M S::*field, Accept a, const char* doc) const {
     KeyInfo k{name, key, KeyType::String, a.lo, a.hi, a.lo_open, a.hi_open, std::move(a.choices), doc, {}, {}};
+    k.allow_empty = a.allow_empty;
     if constexpr (std::is_floating_point_v<M>) k.type = KeyType::Float;
-    if constexpr (std::is_integral_v<M>) k.type = KeyType::Integer;
+    if constexpr (std::is_integral_v<M> && !std::is_same_v<M, bool>) k.type = KeyType::Integer;
+    if constexpr (std::is_same_v<M, bool>) k.type = KeyType::Bool;
     if constexpr (std::is_same_v<M, int>) k.hi = std::min(k.hi, kIntMax);  // fits the member
     k.get = [sec = member, field](const Config& c) -> KeyValue {
       const M& v = (c.*sec).*field;
-      if constexpr (std::is_same_v<M, std::string>) return v;
+      if constexpr (std::is_same_v<M, std::string> || std::is_same_v<M, bool>) return v;
       else if constexpr (std::is_floating_point_v<M>) return double(v);
       else return std::int64_t(v);
     };
     k.set = [sec = member, field](Config& c, const KeyValue& v) {
       M& dst = (c.*sec).*field;
       if constexpr (std::is_same_v<M, std::string>) dst = std::get<std::string>(v);
+      else if constexpr (std::is_same_v<M, bool>) dst = std::get<bool>(v);
       else if constexpr (std::is_floating_point_v<M>) dst = std::get<double>(v);
       else dst = static_cast<M>(std::get<std::int64_t>(v));
     };
@@ -80,6 +86,7 @@ const SectionDoc kSections[] = {
     {"output", "Where results go."},
     {"parallel", "The parallel layout: world = dp x ep."},
     {"comm", "Communication."},
+    {"checkpoint", "Checkpoints: collective parallel HDF5 files, format in docs/checkpoint-format.md."},
 };
 
 bool is_section(const std::string& s) {
@@ -147,9 +154,10 @@ std::string format_number(double x) {
 
 // "" when v is accepted, else the reason.
 std::string check_value(const KeyInfo& k, const KeyValue& v) {
+  if (k.type == KeyType::Bool) return "";
   if (k.type == KeyType::String) {
     const auto& s = std::get<std::string>(v);
-    bool ok = k.choices.empty() ? !s.empty()
+    bool ok = k.choices.empty() ? (k.allow_empty || !s.empty())
                                 : std::find(k.choices.begin(), k.choices.end(), s) != k.choices.end();
     return ok ? "" : "is invalid; accepted: " + k.accepted();
   }
@@ -178,9 +186,10 @@ KeyValue to_value(const KeyInfo& k, const toml::node& n, const std::string& wher
   if (auto i = n.value_exact<std::int64_t>()) v = *i;
   else if (auto f = n.value_exact<double>()) v = *f;
   else if (auto s = n.value_exact<std::string>()) v = *s;
+  else if (auto b = n.value_exact<bool>()) v = *b;
   if (v && k.type == KeyType::Float && std::holds_alternative<std::int64_t>(*v)) return double(std::get<0>(*v));
   if (v && v->index() == static_cast<std::size_t>(k.type)) return *v;  // KeyType follows KeyValue's order
-  std::string shown = v ? format_value(*v) : n.is_boolean() ? (n.ref<bool>() ? "true" : "false") : toml_type_name(n);
+  std::string shown = v ? format_value(*v) : toml_type_name(n);
   bad_value(where, k, shown, std::string("has the wrong type (") + toml_type_name(n) + "); accepted: " + k.accepted());
 }
 
@@ -245,8 +254,9 @@ void validate_at(const Config& cfg, const std::string& where) {
 }  // namespace
 
 std::string KeyInfo::accepted() const {
+  if (type == KeyType::Bool) return "true or false";
   if (type == KeyType::String) {
-    if (choices.empty()) return "non-empty string";
+    if (choices.empty()) return allow_empty ? "any string" : "non-empty string";
     std::string s = "one of: ";
     for (std::size_t i = 0; i < choices.size(); ++i) s += (i ? ", " : "") + choices[i];
     return s;
@@ -263,6 +273,7 @@ std::string KeyInfo::accepted() const {
 }
 
 std::string format_value(const KeyValue& v) {
+  if (auto b = std::get_if<bool>(&v)) return *b ? "true" : "false";
   if (auto i = std::get_if<std::int64_t>(&v)) return std::to_string(*i);
   if (auto d = std::get_if<double>(&v)) {
     std::string s = format_number(*d);
@@ -315,6 +326,11 @@ const std::vector<KeyInfo>& config_keys() {
       FURNACE_KEY(comm, alltoall, one_of({"flat", "hierarchical"}), "Token exchange: one MPI_Alltoallv, or intra-node then between node leaders."),
       FURNACE_KEY(comm, ranks_per_node, at_least(0), "Ranks per node for the hierarchical exchange; 0 = detect (MPI_COMM_TYPE_SHARED)."),
       FURNACE_KEY(comm, bucket_mb, at_least(1), "Gradient allreduce bucket size in MiB."),
+      FURNACE_KEY(checkpoint, dir, any_string(), "Checkpoint directory; \"\" = `ckpt` inside output.dir."),
+      FURNACE_KEY(checkpoint, every, at_least(0), "Steps between checkpoints; 0 = only on SIGUSR1/SIGTERM and at the end."),
+      FURNACE_KEY(checkpoint, keep, at_least(1), "Checkpoints kept; the oldest beyond this are deleted after each write."),
+      FURNACE_KEY(checkpoint, async, boolean(), "Write from a host snapshot in the background while training continues."),
+      FURNACE_KEY(checkpoint, alignment, at_least(1), "Bytes to align HDF5 objects of 64 KiB or more to (H5Pset_alignment); match the file system stripe."),
   };
   return keys;
 }
@@ -388,7 +404,10 @@ std::string config_reference_markdown() {
        << "| key | type | default | accepted | meaning |\n|---|---|---|---|---|\n";
     for (const auto& k : config_keys()) {
       if (k.section != s.name) continue;
-      const char* type = k.type == KeyType::Integer ? "integer" : k.type == KeyType::Float ? "float" : "string";
+      const char* type = k.type == KeyType::Integer ? "integer"
+                         : k.type == KeyType::Float ? "float"
+                         : k.type == KeyType::Bool  ? "boolean"
+                                                    : "string";
       md << "| `" << k.name << "` | " << type << " | `" << format_value(k.get(defaults)) << "` | " << k.accepted()
          << " | " << k.doc << " |\n";
     }

@@ -70,6 +70,14 @@ struct CommConfig {
   int bucket_mb = 4;              // gradient allreduce bucket size (MiB)
 };
 
+struct CheckpointConfig {
+  std::string dir;          // "" = <output.dir>/ckpt
+  int every = 0;            // steps between checkpoints; 0 = only on signal / at the end
+  int keep = 3;             // checkpoints kept in dir (the oldest beyond are deleted)
+  bool async = false;       // write from a host snapshot in the background
+  int alignment = 1 << 20;  // H5Pset_alignment for objects >= 64 KiB (bytes)
+};
+
 struct Config {
   ModelConfig model;
   MoeConfig moe;
@@ -78,6 +86,7 @@ struct Config {
   OutputConfig output;
   ParallelConfig parallel;
   CommConfig comm;
+  CheckpointConfig checkpoint;
 };
 
 // A config error: one line naming the key and what is accepted. The app prints it
@@ -100,28 +109,30 @@ std::string to_json(const Config& cfg);
 // ---- The key table: one entry per config key, the single source of the parser, the
 // validation, to_json and docs/configuration.md. ----
 
-enum class KeyType { Integer, Float, String };  // the order of KeyValue's alternatives
-using KeyValue = std::variant<std::int64_t, double, std::string>;
+enum class KeyType { Integer, Float, String, Bool };  // the order of KeyValue's alternatives
+using KeyValue = std::variant<std::int64_t, double, std::string, bool>;
 
 struct KeyInfo {
   std::string section, name;  // "model", "d_model"
   KeyType type;
   // Accepted values. Numbers: lo/hi bounds (open when *_open); strings: `choices`
-  // when not empty, else any non-empty string.
+  // when not empty, else any non-empty string (any string when allow_empty);
+  // booleans: true or false.
   double lo, hi;
   bool lo_open = false, hi_open = false;
   std::vector<std::string> choices;
   std::string doc;
   std::function<KeyValue(const Config&)> get;
   std::function<void(Config&, const KeyValue&)> set;  // value already type-checked
+  bool allow_empty = false;  // strings: "" is accepted (e.g. a default derived elsewhere)
 
   std::string full_name() const { return section + "." + name; }
-  std::string accepted() const;  // "integer >= 1", "number in [0, 1)", "one of: gelu, swiglu"
+  std::string accepted() const;  // "integer >= 1", "number in [0, 1)", "one of: gelu, swiglu", "true or false"
 };
 
 // Every key, in document order (sections in the order of Config's members).
 const std::vector<KeyInfo>& config_keys();
-// A value as it is written in TOML: 3, 0.001, "gelu".
+// A value as it is written in TOML: 3, 0.001, "gelu", true.
 std::string format_value(const KeyValue& v);
 // The whole of docs/configuration.md, generated from config_keys().
 std::string config_reference_markdown();

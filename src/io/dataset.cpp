@@ -98,28 +98,9 @@ void write_token_file(const std::string& path, const std::vector<std::uint8_t>& 
 
 namespace {
 
-// The ranks of `comm` agree on a failure: when any rank has one, every rank throws the
-// same DataError, with the message of the lowest failing rank. Collective over comm;
-// without MPI (not initialised) the error is just thrown.
+// Every rank throws the same DataError when any rank of comm has one (h5::agree_on_error).
 void agree_on_error(MPI_Comm comm, const std::optional<std::string>& error) {
-  int mpi_up = 0;
-  mpiCheck(MPI_Initialized(&mpi_up));
-  if (!mpi_up) {
-    if (error) throw DataError(*error);
-    return;
-  }
-  int rank = 0, size = 1;
-  mpiCheck(MPI_Comm_rank(comm, &rank));
-  mpiCheck(MPI_Comm_size(comm, &size));
-  int mine = error ? rank : size, first = size;
-  mpiCheck(MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm));
-  if (first == size) return;
-  std::string message = rank == first ? *error : std::string();
-  int len = int(message.size());
-  mpiCheck(MPI_Bcast(&len, 1, MPI_INT, first, comm));
-  message.resize(std::size_t(len));
-  mpiCheck(MPI_Bcast(message.data(), len, MPI_CHAR, first, comm));
-  throw DataError(message);
+  if (auto agreed = h5::agree_on_error(comm, error)) throw DataError(*agreed);
 }
 
 // Runs f, returning its DataError's message instead of throwing it.

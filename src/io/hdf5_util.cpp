@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include "comm/mpi_check.hpp"
+
 namespace furnace::io::h5 {
 
 void silence() {
@@ -54,6 +56,63 @@ std::optional<int> read_int_attr(hid_t obj, const char* name) {
   int value = 0;
   H5_CHECKED(H5Aread(attr, H5T_NATIVE_INT, &value));
   return value;
+}
+
+void write_i64_attr(hid_t obj, const char* name, long long value) {
+  write_scalar_attr(obj, name, H5T_NATIVE_LLONG, &value);
+}
+
+void write_u64_attr(hid_t obj, const char* name, unsigned long long value) {
+  write_scalar_attr(obj, name, H5T_NATIVE_ULLONG, &value);
+}
+
+namespace {
+template <class T>
+std::optional<T> read_scalar_attr(hid_t obj, const char* name, hid_t mem_type) {
+  if (H5_CHECKED(H5Aexists(obj, name)) <= 0) return std::nullopt;
+  Handle attr(H5_CHECKED(H5Aopen(obj, name, H5P_DEFAULT)), H5Aclose);
+  T value{};
+  H5_CHECKED(H5Aread(attr, mem_type, &value));
+  return value;
+}
+}  // namespace
+
+std::optional<long long> read_i64_attr(hid_t obj, const char* name) {
+  return read_scalar_attr<long long>(obj, name, H5T_NATIVE_LLONG);
+}
+
+std::optional<unsigned long long> read_u64_attr(hid_t obj, const char* name) {
+  return read_scalar_attr<unsigned long long>(obj, name, H5T_NATIVE_ULLONG);
+}
+
+std::optional<std::string> read_string_attr(hid_t obj, const char* name) {
+  if (H5_CHECKED(H5Aexists(obj, name)) <= 0) return std::nullopt;
+  Handle attr(H5_CHECKED(H5Aopen(obj, name, H5P_DEFAULT)), H5Aclose);
+  Handle type(H5_CHECKED(H5Aget_type(attr)), H5Tclose);
+  if (H5Tget_class(type) != H5T_STRING || H5_CHECKED(H5Tis_variable_str(type)) > 0)
+    throw Error(std::string("attribute ") + name + " is not a fixed-length string");
+  std::string value(H5Tget_size(type), '\0');
+  H5_CHECKED(H5Aread(attr, type, value.data()));
+  value.resize(std::strlen(value.c_str()));  // null-padded or null-terminated
+  return value;
+}
+
+std::optional<std::string> agree_on_error(MPI_Comm comm, const std::optional<std::string>& error) {
+  int mpi_up = 0;
+  mpiCheck(MPI_Initialized(&mpi_up));
+  if (!mpi_up) return error;
+  int rank = 0, size = 1;
+  mpiCheck(MPI_Comm_rank(comm, &rank));
+  mpiCheck(MPI_Comm_size(comm, &size));
+  int mine = error ? rank : size, first = size;
+  mpiCheck(MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm));
+  if (first == size) return std::nullopt;
+  std::string message = rank == first ? *error : std::string();
+  int len = int(message.size());
+  mpiCheck(MPI_Bcast(&len, 1, MPI_INT, first, comm));
+  message.resize(std::size_t(len));
+  mpiCheck(MPI_Bcast(message.data(), len, MPI_CHAR, first, comm));
+  return message;
 }
 
 }  // namespace furnace::io::h5

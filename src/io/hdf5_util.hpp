@@ -3,6 +3,7 @@
 // names the call, our source line, and HDF5's innermost reason.
 #pragma once
 #include <hdf5.h>
+#include <mpi.h>
 
 #include <optional>
 #include <stdexcept>
@@ -65,5 +66,17 @@ class Handle {
 void write_attr(hid_t obj, const char* name, int value);
 void write_attr(hid_t obj, const char* name, const std::string& value);
 std::optional<int> read_int_attr(hid_t obj, const char* name);  // nullopt when absent
+void write_i64_attr(hid_t obj, const char* name, long long value);
+void write_u64_attr(hid_t obj, const char* name, unsigned long long value);
+std::optional<long long> read_i64_attr(hid_t obj, const char* name);
+std::optional<unsigned long long> read_u64_attr(hid_t obj, const char* name);
+// A fixed-length string attribute; nullopt when absent, h5::Error when not a fixed-length string.
+std::optional<std::string> read_string_attr(hid_t obj, const char* name);
+
+// The ranks of `comm` agree on a failure before anyone throws, so no rank is left
+// waiting in a collective call: returns the message of the lowest failing rank on
+// every rank, or nullopt when no rank failed. Collective over comm; without MPI (not
+// initialised) it returns `error` itself. Callers throw their own error type.
+std::optional<std::string> agree_on_error(MPI_Comm comm, const std::optional<std::string>& error);
 
 }  // namespace furnace::io::h5

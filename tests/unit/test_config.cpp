@@ -92,9 +92,15 @@ TEST(ConfigErrors, WrongType) {
   expect_error("[model]\nnorm = 3\n", {"model.norm = 3", "wrong type (integer)", "layernorm, rmsnorm"});
   expect_error("[model]\nd_model = 2.5\n", {"model.d_model = 2.5", "wrong type (float)", "integer >= 1"});
   expect_error("[train]\nlr = \"fast\"\n", {"train.lr = \"fast\"", "wrong type (string)"});
-  // Every key of the table rejects a boolean, naming itself.
-  for (const auto& k : config_keys())
-    expect_error("[" + k.section + "]\n" + k.name + " = true\n", {k.full_name() + " = true", "wrong type"});
+  // Every non-boolean key of the table rejects a boolean, naming itself; boolean keys
+  // reject a string.
+  for (const auto& k : config_keys()) {
+    if (k.type == KeyType::Bool)
+      expect_error("[" + k.section + "]\n" + k.name + " = \"yes\"\n",
+                   {k.full_name() + " = \"yes\"", "wrong type"});
+    else
+      expect_error("[" + k.section + "]\n" + k.name + " = true\n", {k.full_name() + " = true", "wrong type"});
+  }
 }
 
 TEST(ConfigErrors, OutOfRange) {
