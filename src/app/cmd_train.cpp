@@ -61,6 +61,12 @@ int cmd_train(const TrainOptions& opt) {
     if (world_rank() == 0) std::fprintf(stderr, "furnace: %s\n", layout_err.c_str());
     return kBadConfig;
   }
+  if (cfg.checkpoint.async && !comm::thread_multiple()) {
+    if (world_rank() == 0)
+      std::fprintf(stderr, "furnace: checkpoint.async = true needs MPI_THREAD_MULTIPLE, which this "
+                           "MPI does not provide; set checkpoint.async = false\n");
+    return kBadConfig;
+  }
   comm::Groups groups(MPI_COMM_WORLD, cfg.parallel.ep, cfg.comm.ranks_per_node);
   // One rank per core: ranks sharing a node split its cores between their BLAS threads.
   const int cores = int(std::thread::hardware_concurrency());
@@ -69,8 +75,10 @@ int cmd_train(const TrainOptions& opt) {
   std::unique_ptr<train::Trainer> trainer;
   if (int rc = agree([&] { trainer = std::make_unique<train::Trainer>(cfg, groups); }, kBadData))
     return rc;
-  trainer->run();
-  return kOk;
+  if (!opt.resume.empty())
+    if (int rc = agree([&] { trainer->resume(opt.resume); }, kBadData)) return rc;
+  const auto result = trainer->run();
+  return result.checkpointed_on_signal ? kCheckpointed : kOk;
 }
 
 }  // namespace furnace::app

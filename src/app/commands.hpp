@@ -7,11 +7,13 @@
 namespace furnace::app {
 
 // Exit codes (documented in README.md).
-enum ExitCode { kOk = 0, kFailure = 1, kBadConfig = 2, kBadData = 3, kBadRun = 4 };
+// kCheckpointed (75): stopped by SIGUSR1/SIGTERM after writing a checkpoint; requeue.
+enum ExitCode { kOk = 0, kFailure = 1, kBadConfig = 2, kBadData = 3, kBadRun = 4, kCheckpointed = 75 };
 
 struct TrainOptions {
   std::string config;
   std::vector<std::string> overrides;
+  std::string resume;  // "", "auto" or a checkpoint path
 };
 int cmd_train(const TrainOptions& opt);
 

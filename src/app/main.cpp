@@ -6,8 +6,11 @@
 #include <cstdio>
 
 #include "app/bench_alltoall.hpp"
+#include "app/bench_io.hpp"
 #include "app/bench_kernels.hpp"
+#include "app/cmd_ckpt.hpp"
 #include "app/commands.hpp"
+#include "comm/groups.hpp"
 #include "comm/launcher.hpp"
 #include "kernels/blas_runtime.hpp"
 
@@ -24,6 +27,8 @@ int run(int argc, char** argv) {
   auto* t = cli.add_subcommand("train", "train a model (see configs/ and docs/configuration.md)");
   t->add_option("-c,--config", train.config, "TOML config file")->required();
   t->add_option("-s,--set", train.overrides, "override a key: section.key=value (repeatable)");
+  t->add_option("-r,--resume", train.resume,
+                "resume: 'auto' (the latest checkpoint in checkpoint.dir, if any) or a checkpoint file");
 
   auto* data = cli.add_subcommand("data", "prepare datasets");
   data->require_subcommand(1);
@@ -50,6 +55,22 @@ int run(int argc, char** argv) {
   bac->add_option("--ranks-per-node", ba.ranks_per_node, "0 = detect; set to test 2 levels on one node")
       ->capture_default_str();
 
+  BenchIoOptions bio;
+  auto* bioc = bench->add_subcommand("io", "checkpoint write/read vs plain POSIX I/O; async snapshot stall");
+  bioc->add_option("--dir", bio.dir, "directory for the files")->capture_default_str();
+  bioc->add_option("--size-mb", bio.size_mb, "parameter MiB (files hold 3x)")->capture_default_str();
+  bioc->add_option("--reps", bio.reps, "timed repetitions (median)")->capture_default_str();
+  bioc->add_flag("--fsync", bio.fsync, "fsync both writes, inside the timing");
+  bioc->add_flag("--keep", bio.keep_files, "keep DIR/step_00000001.h5 and DIR/latest");
+
+  auto* ck = cli.add_subcommand("ckpt", "inspect checkpoints");
+  ck->require_subcommand(1);
+  std::string ck_path;
+  bool ck_verify = false;
+  auto* cki = ck->add_subcommand("inspect", "print a checkpoint's contents and check that it is intact");
+  cki->add_option("path", ck_path, "a step_*.h5 file, or a checkpoint directory (its latest)")->required();
+  cki->add_flag("--verify", ck_verify, "read every dataset; print min/max/mean|x|; fail on NaN/Inf");
+
   DumpOptions dump;
   auto* d = cli.add_subcommand("reference-dump", "write weights, a batch and gradients for tests/reference");
   d->add_option("-c,--config", dump.config, "TOML config file")->required();
@@ -73,6 +94,8 @@ int run(int argc, char** argv) {
     return bench_kernels(bk);
   }
   if (*bac) return bench_alltoall(ba);
+  if (*bioc) return bench_io(bio);
+  if (*cki) return cmd_ckpt_inspect(ck_path, ck_verify);
   if (*d) return cmd_reference_dump(dump);
   return kFailure;
 }
@@ -82,7 +105,10 @@ int run(int argc, char** argv) {
 int main(int argc, char** argv) {
   // Must come before anything touches OpenBLAS: may re-execute this program.
   furnace::kernels::select_blas_core_or_reexec(argc, argv);
-  MPI_Init(&argc, &argv);
+  // Background checkpoints write from a second thread (own communicators).
+  int provided = MPI_THREAD_SINGLE;
+  MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
+  furnace::comm::set_thread_multiple(provided >= MPI_THREAD_MULTIPLE);
   // Errors on one rank must end the whole job, not leave the others waiting.
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
   int world = 1;

@@ -4,6 +4,12 @@
 
 namespace furnace::comm {
 
+namespace {
+bool g_thread_multiple = false;
+}
+void set_thread_multiple(bool granted) { g_thread_multiple = granted; }
+bool thread_multiple() { return g_thread_multiple; }
+
 std::string check_layout(int world, int ep, int experts, int global_batch) {
   const auto s = [](auto v) { return std::to_string(v); };
   if (ep < 1) return "parallel.ep = " + s(ep) + " must be >= 1";

@@ -12,10 +12,6 @@
 
 namespace furnace::comm {
 
-struct LayoutError {
-  std::string message;  // one line naming the mismatch and what to do
-};
-
 class Groups {
  public:
   // Collective over `parent`. Returns the layout problem in `error` (every rank
@@ -46,6 +42,10 @@ class Groups {
            node_comm_ = MPI_COMM_NULL;
   int rank_ = 0, size_ = 1, ep_ = 1, node_rank_ = 0, node_size_ = 1;
 };
+
+// Whether MPI_Init_thread granted MPI_THREAD_MULTIPLE (background checkpoints need it).
+void set_thread_multiple(bool granted);
+bool thread_multiple();
 
 // Checks that world % ep == 0 and experts % ep == 0 and that the global batch
 // divides over dp; returns "" or the one-line problem (same on every rank).

@@ -171,6 +171,7 @@ std::string write_checkpoint(const std::string& dir, const memory::ParamStore& p
     h5::Handle file;
     error = error_of(path, [&] {
       h5::Handle fapl = mpio_fapl(comm, alignment);
+      h5::LibraryLock lock;  // a background writer shares HDF5 with the training thread
       file = h5::Handle(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl), H5Fclose);
       if (!file.valid()) {
         std::string reason = h5::last_error();

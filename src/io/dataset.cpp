@@ -195,11 +195,13 @@ TokenDataset::TokenDataset(const std::string& path, int expected_vocab, std::int
 }
 
 TokenDataset::~TokenDataset() {
+  h5::LibraryLock lock;
   if (dset_ >= 0) H5Dclose(dset_);
   if (file_ >= 0) H5Fclose(file_);
 }
 
 void TokenDataset::read_windows(const std::vector<std::int64_t>& starts, int seq, std::vector<std::int32_t>& out) const {
+  h5::LibraryLock lock;  // one short critical section per batch (see h5::library_mutex)
   const std::int64_t w = std::int64_t(seq) + 1;
   for (const std::int64_t s : starts)
     if (seq < 0 || s < 0 || s + w > n_tokens_)

@@ -5,6 +5,7 @@
 #include <hdf5.h>
 #include <mpi.h>
 
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -14,6 +15,16 @@ namespace furnace::io::h5 {
 
 struct Error : std::runtime_error {
   using std::runtime_error::runtime_error;
+};
+
+// Debian's parallel HDF5 is not built thread-safe, and a background checkpoint
+// writes while the training thread reads batches. Every HDF5 call of ours holds
+// this recursive lock (H5_CHECKED takes it for the duration of the call), which is
+// what a thread-safe HDF5 build does internally. Holding it across a collective
+// call cannot deadlock: the other thread's HDF5 work is independent I/O only.
+std::recursive_mutex& library_mutex();
+struct LibraryLock {
+  std::lock_guard<std::recursive_mutex> guard{library_mutex()};
 };
 
 // Turns off HDF5's automatic error-stack printing (idempotent, cheap).
@@ -30,8 +41,10 @@ T check(T result, const char* call, const char* file, int line) {
 }
 
 // H5_CHECKED(H5Dread(...)): the result, or h5::Error naming the call and this line.
-#define H5_CHECKED(call) \
-  (::furnace::io::h5::silence(), ::furnace::io::h5::check((call), #call, __FILE__, __LINE__))
+// The lock temporary lives until the end of the full expression, i.e. past the call.
+#define H5_CHECKED(call)                                                  \
+  (::furnace::io::h5::LibraryLock(), ::furnace::io::h5::silence(),        \
+   ::furnace::io::h5::check((call), #call, __FILE__, __LINE__))
 
 // An owned HDF5 id, closed with `close` (H5Fclose, H5Dclose, ...) at scope exit.
 class Handle {
@@ -53,6 +66,7 @@ class Handle {
   bool valid() const { return id_ >= 0; }
   hid_t release() { return std::exchange(id_, -1); }  // the caller closes it now
   void reset() {
+    LibraryLock lock;
     if (id_ >= 0) close_(id_);  // a failing close in a destructor has no one to tell
     id_ = -1;
   }

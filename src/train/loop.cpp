@@ -8,6 +8,7 @@
 
 #include "comm/mpi_check.hpp"
 #include "io/metrics.hpp"
+#include "train/signals.hpp"
 #include "train/trainer.hpp"
 
 namespace furnace::train {
@@ -45,28 +46,40 @@ nlohmann::json expert_load(const model::Gpt& m) {
 
 }  // namespace
 
-double Trainer::run() {
+Trainer::RunResult Trainer::run() {
   const bool root = groups_.rank() == 0;
+  install_stop_signal_handlers();
   const auto& tc = cfg_.train;
   const std::string dir = cfg_.output.dir;
   std::unique_ptr<io::MetricsWriter> metrics;
   if (root) {
     std::filesystem::create_directories(dir);
     std::ofstream(dir + "/config.json") << io::to_json(cfg_) << "\n";
-    metrics = std::make_unique<io::MetricsWriter>(dir + "/metrics.jsonl");
+    // A resumed run continues the same metrics file.
+    metrics = std::make_unique<io::MetricsWriter>(dir + "/metrics.jsonl", start_step_ == 0);
   }
   const double tokens_per_step = double(tc.batch_size) * cfg_.model.seq_len;
   const auto t0 = Clock::now();
   double val = NAN;
-  long step = 0;
+  long step = start_step_;
+  RunResult result;
+  auto checkpoint = [&](long done) {
+    const double stall = ckpt_->save(done, opt_.step(), (long long)(done * tokens_per_step));
+    if (root)
+      std::printf("checkpoint %s (%s, training held %.2f s)\n", ckpt_->last_path().c_str(),
+                  cfg_.checkpoint.async ? "background" : "synchronous", stall);
+  };
   for (; step < tc.steps; ++step) {
     const auto ts = Clock::now();
     StepResult r = train_step(step);
     const double dt = seconds_since(ts);
     const double elapsed = seconds_since(t0);
-    // Every rank must agree to stop, or one would wait forever in a collective.
-    int over = tc.time_limit_min > 0 && elapsed > tc.time_limit_min * 60 ? 1 : 0;
-    mpiCheck(MPI_Allreduce(MPI_IN_PLACE, &over, 1, MPI_INT, MPI_MAX, groups_.world()));
+    // Every rank must agree to stop, or one would wait forever in a collective; a
+    // signal may have reached only some ranks.
+    int stop[2] = {tc.time_limit_min > 0 && elapsed > tc.time_limit_min * 60 ? 1 : 0,
+                   stop_signal_received()};
+    mpiCheck(MPI_Allreduce(MPI_IN_PLACE, stop, 2, MPI_INT, MPI_MAX, groups_.world()));
+    const bool over = stop[0], signalled = stop[1] != 0;
     const bool last = step + 1 == tc.steps || over;
     const bool do_eval = last || (tc.eval_every > 0 && (step + 1) % tc.eval_every == 0);
     if (do_eval) val = evaluate();
@@ -88,6 +101,16 @@ double Trainer::run() {
         std::fflush(stdout);
       }
     }
+    if (signalled) {
+      if (root) std::printf("signal %d received: checkpointing after step %ld\n", stop[1], step + 1);
+      checkpoint(step + 1);
+      ckpt_->wait();
+      result.checkpointed_on_signal = true;
+      ++step;
+      break;
+    }
+    if (cfg_.checkpoint.every > 0 && (step + 1) % cfg_.checkpoint.every == 0 && step + 1 < tc.steps)
+      checkpoint(step + 1);
     if (over) {
       if (root)
         std::printf("train.time_limit_min = %g reached after %ld steps; stopping\n",
@@ -96,12 +119,15 @@ double Trainer::run() {
       break;
     }
   }
+  if (!result.checkpointed_on_signal && step > start_step_) checkpoint(step);
+  ckpt_->wait();
   if (root) {
     std::printf("done: %ld steps in %.1f s, final val_loss %.4f (metrics: %s/metrics.jsonl)\n",
                 std::min<long>(step, tc.steps), seconds_since(t0), val, dir.c_str());
     std::fflush(stdout);
   }
-  return val;
+  result.val_loss = val;
+  return result;
 }
 
 }  // namespace furnace::train

@@ -62,6 +62,7 @@ Trainer::Trainer(const io::Config& cfg, comm::Groups& groups)
                                                        groups.world());
   valid_data_ = std::make_unique<io::TokenDataset>(cfg.data.valid, cfg.model.vocab_size, min_tokens,
                                                        groups.world());
+  ckpt_ = std::make_unique<Checkpointer>(cfg, groups, ps_);
   const std::int64_t n = std::int64_t(spec_.batch) * spec_.seq;
   inputs_ = decltype(inputs_)("Trainer::inputs", n);
   targets_ = decltype(targets_)("Trainer::targets", n);
@@ -144,6 +145,19 @@ StepResult Trainer::train_step(long step) {
   StepResult r = compute_gradients(step);
   apply_update(step, r);
   return r;
+}
+
+std::string Trainer::resume(const std::string& spec) {
+  const std::string path = io::resolve_resume(ckpt_->dir(), spec);
+  if (path.empty()) return "";
+  long opt_step = 0;
+  const auto meta = io::read_checkpoint(path, ps_, groups_, &opt_step);
+  opt_.set_step(opt_step);
+  start_step_ = meta.step;
+  if (groups_.rank() == 0)
+    std::printf("resumed from %s: step %ld, written by world %d = dp %d x ep %d\n", path.c_str(),
+                meta.step, meta.world, meta.dp, meta.ep);
+  return path;
 }
 
 double Trainer::evaluate() {

@@ -14,6 +14,7 @@
 #include "memory/arena.hpp"
 #include "memory/param_store.hpp"
 #include "model/gpt.hpp"
+#include "train/checkpointer.hpp"
 #include "train/optimizer.hpp"
 #include "train/schedule.hpp"
 
@@ -43,8 +44,16 @@ class Trainer {
   StepResult train_step(long step);
   // Mean cross-entropy over the validation batches (the same ones every time).
   double evaluate();
-  // The whole run with progress output and metrics; returns the last validation loss.
-  double run();
+  // Loads a checkpoint ("auto": the latest in the checkpoint dir, if any; else a
+  // path). Collective. Returns the path loaded, or "" when auto found none.
+  std::string resume(const std::string& spec);
+
+  struct RunResult {
+    double val_loss = 0;
+    bool checkpointed_on_signal = false;  // stopped by SIGUSR1/SIGTERM after a checkpoint
+  };
+  // The whole run with progress output, metrics and checkpoints.
+  RunResult run();
 
   memory::ParamStore& params() { return ps_; }
   model::Gpt& model() { return *model_; }
@@ -71,6 +80,8 @@ class Trainer {
   LrSchedule schedule_;
   Kokkos::View<kernels::index_t*, kernels::MemSpace> inputs_, targets_;
   std::vector<std::int32_t> batch_;
+  std::unique_ptr<Checkpointer> ckpt_;
+  long start_step_ = 0;  // steps already done (resume)
 };
 
 }  // namespace furnace::train

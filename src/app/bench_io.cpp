@@ -1,0 +1,378 @@
+// `furnace bench io` (see bench_io.hpp). Every repetition runs the contenders in turn,
+// alternating which goes first, so both see the same machine state; a barrier precedes
+// each timing and the slowest rank's time counts. The plain baseline moves exactly the
+// bytes the checkpoint moves, from the same buffers, with the same split over ranks:
+//   write  rank 0 writes the Dense tensors, every rank its Expert slab (x3: params,
+//          exp_avg, exp_avg_sq), with pwrite into one shared file in the same directory;
+//   read   every rank reads the Dense tensors and its own Expert slab.
+// Durability is the same for both: no fsync (HDF5's H5Fclose does not fsync), or fsync
+// on both with --fsync. Before every read both files are fsynced and dropped from the
+// page cache with posix_fadvise(DONTNEED) (untimed), which needs no privileges but is
+// only advice: on tmpfs, or when the kernel keeps the pages, reads come from memory.
+#include "app/bench_io.hpp"
+
+#include <fcntl.h>
+#include <mpi.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "comm/groups.hpp"
+#include "comm/mpi_check.hpp"
+#include "io/checkpoint.hpp"
+#include "io/config.hpp"
+#include "memory/param_store.hpp"
+
+namespace furnace::app {
+namespace {
+namespace fs = std::filesystem;
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// Slowest rank's wall time of fn(), after a barrier. fn returns "" or this rank's error;
+// `error` becomes the lowest failing rank's error on every rank.
+double timed(MPI_Comm world, const std::function<std::string()>& fn, std::string& error) {
+  mpiCheck(MPI_Barrier(world));
+  const double t0 = MPI_Wtime();
+  std::string err = fn();
+  double t = MPI_Wtime() - t0, tmax = 0;
+  mpiCheck(MPI_Allreduce(&t, &tmax, 1, MPI_DOUBLE, MPI_MAX, world));
+  int rank = 0, first = 0;
+  MPI_Comm_rank(world, &rank);
+  int mine = err.empty() ? 1 << 30 : rank;
+  mpiCheck(MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, world));
+  if (first != 1 << 30 && error.empty()) {
+    int len = int(err.size());
+    mpiCheck(MPI_Bcast(&len, 1, MPI_INT, first, world));
+    err.resize(std::size_t(len));
+    mpiCheck(MPI_Bcast(err.data(), len, MPI_CHAR, first, world));
+    error = err;
+  }
+  return tmax;
+}
+
+std::string sys_error(const std::string& what, const std::string& path) {
+  return what + " '" + path + "': " + std::strerror(errno);
+}
+
+// The model's parameter set (names as src/model registers them), E experts sharded over
+// the ep group, for width d: the shapes that `size_mb` selects.
+struct Shape {
+  int d = 64, layers = 4, experts = 8, vocab = 256, seq = 1024;
+  std::int64_t params() const {
+    const std::int64_t D = d, E = experts;
+    return vocab * D + seq * D + 2 * D + layers * (4 * D + 4 * D * D + D * E + 2 * E * D * D);
+  }
+};
+
+io::Config bench_config(const Shape& s, const std::string& dir) {
+  io::Config c;
+  c.model.vocab_size = s.vocab;
+  c.model.seq_len = s.seq;
+  c.model.d_model = s.d;
+  c.model.n_layers = s.layers;
+  c.model.n_heads = std::max(1, s.d / 64);
+  c.model.norm = "layernorm";
+  c.model.activation = "gelu";
+  c.moe.experts = s.experts;
+  c.moe.every = 1;
+  c.moe.expert_hidden = s.d;
+  c.checkpoint.dir = dir;
+  return c;
+}
+
+void build_store(memory::ParamStore& ps, const Shape& s, const comm::Groups& g) {
+  const std::int64_t d = s.d, E = s.experts, El = E / g.ep();
+  auto dense = [&](const std::string& name, std::vector<std::int64_t> shape, bool decay = true) {
+    memory::ParamInfo p;
+    p.name = name;
+    p.shape = shape;
+    p.global_shape = shape;
+    p.decay = decay;
+    ps.add(p);
+  };
+  auto expert = [&](const std::string& name, std::vector<std::int64_t> gshape) {
+    memory::ParamInfo p;
+    p.name = name;
+    p.kind = memory::ParamKind::Expert;
+    p.global_shape = gshape;
+    p.shape = gshape;
+    p.shape[0] = El;
+    p.global_offset0 = El * g.ep_rank();
+    ps.add(p);
+  };
+  auto norm = [&](const std::string& pre) {
+    dense(pre + ".w", {d}, false);
+    dense(pre + ".b", {d}, false);
+  };
+  dense("wte", {s.vocab, d});
+  dense("wpe", {s.seq, d});
+  for (int l = 0; l < s.layers; ++l) {
+    const std::string pre = "blocks." + std::to_string(l);
+    norm(pre + ".ln1");
+    dense(pre + ".attn.wqkv", {d, 3 * d});
+    dense(pre + ".attn.wo", {d, d});
+    norm(pre + ".ln2");
+    dense(pre + ".moe.router", {d, E});
+    expert(pre + ".moe.w1", {E, d, d});
+    expert(pre + ".moe.w2", {E, d, d});
+  }
+  norm("lnf");
+  ps.allocate();
+}
+
+// Distinct, layout-independent values (element `global` of a tensor, buffer k).
+void fill(const memory::ParamStore& ps) {
+  float* bufs[3] = {ps.params().data(), ps.exp_avg().data(), ps.exp_avg_sq().data()};
+  int t = 0;
+  for (const auto& p : ps.infos()) {
+    const std::int64_t per_row = p.shape.empty() ? 1 : p.size / p.shape[0];
+    const std::int64_t base = p.global_offset0 * per_row;
+    for (int k = 0; k < 3; ++k)
+      for (std::int64_t j = 0; j < p.size; ++j)
+        bufs[k][p.offset + j] = float((base + j) % 65521) * 1e-4f + float(t) + 100.f * float(k);
+    ++t;
+  }
+}
+
+// pwrite/pread all of [p, p + n) at off, in pieces of at most 1 GiB.
+bool full_io(bool write, int fd, char* p, std::size_t n, off_t off) {
+  while (n > 0) {
+    const std::size_t c = std::min<std::size_t>(n, std::size_t(1) << 30);
+    const ssize_t r = write ? ::pwrite(fd, p, c, off) : ::pread(fd, p, c, off);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) {
+      if (r == 0) errno = EIO;
+      return false;
+    }
+    p += r, n -= std::size_t(r), off += r;
+  }
+  return true;
+}
+
+// Flush `path` to disk and ask the kernel to drop its pages (untimed, before a read).
+void drop_cache(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) return;
+  ::fdatasync(fd);
+  ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+  ::close(fd);
+}
+
+std::string fsync_file(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) return sys_error("cannot open", path);
+  std::string err = ::fsync(fd) == 0 ? "" : sys_error("fsync failed on", path);
+  ::close(fd);
+  return err;
+}
+
+}  // namespace
+
+int bench_io(const BenchIoOptions& opt) {
+  int rank = 0, P = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &P);
+  if (!(opt.size_mb > 0) || opt.size_mb > 1 << 20 || opt.reps < 1 || opt.dir.empty()) {
+    if (rank == 0) std::fprintf(stderr, "furnace: bench io: --size-mb must be in (0, 1048576], --reps >= 1, --dir not empty\n");
+    return 2;
+  }
+  comm::Groups g(MPI_COMM_WORLD, P, 0);
+  const MPI_Comm world = g.world();
+
+  // Width d (multiple of 32) whose parameter bytes come closest to size_mb.
+  Shape s;
+  s.experts = P * ((8 + P - 1) / P);
+  const double target = opt.size_mb * double(1 << 20) / 4.0;
+  for (int d = 32; d <= 1 << 16; d += 32) {
+    Shape t = s;
+    t.d = d;
+    const double diff = std::fabs(double(t.params()) - target);
+    if (d > 32 && diff >= std::fabs(double(s.params()) - target)) break;
+    s.d = d;
+  }
+
+  memory::ParamStore ps;
+  build_store(ps, s, g);
+  fill(ps);
+  const std::size_t n = std::size_t(ps.total());
+  const io::Config cfg = bench_config(s, opt.dir);
+
+  // Element counts: Dense (every rank holds all of it) and this rank's Expert slab.
+  std::int64_t dense = 0, expert = 0;
+  for (const auto& p : ps.infos()) (p.kind == memory::ParamKind::Dense ? dense : expert) += p.size;
+  const double file_bytes = 3.0 * 4.0 * double(s.params());
+  long long read_local = 3LL * 4 * (dense + expert), read_total = 0;
+  mpiCheck(MPI_Allreduce(&read_local, &read_total, 1, MPI_LONG_LONG, MPI_SUM, world));
+
+  // The plain file: [Dense x3 (rank 0)] [rank 0's Expert slab x3] [rank 1's] ...
+  long long my_write = 3LL * 4 * (expert + (rank == 0 ? dense : 0)), my_off = 0;
+  mpiCheck(MPI_Exscan(&my_write, &my_off, 1, MPI_LONG_LONG, MPI_SUM, world));
+  if (rank == 0) my_off = 0;
+  const long long dense_bytes = 3LL * 4 * dense;
+  const long long expert_off = my_off + (rank == 0 ? dense_bytes : 0);
+
+  float* bufs[3] = {ps.params().data(), ps.exp_avg().data(), ps.exp_avg_sq().data()};
+  // One tensor family at a time (Dense or Expert), in registration order, x3 buffers.
+  auto plain_io = [&](bool write, int fd, memory::ParamKind kind, long long off) -> bool {
+    for (int k = 0; k < 3; ++k)
+      for (const auto& p : ps.infos()) {
+        if (p.kind != kind) continue;
+        const std::size_t bytes = std::size_t(p.size) * 4;
+        if (!full_io(write, fd, reinterpret_cast<char*>(bufs[k] + p.offset), bytes, off_t(off))) return false;
+        off += (long long)bytes;
+      }
+    return true;
+  };
+
+  std::error_code ec;
+  std::string error;
+  if (rank == 0) fs::create_directories(opt.dir, ec);
+  const std::string plain = (fs::path(opt.dir) / "plain.bin").string();
+  const std::string ckpt = (fs::path(opt.dir) / io::checkpoint_file_name(1)).string();
+  auto remove_files = [&] {
+    if (rank == 0) {
+      fs::remove(plain, ec);
+      fs::remove(ckpt, ec);
+    }
+    mpiCheck(MPI_Barrier(world));
+  };
+
+  io::CheckpointMeta meta{.step = 1, .tokens_seen = 0, .config_json = io::to_json(cfg), .seed = cfg.train.seed,
+                          .world = g.size(), .dp = g.dp(), .ep = g.ep()};
+  const io::CheckpointBuffers cb{bufs[0], bufs[1], bufs[2], 1};
+  std::vector<float> snapshot(3 * n, 0.f);  // touched once: the trainer reuses its snapshot
+  std::vector<float> reference(snapshot);
+
+  auto ckpt_write = [&]() -> std::string {
+    try {
+      io::write_checkpoint(opt.dir, ps, cb, meta, g, 1, std::size_t(cfg.checkpoint.alignment));
+    } catch (const std::exception& e) {
+      return e.what();
+    }
+    return opt.fsync ? fsync_file(ckpt) : "";
+  };
+  auto ckpt_read = [&]() -> std::string {
+    try {
+      long step = 0;
+      io::read_checkpoint(ckpt, ps, g, &step);
+    } catch (const std::exception& e) {
+      return e.what();
+    }
+    return "";
+  };
+  auto plain_write = [&]() -> std::string {
+    const int fd = ::open(plain.c_str(), O_WRONLY | O_CREAT, 0644);
+    if (fd < 0) return sys_error("cannot create", plain);
+    bool ok = (rank != 0 || plain_io(true, fd, memory::ParamKind::Dense, 0)) &&
+              plain_io(true, fd, memory::ParamKind::Expert, expert_off);
+    std::string err = ok ? "" : sys_error("write failed on", plain);
+    if (ok && opt.fsync && ::fsync(fd) != 0) err = sys_error("fsync failed on", plain);
+    if (::close(fd) != 0 && err.empty()) err = sys_error("close failed on", plain);
+    return err;
+  };
+  auto plain_read = [&]() -> std::string {
+    const int fd = ::open(plain.c_str(), O_RDONLY);
+    if (fd < 0) return sys_error("cannot open", plain);
+    bool ok = plain_io(false, fd, memory::ParamKind::Dense, 0) && plain_io(false, fd, memory::ParamKind::Expert, expert_off);
+    ::close(fd);
+    return ok ? "" : sys_error("read failed on", plain);
+  };
+  // The data read back must be what was written (every rank checks its own buffers).
+  auto check_and_clear = [&](const char* who) -> std::string {
+    for (int k = 0; k < 3; ++k) {
+      if (std::memcmp(bufs[k], reference.data() + k * n, n * 4) != 0)
+        return std::string(who) + " read back different data than was written";
+      std::memset(bufs[k], 0, n * 4);
+    }
+    return "";
+  };
+  auto restore = [&] {
+    for (int k = 0; k < 3; ++k) std::memcpy(bufs[k], reference.data() + k * n, n * 4);
+  };
+  for (int k = 0; k < 3; ++k) std::memcpy(reference.data() + k * n, bufs[k], n * 4);
+
+  std::vector<double> tcw, tcr, tpw, tpr, tcopy;
+  for (int r = 0; r < opt.reps && error.empty(); ++r) {
+    remove_files();
+    restore();
+    const bool ckpt_first = r % 2 == 0;
+    for (int i = 0; i < 2 && error.empty(); ++i)
+      if ((i == 0) == ckpt_first)
+        tcw.push_back(timed(world, ckpt_write, error));
+      else
+        tpw.push_back(timed(world, plain_write, error));
+    if (!error.empty()) break;
+    // The async path's stall: copy params and both moments into the host snapshot.
+    tcopy.push_back(timed(world, [&]() -> std::string {
+      std::memcpy(snapshot.data(), bufs[0], n * 4);
+      std::memcpy(snapshot.data() + n, bufs[1], n * 4);
+      std::memcpy(snapshot.data() + 2 * n, bufs[2], n * 4);
+      return "";
+    }, error));
+    for (int k = 0; k < 3; ++k) std::memset(bufs[k], 0, n * 4);
+    for (int i = 0; i < 2 && error.empty(); ++i) {
+      drop_cache(ckpt);
+      drop_cache(plain);
+      if ((i == 0) == ckpt_first) {
+        tcr.push_back(timed(world, ckpt_read, error));
+        if (error.empty()) timed(world, [&] { return check_and_clear("checkpoint"); }, error);
+      } else {
+        tpr.push_back(timed(world, plain_read, error));
+        if (error.empty()) timed(world, [&] { return check_and_clear("plain read"); }, error);
+      }
+    }
+  }
+  if (rank == 0) fs::remove(plain, ec);
+  if (!opt.keep_files && rank == 0) {
+    fs::remove(ckpt, ec);
+    fs::remove(fs::path(opt.dir) / "latest", ec);
+  }
+  mpiCheck(MPI_Barrier(world));
+  if (!error.empty()) {
+    if (rank == 0) std::fprintf(stderr, "furnace: bench io: %s\n", error.c_str());
+    return 1;
+  }
+  if (rank != 0) return 0;
+
+  const double MiB = double(1 << 20);
+  const double cw = median(tcw), cr = median(tcr), pw = median(tpw), pr = median(tpr), cp = median(tcopy);
+  std::printf("bench io: %s, dir %s\n", g.describe().c_str(), opt.dir.c_str());
+  std::printf("  model: d_model %d, %d layers, %d experts (%d per rank), %zu tensors: %.1f MiB of parameters\n", s.d,
+              s.layers, s.experts, s.experts / P, ps.infos().size(), 4.0 * double(s.params()) / MiB);
+  std::printf("  checkpoint payload %.1f MiB (params + exp_avg + exp_avg_sq); read payload %.1f MiB (every rank "
+              "reads the Dense tensors and its Expert slab); median of %d reps\n",
+              file_bytes / MiB, double(read_total) / MiB, opt.reps);
+  std::printf("  durability: %s\n", opt.fsync ? "fsync on both writes (timed)"
+                                              : "no fsync on either write (HDF5's H5Fclose does not fsync; data may "
+                                                "still be in the page cache when the write returns)");
+  std::printf("  reads: both files were fsynced and dropped with posix_fadvise(DONTNEED) before each read "
+              "(untimed); that is advice, so reads may still come from the page cache for both\n");
+  std::printf("  %-22s %10s %10s %10s %12s\n", "", "ms", "MiB/s", "plain MiB/s", "ckpt/plain");
+  std::printf("  %-22s %10.1f %10.1f %10.1f %12.3f\n", "write", cw * 1e3, file_bytes / MiB / cw,
+              file_bytes / MiB / pw, pw / cw);
+  std::printf("  %-22s %10.1f %10.1f %10.1f %12.3f\n", "read", cr * 1e3, double(read_total) / MiB / cr,
+              double(read_total) / MiB / pr, pr / cr);
+  std::printf("  async snapshot copy    %10.1f ms (memcpy of %.1f MiB per rank, slowest rank) = %.1f%% of the "
+              "synchronous write (target <= 10%%)\n",
+              cp * 1e3, 3.0 * 4.0 * double(n) / MiB, 100.0 * cp / cw);
+  std::printf("  targets: checkpoint/plain >= 0.8 (write %s, read %s); async stall <= 10%% (%s)\n",
+              pw / cw >= 0.8 ? "met" : "NOT met", pr / cr >= 0.8 ? "met" : "NOT met", cp / cw <= 0.1 ? "met" : "NOT met");
+  if (opt.keep_files) std::printf("  kept %s\n", ckpt.c_str());
+  std::fflush(stdout);
+  return 0;
+}
+
+}  // namespace furnace::app

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Checkpoint tools on real files: `furnace ckpt inspect` (intact: exit 0 and every
+# tensor listed; truncated, .tmp, missing, not HDF5: exit 3 naming the file),
+# `scripts/export-torch` and its check against tests/reference/model.py's
+# param_shapes and the HDF5 data. Two checkpoints: one written by training the tiny
+# config (checkpoint.every), one by `bench io --keep` on 2 ranks (Expert slabs from
+# two writers).
+source "$(dirname "$0")/lib/common.sh"
+PY=/usr/bin/python3
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+
+expect() {  # expect CODE PATTERN COMMAND...
+  local code=$1 pattern=$2; shift 2
+  set +e
+  out=$(timeout 60 "$@" 2>&1); rc=$?
+  set -e
+  [ "$rc" -eq "$code" ] || fail "expected exit $code, got $rc from: $* ; output: $out"
+  grep -q -- "$pattern" <<<"$out" || fail "expected '$pattern' in output of: $*; got: $out"
+  echo "ok: exit $rc, '$pattern' from ${*: -2}"
+}
+
+# 1. A checkpoint from training (tiny config, 4 steps, a checkpoint every 2).
+"$BIN" train "${TINY[@]}" --set train.steps=4 --set train.eval_every=0 --set checkpoint.every=2 \
+  --set checkpoint.dir="\"$SCRATCH/ck\"" --set output.dir="\"$SCRATCH/out\"" > "$SCRATCH/train.log" 2>&1 ||
+  fail "training the tiny config failed: $(tail -3 "$SCRATCH/train.log")"
+CK=$SCRATCH/ck/step_00000004.h5
+[ -f "$CK" ] || fail "training with checkpoint.every=2 wrote no $CK (files: $(ls "$SCRATCH/ck" 2>&1))"
+
+# 2. The same kind of file written by 2 ranks (bench io keeps it).
+mpiexec -n 2 "$BIN" bench io --size-mb 2 --reps 1 --dir "$SCRATCH/bio" --keep > "$SCRATCH/bench.log" 2>&1 ||
+  fail "bench io failed: $(tail -3 "$SCRATCH/bench.log")"
+BK=$SCRATCH/bio/step_00000001.h5
+[ -f "$BK" ] || fail "bench io --keep left no $BK"
+
+for f in "$CK" "$BK"; do
+  expect 0 "intact" "$BIN" ckpt inspect --verify "$f"
+  expect 0 "blocks.1.moe.w1 " "$BIN" ckpt inspect "$f"
+done
+expect 0 "blocks.1.moe.w1 *\[4, 32, 32\]" "$BIN" ckpt inspect "$CK"
+expect 0 "step            4" "$BIN" ckpt inspect "$SCRATCH/ck"   # a directory: its latest
+
+# 3. Broken files: exit 3, one line naming the file.
+head -c $(( $(stat -c %s "$CK") / 2 )) "$CK" > "$SCRATCH/trunc.h5"
+expect 3 "trunc.h5' cannot be opened" "$BIN" ckpt inspect "$SCRATCH/trunc.h5"
+cp "$CK" "$SCRATCH/step_00000004.h5.tmp"
+expect 3 "step_00000004.h5.tmp' is an incomplete write" "$BIN" ckpt inspect "$SCRATCH/step_00000004.h5.tmp"
+expect 3 "nope.h5' not found" "$BIN" ckpt inspect "$SCRATCH/nope.h5"
+head -c 4096 /dev/urandom > "$SCRATCH/junk.h5"
+expect 3 "junk.h5' is not a valid HDF5 file" "$BIN" ckpt inspect "$SCRATCH/junk.h5"
+# A missing moment: copy the file without /optim/wte/exp_avg_sq.
+"$PY" - "$CK" "$SCRATCH/nomoment.h5" <<'PYEOF'
+import shutil, sys, h5py
+shutil.copy(sys.argv[1], sys.argv[2])
+with h5py.File(sys.argv[2], "r+") as f:
+    del f["optim/wte/exp_avg_sq"]
+PYEOF
+expect 3 "nomoment.h5' has no dataset /optim/wte/exp_avg_sq" "$BIN" ckpt inspect "$SCRATCH/nomoment.h5"
+
+# 4. PyTorch export, checked against param_shapes and the HDF5 data.
+"$ROOT/scripts/export-torch" "$CK" "$SCRATCH/tiny.pt" --optim
+"$PY" "$ROOT/tests/reference/check_export.py" "$SCRATCH/tiny.pt" "$CK" --optim
+expect 3 "is an incomplete write" "$ROOT/scripts/export-torch" "$SCRATCH/step_00000004.h5.tmp" "$SCRATCH/x.pt"
+[ ! -e "$SCRATCH/x.pt" ] || fail "export-torch left $SCRATCH/x.pt after a failure"
+echo "ckpt_tools: inspect, export-torch and their error paths work"
