@@ -30,9 +30,18 @@
 #include "io/checkpoint.hpp"
 #include "io/config.hpp"
 #include "memory/param_store.hpp"
+#include "train/checkpointer.hpp"
 
 namespace furnace::app {
 namespace {
+
+// Keeps this thread busy for `seconds`, like a training step's compute would.
+void spin_for(double seconds) {
+  const double end = MPI_Wtime() + seconds;
+  volatile double x = 0;
+  while (MPI_Wtime() < end)
+    for (int i = 0; i < 1000; ++i) x = x + 1e-9;
+}
 namespace fs = std::filesystem;
 
 double median(std::vector<double> v) {
@@ -253,8 +262,13 @@ int bench_io(const BenchIoOptions& opt) {
   io::CheckpointMeta meta{.step = 1, .tokens_seen = 0, .config_json = io::to_json(cfg), .seed = cfg.train.seed,
                           .world = g.size(), .dp = g.dp(), .ep = g.ep()};
   const io::CheckpointBuffers cb{bufs[0], bufs[1], bufs[2], 1};
-  std::vector<float> snapshot(3 * n, 0.f);  // touched once: the trainer reuses its snapshot
-  std::vector<float> reference(snapshot);
+  std::vector<float> reference(3 * n, 0.f);
+  // The trainer's background checkpoint, exactly as training uses it (own directory).
+  io::Config async_cfg = cfg;
+  async_cfg.checkpoint.async = true;
+  async_cfg.checkpoint.keep = 1;
+  async_cfg.checkpoint.dir = (fs::path(opt.dir) / "async").string();
+  train::Checkpointer background(async_cfg, g, ps);
 
   auto ckpt_write = [&]() -> std::string {
     try {
@@ -304,7 +318,7 @@ int bench_io(const BenchIoOptions& opt) {
   };
   for (int k = 0; k < 3; ++k) std::memcpy(reference.data() + k * n, bufs[k], n * 4);
 
-  std::vector<double> tcw, tcr, tpw, tpr, tcopy;
+  std::vector<double> tcw, tcr, tpw, tpr, tcopy, tstall;
   for (int r = 0; r < opt.reps && error.empty(); ++r) {
     remove_files();
     restore();
@@ -315,13 +329,22 @@ int bench_io(const BenchIoOptions& opt) {
       else
         tpw.push_back(timed(world, plain_write, error));
     if (!error.empty()) break;
-    // The async path's stall: copy params and both moments into the host snapshot.
-    tcopy.push_back(timed(world, [&]() -> std::string {
-      std::memcpy(snapshot.data(), bufs[0], n * 4);
-      std::memcpy(snapshot.data() + n, bufs[1], n * 4);
-      std::memcpy(snapshot.data() + 2 * n, bufs[2], n * 4);
-      return "";
-    }, error));
+    // The training stall of a background checkpoint: save(), then one training step's
+    // forward/backward (simulated by spinning for step_ms on this thread), then the
+    // wait before the optimizer update. The write itself finishes untimed.
+    for (double step_ms : {0.0, opt.step_ms}) {
+      double held = background.save(1, 1, 0);
+      spin_for(step_ms * 1e-3);
+      held += background.hold_until_snapshot();
+      double slowest = 0;
+      mpiCheck(MPI_Allreduce(&held, &slowest, 1, MPI_DOUBLE, MPI_MAX, world));
+      (step_ms == 0 ? tcopy : tstall).push_back(slowest);
+      try {
+        background.wait();
+      } catch (const std::exception& e) {
+        error = e.what();
+      }
+    }
     for (int k = 0; k < 3; ++k) std::memset(bufs[k], 0, n * 4);
     for (int i = 0; i < 2 && error.empty(); ++i) {
       drop_cache(ckpt);
@@ -348,7 +371,8 @@ int bench_io(const BenchIoOptions& opt) {
   if (rank != 0) return 0;
 
   const double MiB = double(1 << 20);
-  const double cw = median(tcw), cr = median(tcr), pw = median(tpw), pr = median(tpr), cp = median(tcopy);
+  const double cw = median(tcw), cr = median(tcr), pw = median(tpw), pr = median(tpr), cp = median(tcopy),
+               st = median(tstall);
   std::printf("bench io: %s, dir %s\n", g.describe().c_str(), opt.dir.c_str());
   std::printf("  model: d_model %d, %d layers, %d experts (%d per rank), %zu tensors: %.1f MiB of parameters\n", s.d,
               s.layers, s.experts, s.experts / P, ps.infos().size(), 4.0 * double(s.params()) / MiB);
@@ -365,11 +389,14 @@ int bench_io(const BenchIoOptions& opt) {
               file_bytes / MiB / pw, pw / cw);
   std::printf("  %-22s %10.1f %10.1f %10.1f %12.3f\n", "read", cr * 1e3, double(read_total) / MiB / cr,
               double(read_total) / MiB / pr, pr / cr);
-  std::printf("  async snapshot copy    %10.1f ms (memcpy of %.1f MiB per rank, slowest rank) = %.1f%% of the "
-              "synchronous write (target <= 10%%)\n",
+  std::printf("  async stall, update right after save %7.1f ms (snapshot copy of %.1f MiB per rank not overlapped) "
+              "= %.1f%% of the synchronous write\n",
               cp * 1e3, 3.0 * 4.0 * double(n) / MiB, 100.0 * cp / cw);
+  std::printf("  async stall, a %.0f ms step between  %7.1f ms (the copy overlaps forward/backward, as in training) "
+              "= %.1f%% of the synchronous write (target <= 10%%)\n",
+              opt.step_ms, st * 1e3, 100.0 * st / cw);
   std::printf("  targets: checkpoint/plain >= 0.8 (write %s, read %s); async stall <= 10%% (%s)\n",
-              pw / cw >= 0.8 ? "met" : "NOT met", pr / cr >= 0.8 ? "met" : "NOT met", cp / cw <= 0.1 ? "met" : "NOT met");
+              pw / cw >= 0.8 ? "met" : "NOT met", pr / cr >= 0.8 ? "met" : "NOT met", st / cw <= 0.1 ? "met" : "NOT met");
   if (opt.keep_files) std::printf("  kept %s\n", ckpt.c_str());
   std::fflush(stdout);
   return 0;

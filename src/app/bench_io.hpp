@@ -15,6 +15,8 @@ struct BenchIoOptions {
   int reps = 3;                       // timed repetitions of each, median reported
   bool fsync = false;                 // include fsync in both write timings (durable writes)
   bool keep_files = false;            // keep <dir>/step_00000001.h5 and <dir>/latest afterwards
+  double step_ms = 300;               // simulated step between an async save and the next update
+                                      // (the default model's step on 2 cores)
 };
 
 // Collective over MPI_COMM_WORLD (needs MPI and Kokkos initialised). Rank 0 prints a

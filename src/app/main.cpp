@@ -62,6 +62,8 @@ int run(int argc, char** argv) {
   bioc->add_option("--reps", bio.reps, "timed repetitions (median)")->capture_default_str();
   bioc->add_flag("--fsync", bio.fsync, "fsync both writes, inside the timing");
   bioc->add_flag("--keep", bio.keep_files, "keep DIR/step_00000001.h5 and DIR/latest");
+  bioc->add_option("--step-ms", bio.step_ms, "simulated training step after an async save (ms)")
+      ->capture_default_str();
 
   auto* ck = cli.add_subcommand("ckpt", "inspect checkpoints");
   ck->require_subcommand(1);

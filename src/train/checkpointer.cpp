@@ -23,6 +23,13 @@ Checkpointer::Checkpointer(const io::Config& cfg, const comm::Groups& groups,
   }
 }
 
+double Checkpointer::hold_until_snapshot() {
+  const double t0 = now();
+  std::unique_lock<std::mutex> lock(mutex_);
+  copied_cv_.wait(lock, [this] { return copied_; });
+  return now() - t0;
+}
+
 Checkpointer::~Checkpointer() {
   if (writer_.joinable()) writer_.join();
 }
@@ -52,15 +59,21 @@ double Checkpointer::save(long step, long optimizer_step, long long tokens_seen)
   wait();  // at most one write in flight
   const std::size_t n = std::size_t(ps_.total());
   snapshot_.resize(3 * n);
-  // The three buffers are host memory on host backends; a device build would use
-  // deep_copy into pinned host mirrors here.
-  std::memcpy(snapshot_.data(), ps_.params().data(), n * sizeof(float));
-  std::memcpy(snapshot_.data() + n, ps_.exp_avg().data(), n * sizeof(float));
-  std::memcpy(snapshot_.data() + 2 * n, ps_.exp_avg_sq().data(), n * sizeof(float));
   io::CheckpointBuffers b{snapshot_.data(), snapshot_.data() + n, snapshot_.data() + 2 * n,
                           optimizer_step};
   last_path_ = dir_ + "/" + io::checkpoint_file_name(step);
-  writer_ = std::thread([this, b, meta, keep, align] {
+  copied_ = false;
+  writer_ = std::thread([this, b, n, meta, keep, align] {
+    // The three buffers are host memory on host backends; a device build would
+    // deep_copy into pinned host mirrors here.
+    std::memcpy(snapshot_.data(), ps_.params().data(), n * sizeof(float));
+    std::memcpy(snapshot_.data() + n, ps_.exp_avg().data(), n * sizeof(float));
+    std::memcpy(snapshot_.data() + 2 * n, ps_.exp_avg_sq().data(), n * sizeof(float));
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      copied_ = true;
+    }
+    copied_cv_.notify_all();
     try {
       io::write_checkpoint(dir_, ps_, b, meta, *io_groups_, keep, align);
     } catch (const std::exception& e) {

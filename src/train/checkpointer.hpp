@@ -1,8 +1,13 @@
 // When and how the trainer's state goes to disk: synchronously, or (checkpoint.async)
 // from a host snapshot written by a background thread while training continues,
-// with at most one write in flight (the next save waits for it).
+// with at most one write in flight (the next save waits for it). The snapshot copy
+// itself also runs in the background thread: only the optimizer update changes the
+// state, so the training thread waits for the copy just before its next update,
+// and the copy overlaps the next step's forward and backward.
 #pragma once
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -22,8 +27,11 @@ class Checkpointer {
 
   std::string dir() const { return dir_; }
   // Saves the state after `step` training steps. Returns the seconds the caller was
-  // held up (the whole write when synchronous; the wait + snapshot copy when async).
+  // held up (the whole write when synchronous; waiting for a previous write when async).
   double save(long step, long optimizer_step, long long tokens_seen);
+  // Call before changing the state (the optimizer update): waits until a background
+  // snapshot copy is complete. Returns the seconds waited (0 when none is pending).
+  double hold_until_snapshot();
   // Waits for a background write; rethrows its error.
   void wait();
   const std::string& last_path() const { return last_path_; }
@@ -36,6 +44,9 @@ class Checkpointer {
   std::unique_ptr<comm::Groups> io_groups_;  // async: the writer thread's own communicators
   std::vector<float> snapshot_;              // async: params | exp_avg | exp_avg_sq on the host
   std::thread writer_;
+  std::mutex mutex_;
+  std::condition_variable copied_cv_;
+  bool copied_ = true;
   std::string error_, last_path_;
 };
 

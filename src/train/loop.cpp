@@ -63,16 +63,22 @@ Trainer::RunResult Trainer::run() {
   double val = NAN;
   long step = start_step_;
   RunResult result;
+  bool report_hold = false;  // print the next update's wait for a background snapshot
   auto checkpoint = [&](long done) {
+    report_hold = cfg_.checkpoint.async;
     const double stall = ckpt_->save(done, opt_.step(), (long long)(done * tokens_per_step));
     if (root)
-      std::printf("checkpoint %s (%s, training held %.2f s)\n", ckpt_->last_path().c_str(),
+      std::printf("checkpoint %s (%s, training held %.3f s)\n", ckpt_->last_path().c_str(),
                   cfg_.checkpoint.async ? "background" : "synchronous", stall);
   };
   for (; step < tc.steps; ++step) {
     const auto ts = Clock::now();
     StepResult r = train_step(step);
     const double dt = seconds_since(ts);
+    if (root && report_hold)
+      std::printf("background checkpoint: its snapshot copy held step %ld's update for %.3f s\n",
+                  step + 1, r.checkpoint_hold_s);
+    report_hold = false;
     const double elapsed = seconds_since(t0);
     // Every rank must agree to stop, or one would wait forever in a collective; a
     // signal may have reached only some ranks.

@@ -135,6 +135,7 @@ StepResult Trainer::compute_gradients(long step, std::vector<std::int32_t>* batc
 }
 
 double Trainer::apply_update(long step, StepResult& r) {
+  r.checkpoint_hold_s = ckpt_->hold_until_snapshot();  // a background copy must finish first
   r.lr = schedule_.at(step);
   opt_.clip(ps_, r.grad_norm);
   opt_.update(ps_, r.lr);

@@ -26,6 +26,7 @@ struct StepResult {
   double total = 0;     // the objective that was differentiated
   double grad_norm = 0; // before clipping
   double lr = 0;
+  double checkpoint_hold_s = 0;  // waited for a background checkpoint's snapshot copy
 };
 
 // Maps the run configuration onto the model's shape for this rank.

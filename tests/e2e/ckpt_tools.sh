@@ -9,15 +9,6 @@ source "$(dirname "$0")/lib/common.sh"
 PY=/usr/bin/python3
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 
-expect() {  # expect CODE PATTERN COMMAND...
-  local code=$1 pattern=$2; shift 2
-  set +e
-  out=$(timeout 60 "$@" 2>&1); rc=$?
-  set -e
-  [ "$rc" -eq "$code" ] || fail "expected exit $code, got $rc from: $* ; output: $out"
-  grep -q -- "$pattern" <<<"$out" || fail "expected '$pattern' in output of: $*; got: $out"
-  echo "ok: exit $rc, '$pattern' from ${*: -2}"
-}
 
 # 1. A checkpoint from training (tiny config, 4 steps, a checkpoint every 2).
 "$BIN" train "${TINY[@]}" --set train.steps=4 --set train.eval_every=0 --set checkpoint.every=2 \

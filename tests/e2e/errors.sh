@@ -2,15 +2,6 @@
 # Bad inputs end with one clear line and the documented exit code, never a hang.
 source "$(dirname "$0")/lib/common.sh"
 
-expect() {  # expect CODE PATTERN COMMAND...
-  local code=$1 pattern=$2; shift 2
-  set +e
-  out=$(timeout 60 "$@" 2>&1); rc=$?
-  set -e
-  [ "$rc" -eq "$code" ] || fail "expected exit $code, got $rc from: $* ; output: $out"
-  grep -q -- "$pattern" <<<"$out" || fail "expected '$pattern' in output of: $*; got: $out"
-  echo "ok: exit $rc, '$pattern'"
-}
 
 expect 2 "unknown key model.experts" "$BIN" train "${TINY[@]}" --set model.experts=3
 expect 2 "top_k" "$BIN" train "${TINY[@]}" --set moe.top_k=9

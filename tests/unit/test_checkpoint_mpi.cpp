@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "comm/groups.hpp"
+#include "mpi_testing.hpp"
 #include "io/checkpoint.hpp"
 
 using namespace furnace;
@@ -24,16 +25,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-int world_rank() {
-  int r = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &r);
-  return r;
-}
-int world_size() {
-  int n = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &n);
-  return n;
-}
+using furnace::testing::world_rank;
+using furnace::testing::world_size;
+
 
 constexpr int kExperts = 4;  // divisible by every ep used at 1, 2 and 4 ranks
 
@@ -142,32 +136,8 @@ void expect_ckpt_error(F&& f, const std::vector<std::string>& parts, const std::
   EXPECT_EQ(msg, root) << where << ": rank " << world_rank() << " got another message";
 }
 
-// A fresh directory per test and run, chosen by rank 0 and shared with every rank.
-class MpiCheckpoint : public ::testing::Test {
+class MpiCheckpoint : public furnace::testing::MpiScratchDirTest {
  protected:
-  void SetUp() override {
-    std::string name;
-    if (world_rank() == 0) {
-      auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-      const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
-      name = (fs::path("/tmp") / ("furnace_ckpt_" + std::to_string(getpid()) + "_" + std::to_string(now) + "_" +
-                                  info->name()))
-                 .string();
-      fs::remove_all(name);
-      fs::create_directories(name);
-    }
-    int len = int(name.size());
-    MPI_Bcast(&len, 1, MPI_INT, 0, MPI_COMM_WORLD);
-    name.resize(std::size_t(len));
-    MPI_Bcast(name.data(), len, MPI_CHAR, 0, MPI_COMM_WORLD);
-    dir_ = name;
-    MPI_Barrier(MPI_COMM_WORLD);
-  }
-  void TearDown() override {
-    MPI_Barrier(MPI_COMM_WORLD);
-    if (world_rank() == 0) fs::remove_all(dir_);
-  }
-  std::string dir() const { return dir_.string(); }
   // ep values that divide the world and the experts.
   std::vector<int> eps() const {
     std::vector<int> out;
@@ -175,7 +145,6 @@ class MpiCheckpoint : public ::testing::Test {
       if (world_size() % ep == 0 && kExperts % ep == 0) out.push_back(ep);
     return out;
   }
-  fs::path dir_;
 };
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "mpi_testing.hpp"
 #include "io/dataset.hpp"
 #include "io/hdf5_util.hpp"
 
@@ -20,44 +21,13 @@ namespace fs = std::filesystem;
 
 namespace {
 
-int world_rank() {
-  int r = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &r);
-  return r;
-}
-int world_size() {
-  int n = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &n);
-  return n;
-}
+using furnace::testing::world_rank;
+using furnace::testing::world_size;
 
-// A fresh directory per test and run, chosen by rank 0 and shared with every rank.
-class MpiDatasetTest : public ::testing::Test {
+
+class MpiDatasetTest : public furnace::testing::MpiScratchDirTest {
  protected:
-  void SetUp() override {
-    std::string name;
-    if (world_rank() == 0) {
-      auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-      const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
-      name = (fs::path("/tmp") / ("furnace_mpitest_" + std::to_string(getpid()) + "_" + std::to_string(now) + "_" +
-                                  info->name()))
-                 .string();
-      fs::remove_all(name);
-      fs::create_directories(name);
-    }
-    int len = int(name.size());
-    MPI_Bcast(&len, 1, MPI_INT, 0, MPI_COMM_WORLD);
-    name.resize(std::size_t(len));
-    MPI_Bcast(name.data(), len, MPI_CHAR, 0, MPI_COMM_WORLD);
-    dir_ = name;
-    MPI_Barrier(MPI_COMM_WORLD);
-  }
-  void TearDown() override {
-    MPI_Barrier(MPI_COMM_WORLD);  // nobody still has a file open
-    if (world_rank() == 0) fs::remove_all(dir_);
-  }
   std::string file(const std::string& name) const { return (dir_ / name).string(); }
-  fs::path dir_;
 };
 
 std::vector<std::uint8_t> pattern(std::size_t n) {
