@@ -42,7 +42,7 @@ else
   [ "$n" -eq "$steps" ] && ok "train.sbatch: $n metric lines" || fail "train.sbatch: $n metric lines, expected $steps"
   grep -q "preparing $D" "$TMP/slurm.log" && [ -f "$D/train.h5" ] && ok "train.sbatch prepares a missing corpus" \
     || fail "train.sbatch did not prepare $D"
-  grep -q "launch: mpiexec -n 2 $BIN train --config configs/tiny.toml --set output.dir=$TMP/slurm --set data.train=" "$TMP/slurm.log" \
+  grep -q "launch: mpiexec -n 2 $BIN train --config configs/tiny.toml --set output.dir=$TMP/slurm --resume auto --set data.train=" "$TMP/slurm.log" \
     && ok "train.sbatch prints the launch line" || fail "train.sbatch: no resolved launch line"
   grep -q '"nodes": 1, "ranks": 2' "$TMP/slurm/run.json" && ok "train.sbatch run.json" || fail "train.sbatch run.json: $(cat "$TMP/slurm/run.json")"
 fi

@@ -32,11 +32,15 @@ die() { echo "run.sh: $*" >&2; exit 2; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 failures=0
+# The batches come from the bundled corpus, prepared here (a fresh clone has none).
+"$furnace" data prepare --out "$tmp/data" > "$tmp/prepare.log" 2>&1 ||
+  die "furnace data prepare failed: $(tail -n 1 "$tmp/prepare.log")"
+data=(--set "data.train=\"$tmp/data/train.h5\"" --set "data.valid=\"$tmp/data/valid.h5\"")
 
 # dump NAME [--set k=v ...]: write $tmp/NAME.h5
 dump() {
   local name=$1; shift
-  if ! "$furnace" reference-dump --config "$config" --out "$tmp/$name.h5" --steps "$steps" "$@" \
+  if ! "$furnace" reference-dump --config "$config" --out "$tmp/$name.h5" --steps "$steps" "${data[@]}" "$@" \
       >"$tmp/$name.dump.log" 2>&1; then
     echo "FAIL  $name: furnace reference-dump exited non-zero:"
     sed 's/^/      /' "$tmp/$name.dump.log"

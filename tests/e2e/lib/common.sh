@@ -5,7 +5,7 @@ BIN=${1:-build/bin/furnace}
 BIN=$(realpath "$BIN")
 SCRATCH=$(mktemp -d /tmp/furnace-e2e.XXXXXX)
 # On any exit, also end whatever a test left running (a failed test must not leave ranks behind).
-trap 'pkill -9 -f -- "$SCRATCH" 2>/dev/null; rm -rf "$SCRATCH"' EXIT
+trap 'rc=$?; pkill -9 -f -- "$SCRATCH" 2>/dev/null || true; rm -rf "$SCRATCH"; exit $rc' EXIT
 DATA="$SCRATCH/data"
 "$BIN" data prepare --out "$DATA" > "$SCRATCH/prepare.log"
 TINY=(--config configs/tiny.toml --set data.train="\"$DATA/train.h5\"" --set data.valid="\"$DATA/valid.h5\"")
