@@ -143,8 +143,9 @@ Result distributed(const Problem& p, Data& data, Algo algo, int ranks_per_node) 
   const int P = world_size(), me = world_rank();
   Groups groups(MPI_COMM_WORLD, P, ranks_per_node);
   RowExchange exchange(groups, algo, p.d);
-  if (algo == Algo::Hierarchical && P == 4)  // 2 nodes x 2 ranks: really two phases
+  if (algo == Algo::Hierarchical && P == 4) {  // 2 nodes x 2 ranks: really two phases
     EXPECT_EQ(exchange.algorithm(), Algo::Hierarchical) << exchange.note();
+  }
   Arena arena("moe-ep", std::size_t(4) << 20);
   MoeLayer layer(p.router_config(), p.d, p.hidden, p.act, p.max_tokens(), arena, &exchange, P);
   MPI_Comm world = groups.world();
