@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "comm/alltoall.hpp"
+#include "kernels/random.hpp"
 #include "comm/groups.hpp"
 #include "comm/mpi_check.hpp"
 
@@ -22,14 +23,6 @@ namespace {
 
 using comm::RowExchange;
 
-std::uint64_t mix(std::uint64_t x) {
-  x ^= x >> 33;
-  x *= 0xff51afd7ed558ccdULL;
-  x ^= x >> 33;
-  x *= 0xc4ceb3fe1a85ec53ULL;
-  x ^= x >> 33;
-  return x;
-}
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -75,13 +68,13 @@ int bench_alltoall(const BenchAllToAllOptions& opt) {
   // Routing: each of tokens * top_k rows goes to a pseudo-random rank; rows are then
   // grouped by destination, as the MoE layer's permute leaves them.
   std::vector<std::int64_t> send_rows(P, 0);
-  for (std::int64_t r = 0; r < rows; ++r) ++send_rows[mix(std::uint64_t(rank) << 40 | r) % P];
+  for (std::int64_t r = 0; r < rows; ++r) ++send_rows[kernels::splitmix64(std::uint64_t(rank) << 40 | r) % P];
   const std::vector<std::int64_t> recv_rows = flat.exchange_counts(send_rows, 1);
   std::int64_t nrecv = 0;
   for (auto n : recv_rows) nrecv += n;
 
   std::vector<float> x(rows * d), y(nrecv * d), back(rows * d), y_hier(nrecv * d);
-  for (std::size_t i = 0; i < x.size(); ++i) x[i] = float(mix(rank * 1000003ULL + i) & 0xFFFF);
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = float(kernels::splitmix64(rank * 1000003ULL + i) & 0xFFFF);
 
   // Raw baseline: the same counts in floats on a private duplicate of the world.
   MPI_Comm raw_comm = MPI_COMM_NULL;

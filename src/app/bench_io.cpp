@@ -103,7 +103,7 @@ io::Config bench_config(const Shape& s, const std::string& dir) {
 }
 
 void build_store(memory::ParamStore& ps, const Shape& s, const comm::Groups& g) {
-  const std::int64_t d = s.d, E = s.experts, El = E / g.ep();
+  const std::int64_t d = s.d, E = s.experts;
   auto dense = [&](const std::string& name, std::vector<std::int64_t> shape, bool decay = true) {
     memory::ParamInfo p;
     p.name = name;
@@ -113,14 +113,7 @@ void build_store(memory::ParamStore& ps, const Shape& s, const comm::Groups& g) 
     ps.add(p);
   };
   auto expert = [&](const std::string& name, std::vector<std::int64_t> gshape) {
-    memory::ParamInfo p;
-    p.name = name;
-    p.kind = memory::ParamKind::Expert;
-    p.global_shape = gshape;
-    p.shape = gshape;
-    p.shape[0] = El;
-    p.global_offset0 = El * g.ep_rank();
-    ps.add(p);
+    ps.add(memory::expert_slab(name, std::move(gshape), g.ep(), g.ep_rank()));
   };
   auto norm = [&](const std::string& pre) {
     dense(pre + ".w", {d}, false);

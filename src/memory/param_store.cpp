@@ -7,6 +7,17 @@
 
 namespace furnace::memory {
 
+ParamInfo expert_slab(std::string name, std::vector<std::int64_t> global_shape, int ep, int ep_rank) {
+  ParamInfo p;
+  p.name = std::move(name);
+  p.kind = ParamKind::Expert;
+  p.shape = global_shape;
+  p.shape[0] = global_shape[0] / ep;
+  p.global_offset0 = p.shape[0] * ep_rank;
+  p.global_shape = std::move(global_shape);
+  return p;
+}
+
 int ParamStore::add(ParamInfo info) {
   if (storage_.size() != 0) throw std::logic_error("ParamStore::add after allocate: " + info.name);
   if (by_name_.count(info.name)) throw std::logic_error("duplicate parameter " + info.name);

@@ -30,6 +30,10 @@ struct ParamInfo {
   float init_value = 0.0f;
 };
 
+// The slab of an Expert tensor of global shape [E, ...] that rank `ep_rank` of an
+// expert-parallel group of `ep` ranks holds (E / ep experts, contiguous).
+ParamInfo expert_slab(std::string name, std::vector<std::int64_t> global_shape, int ep, int ep_rank);
+
 class ParamStore {
  public:
   // Registration phase: returns the tensor's index.

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "comm/alltoall.hpp"
+#include "kernels/random.hpp"
 
 namespace {
 
@@ -24,14 +25,7 @@ int world_size() {
   return n;
 }
 
-std::uint32_t mix(std::uint64_t x) {
-  x ^= x >> 33;
-  x *= 0xff51afd7ed558ccdULL;
-  x ^= x >> 33;
-  x *= 0xc4ceb3fe1a85ec53ULL;
-  x ^= x >> 33;
-  return static_cast<std::uint32_t>(x);
-}
+std::uint32_t mix(std::uint64_t x) { return static_cast<std::uint32_t>(furnace::kernels::splitmix64(x)); }
 
 // An exact float (< 2^24) for row `row`, column `col` of the block src -> dst of ep group g.
 float value(int g, int src, int dst, std::int64_t row, int col) {

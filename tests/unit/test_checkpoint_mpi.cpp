@@ -36,7 +36,7 @@ constexpr int kExperts = 4;  // divisible by every ep used at 1, 2 and 4 ranks
 // global shape (for the mismatch test); `scale` makes it larger (throughput).
 std::unique_ptr<memory::ParamStore> make_store(const comm::Groups& g, int vocab = 10, int scale = 1) {
   auto ps = std::make_unique<memory::ParamStore>();
-  const int d = 6 * scale, h = 5 * scale, e_local = kExperts / g.ep();
+  const int d = 6 * scale, h = 5 * scale;
   auto dense = [&](const std::string& name, std::vector<std::int64_t> shape) {
     memory::ParamInfo p;
     p.name = name;
@@ -45,14 +45,7 @@ std::unique_ptr<memory::ParamStore> make_store(const comm::Groups& g, int vocab 
     ps->add(p);
   };
   auto expert = [&](const std::string& name, std::vector<std::int64_t> gshape) {
-    memory::ParamInfo p;
-    p.name = name;
-    p.kind = memory::ParamKind::Expert;
-    p.global_shape = gshape;
-    p.shape = gshape;
-    p.shape[0] = e_local;
-    p.global_offset0 = std::int64_t(e_local) * g.ep_rank();
-    ps->add(p);
+    ps->add(memory::expert_slab(name, std::move(gshape), g.ep(), g.ep_rank()));
   };
   dense("embed", {vocab, d});
   dense("final_norm.weight", {d});
