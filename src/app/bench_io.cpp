@@ -254,7 +254,7 @@ int bench_io(const BenchIoOptions& opt) {
 
   io::CheckpointMeta meta{.step = 1, .tokens_seen = 0, .config_json = io::to_json(cfg), .seed = cfg.train.seed,
                           .world = g.size(), .dp = g.dp(), .ep = g.ep()};
-  const io::CheckpointBuffers cb{bufs[0], bufs[1], bufs[2], 1};
+  io::CheckpointBuffers cb{bufs[0], bufs[1], bufs[2], 1};
   std::vector<float> reference(3 * n, 0.f);
   // The trainer's background checkpoint, exactly as training uses it (own directory).
   io::Config async_cfg = cfg;
@@ -278,6 +278,11 @@ int bench_io(const BenchIoOptions& opt) {
     } catch (const std::exception& e) {
       return e.what();
     }
+    // A successful read gives the store a new state buffer (ParamStore::adopt_state).
+    bufs[0] = ps.params().data();
+    bufs[1] = ps.exp_avg().data();
+    bufs[2] = ps.exp_avg_sq().data();
+    cb = {bufs[0], bufs[1], bufs[2], 1};
     return "";
   };
   auto plain_write = [&]() -> std::string {

@@ -148,8 +148,12 @@ CheckpointMeta read_checkpoint(const std::string& path, memory::ParamStore& ps, 
   //    rank's slab is one contiguous range per tensor, so two-phase collective
   //    buffering has nothing to merge (same speed measured by `furnace bench io` at
   //    1 and 2 ranks), and no rank waits for another per tensor.
-  const std::size_t n = std::size_t(ps.total());
-  std::vector<float> scratch[3] = {std::vector<float>(n, 0.f), std::vector<float>(n, 0.f), std::vector<float>(n, 0.f)};
+  //    The scratch is a whole new state buffer that the store adopts at the end
+  //    (no copy). HDF5 reads into it directly: host memory on host backends; a
+  //    device build would stage through a host buffer here.
+  auto fresh = ps.make_state_buffer();
+  const kernels::View1<float> scratch[3] = {ps.state_part(fresh, 0), ps.state_part(fresh, 2),
+                                            ps.state_part(fresh, 3)};
   agree(comm, error_of(path, [&] {
     h5::Handle xfer = dxpl(false);
     for (std::size_t i = 0; i < ps.infos().size(); ++i) {
@@ -167,12 +171,7 @@ CheckpointMeta read_checkpoint(const std::string& path, memory::ParamStore& ps, 
   }));
 
   // 4. Commit.
-  Kokkos::View<float*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>> host;
-  const kernels::View1<float> dst[3] = {ps.params(), ps.exp_avg(), ps.exp_avg_sq()};
-  for (int k = 0; k < 3; ++k) {
-    host = decltype(host)(scratch[k].data(), n);
-    Kokkos::deep_copy(dst[k], host);
-  }
+  ps.adopt_state(std::move(fresh));
   if (optimizer_step) *optimizer_step = o.optimizer_step;
   return o.meta;
 }

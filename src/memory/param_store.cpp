@@ -33,13 +33,32 @@ int ParamStore::add(ParamInfo info) {
 }
 
 void ParamStore::allocate() {
+  storage_ = StateBuffer("ParamStore::storage", 4 * ((total_ + 15) / 16 * 16));
+  bind_views();
+}
+
+void ParamStore::bind_views() {
+  params_ = state_part(storage_, 0);
+  grads_ = state_part(storage_, 1);
+  m_ = state_part(storage_, 2);
+  v_ = state_part(storage_, 3);
+}
+
+ParamStore::StateBuffer ParamStore::make_state_buffer() const {
+  return StateBuffer(Kokkos::view_alloc("ParamStore::storage", Kokkos::WithoutInitializing),
+                     storage_.extent(0));
+}
+
+kernels::View1<float> ParamStore::state_part(const StateBuffer& b, int part) const {
   const std::int64_t n = (total_ + 15) / 16 * 16;
-  storage_ = Kokkos::View<float*, kernels::MemSpace>("ParamStore::storage", 4 * n);
-  auto part = [&](int k) { return kernels::View1<float>(storage_.data() + k * n, total_); };
-  params_ = part(0);
-  grads_ = part(1);
-  m_ = part(2);
-  v_ = part(3);
+  return kernels::View1<float>(b.data() + part * n, total_);
+}
+
+void ParamStore::adopt_state(StateBuffer b) {
+  if (b.extent(0) != storage_.extent(0)) throw std::logic_error("ParamStore::adopt_state: wrong size");
+  storage_ = std::move(b);
+  bind_views();
+  Kokkos::deep_copy(grads_, 0.0f);
 }
 
 void ParamStore::initialize(std::uint64_t seed) {

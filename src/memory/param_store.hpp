@@ -55,6 +55,16 @@ class ParamStore {
   kernels::View1<float> exp_avg() const { return m_; }
   kernels::View1<float> exp_avg_sq() const { return v_; }
 
+  // Loading without touching the current state until the load succeeded: a fresh,
+  // uninitialised buffer laid out like the store's (params | grads | m | v), its
+  // parts, and the commit that makes it the store's state (gradients zeroed).
+  using StateBuffer = Kokkos::View<float*, kernels::MemSpace>;
+  StateBuffer make_state_buffer() const;
+  kernels::View1<float> state_part(const StateBuffer& b, int part) const;  // 0 params, 2 m, 3 v
+  // Invalidates pointers into the previous buffers (views are re-fetched from the
+  // store by every user: model, optimizer, gradient sync, checkpointer).
+  void adopt_state(StateBuffer b);
+
   // One tensor's slice of a buffer, flat.
   kernels::View1<float> slice(kernels::View1<float> buf, int i) const;
   // Typed views of tensor i in a buffer (rank must match the registered shape).
@@ -66,7 +76,8 @@ class ParamStore {
   std::vector<ParamInfo> infos_;
   std::unordered_map<std::string, int> by_name_;
   std::int64_t total_ = 0;
-  Kokkos::View<float*, kernels::MemSpace> storage_;  // 4 * total: params | grads | m | v
+  StateBuffer storage_;  // 4 * padded total: params | grads | m | v
+  void bind_views();
   kernels::View1<float> params_, grads_, m_, v_;
 };
 
