@@ -71,9 +71,14 @@ $(BUILD)/obj/%.o: %.cpp
 	@echo "  CXX  $<"
 	@$(MPICXX) $(CPPFLAGS) $(ALLCXX) -c $< -o $@
 
-$(LIB): $(LIB_OBJ)
+# The archive also depends on the list of its members, so that a source file added
+# after the last build (whose object may be older than the archive) is archived too.
+OBJ_LIST := $(BUILD)/lib/objects.list
+$(shell mkdir -p $(BUILD)/lib; echo '$(LIB_OBJ)' | cmp -s - $(OBJ_LIST) || echo '$(LIB_OBJ)' > $(OBJ_LIST))
+
+$(LIB): $(LIB_OBJ) $(OBJ_LIST)
 	@mkdir -p $(@D)
-	@rm -f $@ && ar rcs $@ $^
+	@rm -f $@ && ar rcs $@ $(LIB_OBJ)
 
 $(BIN): $(BUILD)/obj/$(APP_MAIN:.cpp=.o) $(LIB)
 	@mkdir -p $(@D)
