@@ -6,6 +6,7 @@
 
 #include "app/commands.hpp"
 #include "comm/groups.hpp"
+#include "comm/mpi_check.hpp"
 #include "io/config.hpp"
 #include "io/dataset.hpp"
 #include "kernels/blas_runtime.hpp"
@@ -77,8 +78,14 @@ int cmd_train(const TrainOptions& opt) {
     return rc;
   if (!opt.resume.empty())
     if (int rc = agree([&] { trainer->resume(opt.resume); }, kBadData)) return rc;
-  const auto result = trainer->run();
-  return result.checkpointed_on_signal ? kCheckpointed : kOk;
+  try {
+    const auto result = trainer->run();
+    return result.checkpointed_on_signal ? kCheckpointed : kOk;
+  } catch (const std::exception& e) {
+    // Only this rank may have failed (a bad window of the token file, a checkpoint
+    // write): the others could be waiting in a collective, so end the whole job.
+    comm::abort_job(e.what(), kBadRun);
+  }
 }
 
 }  // namespace furnace::app

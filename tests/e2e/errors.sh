@@ -14,4 +14,16 @@ expect 3 "trunc.h5" "$BIN" train "${TINY[@]}" --set data.train="\"$SCRATCH/trunc
 # The same errors under MPI: one message, every rank exits, no hang.
 expect 2 "does not divide" mpiexec -n 2 "$BIN" train "${TINY[@]}" --set parallel.ep=3 --set moe.experts=3 --set moe.top_k=1
 expect 3 "not a valid HDF5 file" mpiexec -n 2 "$BIN" train "${TINY[@]}" --set data.train="\"$SCRATCH/junk.h5\""
+# A token outside the vocabulary deep inside the file is found when a batch reads it,
+# on one rank: the job ends with the reason (exit 4), no rank is left waiting.
+/usr/bin/python3 - "$SCRATCH/badtok.h5" <<'PY'
+import sys, h5py, numpy as np
+t = np.random.default_rng(0).integers(0, 100, 200000).astype(np.uint8)
+t[100000:] = 250  # >= vocab_size 100
+with h5py.File(sys.argv[1], "w") as f:
+    d = f.create_dataset("tokens", data=t)
+    d.attrs["vocab_size"] = np.int32(100)
+PY
+expect 4 "holds token 250" mpiexec -n 2 "$BIN" train "${TINY[@]}" --set model.vocab_size=100 \
+  --set data.train="\"$SCRATCH/badtok.h5\"" --set data.valid="\"$SCRATCH/badtok.h5\""
 echo "errors: all bad inputs refused"
