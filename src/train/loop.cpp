@@ -98,7 +98,7 @@ Trainer::RunResult Trainer::run() {
       if (do_eval) j["val_loss"] = val;
       metrics->write(j.dump());
       if ((step + 1) % std::max(1, tc.log_every) == 0 || do_eval) {
-        const double eta = elapsed / (step + 1) * (tc.steps - step - 1);
+        const double eta = elapsed / double(step + 1 - start_step_) * (tc.steps - step - 1);
         std::printf("step %6ld/%d | loss %.4f | lr %.2e | %8.0f tok/s | %6.1f ms/step | ETA %s",
                     step + 1, tc.steps, r.ce, r.lr, tokens_per_step / dt, dt * 1e3,
                     format_eta(eta).c_str());
