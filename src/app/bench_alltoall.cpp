@@ -2,6 +2,7 @@
 // inside each repetition, so all see the same machine state; a barrier precedes each
 // timing and the slowest rank's time counts, as it would in a training step.
 #include "app/bench_alltoall.hpp"
+#include "app/bench_util.hpp"
 
 #include <mpi.h>
 
@@ -24,21 +25,6 @@ namespace {
 using comm::RowExchange;
 
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const std::size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-// Slowest rank's wall time of fn(), after a barrier.
-double timed(MPI_Comm world, const std::function<void()>& fn) {
-  mpiCheck(MPI_Barrier(world));
-  const double t0 = MPI_Wtime();
-  fn();
-  double t = MPI_Wtime() - t0, tmax = 0;
-  mpiCheck(MPI_Allreduce(&t, &tmax, 1, MPI_DOUBLE, MPI_MAX, world));
-  return tmax;
-}
 
 }  // namespace
 
@@ -111,7 +97,7 @@ int bench_alltoall(const BenchAllToAllOptions& opt) {
   for (int rep = 0; rep < warmup + opt.reps; ++rep)
     for (int k = 0; k < 3; ++k) {
       const int a = (rep + k) % 3;  // rotate who goes first
-      const double s = timed(world, runs[a]);
+      const double s = slowest_rank_time(world, runs[a]);
       if (rep >= warmup) t[a].push_back(s);
     }
   mpiCheck(MPI_Comm_free(&raw_comm));

@@ -10,6 +10,7 @@
 // page cache with posix_fadvise(DONTNEED) (untimed), which needs no privileges but is
 // only advice: on tmpfs, or when the kernel keeps the pages, reads come from memory.
 #include "app/bench_io.hpp"
+#include "app/bench_util.hpp"
 
 #include <fcntl.h>
 #include <mpi.h>
@@ -44,20 +45,11 @@ void spin_for(double seconds) {
 }
 namespace fs = std::filesystem;
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const std::size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 // Slowest rank's wall time of fn(), after a barrier. fn returns "" or this rank's error;
 // `error` becomes the lowest failing rank's error on every rank.
 double timed(MPI_Comm world, const std::function<std::string()>& fn, std::string& error) {
-  mpiCheck(MPI_Barrier(world));
-  const double t0 = MPI_Wtime();
-  std::string err = fn();
-  double t = MPI_Wtime() - t0, tmax = 0;
-  mpiCheck(MPI_Allreduce(&t, &tmax, 1, MPI_DOUBLE, MPI_MAX, world));
+  std::string err;
+  const double tmax = slowest_rank_time(world, [&] { err = fn(); });
   int rank = 0, first = 0;
   MPI_Comm_rank(world, &rank);
   int mine = err.empty() ? 1 << 30 : rank;

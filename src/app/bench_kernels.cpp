@@ -1,6 +1,7 @@
 // `furnace bench kernels` (see bench_kernels.hpp). ExpertFFN and the plain sgemm loop
 // run on the same inputs and weights, alternately, so both see the same machine state.
 #include "app/bench_kernels.hpp"
+#include "app/bench_util.hpp"
 
 #include <cblas.h>
 #include <mpi.h>
@@ -104,12 +105,6 @@ double plain_sgemms(Problem& p) {
   for (int e = 0; e < E; ++e)  // dx = da @ w1^T
     flops += sgemm(false, true, m(e), d, h1, row(p.da, e), h1, &p.w1(e, 0, 0), h1, false, row(p.dx, e), d);
   return flops;
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const std::size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 template <class F>
