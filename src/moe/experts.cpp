@@ -26,17 +26,11 @@ namespace {
 
 // One GEMM per expert: C_e (m_e x n) = op(A_e) op(B_e), where A_e, C_e are row blocks
 // (or, for weight gradients, the transposed row block) and B_e is expert e's matrix.
-template <class A, class B, class C>
-void grouped(Op op_a, Op op_b, float beta, int experts, A&& a_of, B&& b_of, C&& c_of) {
+template <class F>
+void grouped(Op op_a, Op op_b, float beta, int experts, F&& desc_of) {
   std::vector<GemmDesc<float>> group;
   group.reserve(experts);
-  for (int e = 0; e < experts; ++e) group.push_back({});
-  for (int e = 0; e < experts; ++e) {
-    auto& g = group[e];
-    a_of(e, g);
-    b_of(e, g);
-    c_of(e, g);
-  }
+  for (int e = 0; e < experts; ++e) group.push_back(desc_of(e));
   kernels::gemm_grouped<float>(op_a, op_b, 1.0f, group, beta);
 }
 
@@ -55,10 +49,17 @@ void ExpertFFN::forward(kernels::View2<const float> x, const std::vector<std::in
   const int h1 = hidden_in(), d = d_, h = hidden_;
   auto m = [&](int e) { return int(offsets[e + 1] - offsets[e]); };
   // a = x @ w1
-  grouped(Op::N, Op::N, 0.0f, experts_,
-          [&](int e, GemmDesc<float>& g) { g.m = m(e); g.k = d; g.a = x.data() + offsets[e] * d; g.lda = d; },
-          [&](int e, GemmDesc<float>& g) { g.n = h1; g.b = &w1(e, 0, 0); g.ldb = h1; },
-          [&](int e, GemmDesc<float>& g) { g.c = a_.data() + offsets[e] * h1; g.ldc = h1; });
+  grouped(Op::N, Op::N, 0.0f, experts_, [&](int e) {
+    return GemmDesc<float>{.m = m(e),
+                           .n = h1,
+                           .k = d,
+                           .a = x.data() + offsets[e] * d,
+                           .lda = d,
+                           .b = &w1(e, 0, 0),
+                           .ldb = h1,
+                           .c = a_.data() + offsets[e] * h1,
+                           .ldc = h1};
+  });
   auto a = View2<const float>(a_.data(), rows, h1);
   auto hv = View2<float>(h_.data(), rows, h);
   if (act_ == Activation::Gelu)
@@ -66,10 +67,17 @@ void ExpertFFN::forward(kernels::View2<const float> x, const std::vector<std::in
   else
     kernels::swiglu_forward<float>(a, hv);
   // y = h @ w2
-  grouped(Op::N, Op::N, 0.0f, experts_,
-          [&](int e, GemmDesc<float>& g) { g.m = m(e); g.k = h; g.a = h_.data() + offsets[e] * h; g.lda = h; },
-          [&](int e, GemmDesc<float>& g) { g.n = d; g.b = &w2(e, 0, 0); g.ldb = d; },
-          [&](int e, GemmDesc<float>& g) { g.c = y.data() + offsets[e] * d; g.ldc = d; });
+  grouped(Op::N, Op::N, 0.0f, experts_, [&](int e) {
+    return GemmDesc<float>{.m = m(e),
+                           .n = d,
+                           .k = h,
+                           .a = h_.data() + offsets[e] * h,
+                           .lda = h,
+                           .b = &w2(e, 0, 0),
+                           .ldb = d,
+                           .c = y.data() + offsets[e] * d,
+                           .ldc = d};
+  });
 }
 
 void ExpertFFN::backward(kernels::View2<const float> dy, kernels::View2<const float> x,
@@ -81,15 +89,29 @@ void ExpertFFN::backward(kernels::View2<const float> dy, kernels::View2<const fl
   const int h1 = hidden_in(), d = d_, h = hidden_;
   auto m = [&](int e) { return int(off[e + 1] - off[e]); };
   // dh = dy @ w2^T
-  grouped(Op::N, Op::T, 0.0f, experts_,
-          [&](int e, GemmDesc<float>& g) { g.m = m(e); g.k = d; g.a = dy.data() + off[e] * d; g.lda = d; },
-          [&](int e, GemmDesc<float>& g) { g.n = h; g.b = &w2(e, 0, 0); g.ldb = d; },
-          [&](int e, GemmDesc<float>& g) { g.c = dh_.data() + off[e] * h; g.ldc = h; });
+  grouped(Op::N, Op::T, 0.0f, experts_, [&](int e) {
+    return GemmDesc<float>{.m = m(e),
+                           .n = h,
+                           .k = d,
+                           .a = dy.data() + off[e] * d,
+                           .lda = d,
+                           .b = &w2(e, 0, 0),
+                           .ldb = d,
+                           .c = dh_.data() + off[e] * h,
+                           .ldc = h};
+  });
   // dw2 += h^T @ dy
-  grouped(Op::T, Op::N, 1.0f, experts_,
-          [&](int e, GemmDesc<float>& g) { g.m = h; g.k = m(e); g.a = h_.data() + off[e] * h; g.lda = h; },
-          [&](int e, GemmDesc<float>& g) { g.n = d; g.b = dy.data() + off[e] * d; g.ldb = d; },
-          [&](int e, GemmDesc<float>& g) { g.c = &dw2(e, 0, 0); g.ldc = d; });
+  grouped(Op::T, Op::N, 1.0f, experts_, [&](int e) {
+    return GemmDesc<float>{.m = h,
+                           .n = d,
+                           .k = m(e),
+                           .a = h_.data() + off[e] * h,
+                           .lda = h,
+                           .b = dy.data() + off[e] * d,
+                           .ldb = d,
+                           .c = &dw2(e, 0, 0),
+                           .ldc = d};
+  });
   // da = act'(a) * dh
   auto a = View2<const float>(a_.data(), rows, h1);
   auto da = View2<float>(da_.data(), rows, h1);
@@ -102,15 +124,29 @@ void ExpertFFN::backward(kernels::View2<const float> dy, kernels::View2<const fl
   else
     kernels::swiglu_backward<float>(a, dhv, da);
   // dw1 += x^T @ da
-  grouped(Op::T, Op::N, 1.0f, experts_,
-          [&](int e, GemmDesc<float>& g) { g.m = d; g.k = m(e); g.a = x.data() + off[e] * d; g.lda = d; },
-          [&](int e, GemmDesc<float>& g) { g.n = h1; g.b = da_.data() + off[e] * h1; g.ldb = h1; },
-          [&](int e, GemmDesc<float>& g) { g.c = &dw1(e, 0, 0); g.ldc = h1; });
+  grouped(Op::T, Op::N, 1.0f, experts_, [&](int e) {
+    return GemmDesc<float>{.m = d,
+                           .n = h1,
+                           .k = m(e),
+                           .a = x.data() + off[e] * d,
+                           .lda = d,
+                           .b = da_.data() + off[e] * h1,
+                           .ldb = h1,
+                           .c = &dw1(e, 0, 0),
+                           .ldc = h1};
+  });
   // dx = da @ w1^T
-  grouped(Op::N, Op::T, 0.0f, experts_,
-          [&](int e, GemmDesc<float>& g) { g.m = m(e); g.k = h1; g.a = da_.data() + off[e] * h1; g.lda = h1; },
-          [&](int e, GemmDesc<float>& g) { g.n = d; g.b = &w1(e, 0, 0); g.ldb = h1; },
-          [&](int e, GemmDesc<float>& g) { g.c = dx.data() + off[e] * d; g.ldc = d; });
+  grouped(Op::N, Op::T, 0.0f, experts_, [&](int e) {
+    return GemmDesc<float>{.m = m(e),
+                           .n = d,
+                           .k = h1,
+                           .a = da_.data() + off[e] * h1,
+                           .lda = h1,
+                           .b = &w1(e, 0, 0),
+                           .ldb = h1,
+                           .c = dx.data() + off[e] * d,
+                           .ldc = d};
+  });
 }
 
 double ExpertFFN::flops_forward_backward() const {
