@@ -117,11 +117,10 @@ void Block::forward(const ParamStore& ps, View2<const float> x, View2<float> out
     moe_->forward(h2_, w, ffn_out_);
   else
     dense_->forward(h2_, dense_offsets_, w.w1, w.w2, ffn_out_);
-  Kokkos::deep_copy(out, mid_);
-  auto f = ffn_out_;  // captured by value: no `this` inside device lambdas
+  auto mid = mid_, f = ffn_out_;  // captured by value: no `this` inside device lambdas
   Kokkos::parallel_for(
       "Block::forward", k::Range(0, out.size()),
-      KOKKOS_LAMBDA(const std::int64_t i) { out.data()[i] += f.data()[i]; });
+      KOKKOS_LAMBDA(const std::int64_t i) { out.data()[i] = mid.data()[i] + f.data()[i]; });
 }
 
 void Block::backward(const ParamStore& ps, View2<const float> x, View2<float> dres,
