@@ -9,12 +9,14 @@ PACKAGES=(
   mpich libmpich-dev                 # MPI (process manager: hydra mpiexec)
   libhdf5-mpich-dev hdf5-tools       # parallel HDF5 1.10 (MPI-IO driver), h5dump
   libopenblas-dev                    # host GEMM
+  libxxhash-dev                      # checkpoint checksums (XXH3)
   libtrilinos-kokkos-dev             # Kokkos 3.4 (Serial backend)
   libtomlplusplus-dev                # config files (TOML)
   libcli11-dev                       # command line
   nlohmann-json3-dev                 # metrics, resolved config
   libgtest-dev                       # unit tests
   python3 python3-numpy python3-h5py python3-torch   # PyTorch reference checks
+  python3-xxhash                     # scripts/export-torch verifies checkpoint checksums
   python3-matplotlib                 # scaling plots
   fortunes                           # the bundled English training corpus
 )

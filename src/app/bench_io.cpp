@@ -2,11 +2,12 @@
 // alternating which goes first, so both see the same machine state; a barrier precedes
 // each timing and the slowest rank's time counts. The plain baseline moves exactly the
 // bytes the checkpoint moves, from the same buffers, with the same split over ranks:
-//   write  rank 0 writes the Dense tensors, every rank its Expert slab (x3: params,
-//          exp_avg, exp_avg_sq), with pwrite into one shared file in the same directory;
+//   write  every rank writes the Dense tensors io::dense_writers assigns it and its
+//          Expert slab (x3: params, exp_avg, exp_avg_sq), with pwrite into one shared
+//          file in the same directory;
 //   read   every rank reads the Dense tensors and its own Expert slab.
-// Durability is the same for both: no fsync (HDF5's H5Fclose does not fsync), or fsync
-// on both with --fsync. Before every read both files are fsynced and dropped from the
+// Durability: no fsync on either, or with --fsync the plain file fsynced and the
+// checkpoint made durable as training does (checkpoint.fsync: file, directory, latest). Before every read both files are fsynced and dropped from the
 // page cache with posix_fadvise(DONTNEED) (untimed), which needs no privileges but is
 // only advice: on tmpfs, or when the kernel keeps the pages, reads come from memory.
 #include "app/bench_io.hpp"
@@ -165,14 +166,6 @@ void drop_cache(const std::string& path) {
   ::close(fd);
 }
 
-std::string fsync_file(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY);
-  if (fd < 0) return sys_error("cannot open", path);
-  std::string err = ::fsync(fd) == 0 ? "" : sys_error("fsync failed on", path);
-  ::close(fd);
-  return err;
-}
-
 }  // namespace
 
 int bench_io(const BenchIoOptions& opt) {
@@ -211,22 +204,43 @@ int bench_io(const BenchIoOptions& opt) {
   long long read_local = 3LL * 4 * (dense + expert), read_total = 0;
   mpiCheck(MPI_Allreduce(&read_local, &read_total, 1, MPI_LONG_LONG, MPI_SUM, world));
 
-  // The plain file: [Dense x3 (rank 0)] [rank 0's Expert slab x3] [rank 1's] ...
-  long long my_write = 3LL * 4 * (expert + (rank == 0 ? dense : 0)), my_off = 0;
+  // The plain file: each rank's share (the Dense tensors io::dense_writers gives it,
+  // its Expert slab if it is a writer, x3 buffers) at its prefix-sum offset, as one
+  // sequence of pwrites; every Dense tensor's offset is then known to all ranks.
+  float* bufs[3] = {ps.params().data(), ps.exp_avg().data(), ps.exp_avg_sq().data()};
+  const std::vector<int> writers = io::dense_writers(ps, g);
+  const std::size_t T = ps.infos().size();
+  auto writes = [&](std::size_t i) {
+    return ps.info(int(i)).kind == memory::ParamKind::Dense ? writers[i] == rank : g.dp_rank() == 0;
+  };
+  long long my_write = 0, my_off = 0;
+  for (int k = 0; k < 3; ++k)
+    for (std::size_t i = 0; i < T; ++i)
+      if (writes(i)) my_write += 4LL * ps.info(int(i)).size;
   mpiCheck(MPI_Exscan(&my_write, &my_off, 1, MPI_LONG_LONG, MPI_SUM, world));
   if (rank == 0) my_off = 0;
-  const long long dense_bytes = 3LL * 4 * dense;
-  const long long expert_off = my_off + (rank == 0 ? dense_bytes : 0);
-
-  float* bufs[3] = {ps.params().data(), ps.exp_avg().data(), ps.exp_avg_sq().data()};
-  // One tensor family at a time (Dense or Expert), in registration order, x3 buffers.
-  auto plain_io = [&](bool write, int fd, memory::ParamKind kind, long long off) -> bool {
+  std::vector<long long> seg_off(3 * T, -1);  // [family][tensor]: file offset of this rank's copy
+  for (long long off = my_off; int k : {0, 1, 2})
+    for (std::size_t i = 0; i < T; ++i)
+      if (writes(i)) {
+        seg_off[std::size_t(k) * T + i] = off;
+        off += 4LL * ps.info(int(i)).size;
+      }
+  std::vector<long long> dense_off(seg_off);  // Dense offsets from their writers
+  for (std::size_t j = 0; j < dense_off.size(); ++j)
+    if (ps.info(int(j % T)).kind != memory::ParamKind::Dense) dense_off[j] = -1;
+  mpiCheck(MPI_Allreduce(MPI_IN_PLACE, dense_off.data(), int(dense_off.size()), MPI_LONG_LONG, MPI_MAX, world));
+  // write: this rank's share; read: every Dense tensor and this rank's Expert slab.
+  auto plain_io = [&](bool write, int fd) -> bool {
     for (int k = 0; k < 3; ++k)
-      for (const auto& p : ps.infos()) {
-        if (p.kind != kind) continue;
-        const std::size_t bytes = std::size_t(p.size) * 4;
-        if (!full_io(write, fd, reinterpret_cast<char*>(bufs[k] + p.offset), bytes, off_t(off))) return false;
-        off += (long long)bytes;
+      for (std::size_t i = 0; i < T; ++i) {
+        const auto& p = ps.info(int(i));
+        const bool dense = p.kind == memory::ParamKind::Dense;
+        // (ep = world here, so every rank wrote the Expert slab it reads.)
+        const long long off = (!write && dense ? dense_off : seg_off)[std::size_t(k) * T + i];
+        if (off < 0) continue;
+        if (!full_io(write, fd, reinterpret_cast<char*>(bufs[k] + p.offset), std::size_t(p.size) * 4, off_t(off)))
+          return false;
       }
     return true;
   };
@@ -257,11 +271,12 @@ int bench_io(const BenchIoOptions& opt) {
 
   auto ckpt_write = [&]() -> std::string {
     try {
-      io::write_checkpoint(opt.dir, ps, cb, meta, g, 1, std::size_t(cfg.checkpoint.alignment));
+      io::write_checkpoint(opt.dir, ps, cb, meta, g,
+                           {.keep = 1, .alignment = std::size_t(cfg.checkpoint.alignment), .fsync = opt.fsync});
     } catch (const std::exception& e) {
       return e.what();
     }
-    return opt.fsync ? fsync_file(ckpt) : "";
+    return "";  // write_checkpoint fsyncs the file and directory itself with --fsync
   };
   auto ckpt_read = [&]() -> std::string {
     try {
@@ -270,18 +285,12 @@ int bench_io(const BenchIoOptions& opt) {
     } catch (const std::exception& e) {
       return e.what();
     }
-    // A successful read gives the store a new state buffer (ParamStore::adopt_state).
-    bufs[0] = ps.params().data();
-    bufs[1] = ps.exp_avg().data();
-    bufs[2] = ps.exp_avg_sq().data();
-    cb = {bufs[0], bufs[1], bufs[2], 1};
     return "";
   };
   auto plain_write = [&]() -> std::string {
     const int fd = ::open(plain.c_str(), O_WRONLY | O_CREAT, 0644);
     if (fd < 0) return sys_error("cannot create", plain);
-    bool ok = (rank != 0 || plain_io(true, fd, memory::ParamKind::Dense, 0)) &&
-              plain_io(true, fd, memory::ParamKind::Expert, expert_off);
+    bool ok = plain_io(true, fd);
     std::string err = ok ? "" : sys_error("write failed on", plain);
     if (ok && opt.fsync && ::fsync(fd) != 0) err = sys_error("fsync failed on", plain);
     if (::close(fd) != 0 && err.empty()) err = sys_error("close failed on", plain);
@@ -290,7 +299,7 @@ int bench_io(const BenchIoOptions& opt) {
   auto plain_read = [&]() -> std::string {
     const int fd = ::open(plain.c_str(), O_RDONLY);
     if (fd < 0) return sys_error("cannot open", plain);
-    bool ok = plain_io(false, fd, memory::ParamKind::Dense, 0) && plain_io(false, fd, memory::ParamKind::Expert, expert_off);
+    bool ok = plain_io(false, fd);
     ::close(fd);
     return ok ? "" : sys_error("read failed on", plain);
   };

@@ -3,6 +3,7 @@
 #include <Kokkos_Core.hpp>
 #include <mpi.h>
 
+#include <csignal>
 #include <cstdio>
 
 #include "app/bench_alltoall.hpp"
@@ -12,6 +13,7 @@
 #include "app/commands.hpp"
 #include "comm/groups.hpp"
 #include "comm/launcher.hpp"
+#include "io/hdf5_util.hpp"
 #include "kernels/blas_runtime.hpp"
 
 namespace {
@@ -107,6 +109,10 @@ int run(int argc, char** argv) {
 int main(int argc, char** argv) {
   // Must come before anything touches OpenBLAS: may re-execute this program.
   furnace::kernels::select_blas_core_or_reexec(argc, argv);
+  furnace::io::h5::init();  // before any HDF5 call: no atexit handler (see hdf5_util.hpp)
+  // A file-size limit (ulimit -f) makes writes fail with EFBIG, reported like a full disk,
+  // instead of killing the rank with SIGXFSZ mid-collective.
+  std::signal(SIGXFSZ, SIG_IGN);
   // Background checkpoints write from a second thread (own communicators).
   int provided = MPI_THREAD_SINGLE;
   MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
@@ -124,6 +130,7 @@ int main(int argc, char** argv) {
   Kokkos::initialize(argc, argv);
   int rc = run(argc, argv);
   Kokkos::finalize();
+  furnace::io::h5::shutdown();
   MPI_Finalize();
   return rc;
 }

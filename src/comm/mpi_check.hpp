@@ -1,40 +1,19 @@
-// mpiCheck(call): every MPI return code is checked; a failure aborts the whole job
+// mpiCheck(call): every MPI return code is checked; a failure ends the whole job
 // with the call, the file and line, and MPI's error string (never a hang on the
-// surviving ranks).
+// surviving ranks). abort_job: the one way a rank ends the job on its own.
 #pragma once
 #include <mpi.h>
 
-#include <cstdio>
-#include <cstdlib>
-
 namespace furnace::comm {
 
-[[noreturn]] inline void mpi_fail(int code, const char* call, const char* file, int line) {
-  char msg[MPI_MAX_ERROR_STRING] = {0};
-  int len = 0;
-  MPI_Error_string(code, msg, &len);
-  int rank = -1;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  std::fprintf(stderr, "furnace: rank %d: MPI call failed at %s:%d: %s: %s\n", rank, file, line,
-               call, msg);
-  std::fflush(stderr);
-  MPI_Abort(MPI_COMM_WORLD, 3);
-  std::abort();
-}
+// Ends the job from any rank or thread with one message on stderr ("furnace: rank R:
+// message", or "furnace: message" at one rank) and exit code `code`. The message is
+// printed exactly once per process, even when two threads fail at once, and reaches
+// the launcher before the job is torn down (the rank waits briefly after printing,
+// so mpiexec's stdio forwarding has the line before MPI_Abort kills the job).
+[[noreturn]] void abort_job(const char* message, int code);
 
-// Ends the job from any rank with one message (rank-prefixed) and exit code `code`.
-[[noreturn]] inline void abort_job(const char* message, int code) {
-  int rank = -1, size = 1;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  MPI_Comm_size(MPI_COMM_WORLD, &size);
-  if (size > 1)
-    std::fprintf(stderr, "furnace: rank %d: %s\n", rank, message);
-  else
-    std::fprintf(stderr, "furnace: %s\n", message);
-  std::fflush(stderr);
-  MPI_Abort(MPI_COMM_WORLD, code);
-  std::abort();
-}
+[[noreturn]] void mpi_fail(int code, const char* call, const char* file, int line);
 
 }  // namespace furnace::comm
 

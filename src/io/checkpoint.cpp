@@ -16,8 +16,8 @@ void fail(const std::string& path, const std::string& what) {
   throw CheckpointError("checkpoint '" + path + "' " + what);
 }
 
-void agree(MPI_Comm comm, const std::optional<std::string>& error) {
-  if (auto agreed = h5::agree_on_error(comm, error)) throw CheckpointError(*agreed);
+void agree(MPI_Comm comm, const std::optional<std::string>& error, int abort_code) {
+  if (auto agreed = h5::agree_on_error(comm, error, abort_code)) throw CheckpointError(*agreed);
 }
 
 h5::Handle mpio_fapl(MPI_Comm comm, std::size_t alignment) {
@@ -36,9 +36,6 @@ h5::Handle dxpl(bool collective) {
   return p;
 }
 
-std::string model_path(const std::string& name) { return "/model/" + name; }
-std::string optim_path(const std::string& name, const char* which) { return "/optim/" + name + "/" + which; }
-
 std::string shape_str(const std::vector<hsize_t>& s) {
   std::string out = "[";
   for (std::size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
@@ -47,25 +44,6 @@ std::string shape_str(const std::vector<hsize_t>& s) {
 
 std::vector<hsize_t> global_dims(const memory::ParamInfo& p) {
   return std::vector<hsize_t>(p.global_shape.begin(), p.global_shape.end());
-}
-
-void select_slab(hid_t space, const memory::ParamInfo& p, const std::string& path) {
-  const auto& gs = p.global_shape;
-  if (gs.empty()) {
-    H5_CHECKED(H5Sselect_all(space));
-    return;
-  }
-  bool ok = p.shape.size() == gs.size() && p.global_offset0 >= 0 && p.global_offset0 + p.shape[0] <= gs[0];
-  for (std::size_t d = 1; ok && d < gs.size(); ++d) ok = p.shape[d] == gs[d];
-  if (p.kind == memory::ParamKind::Dense) ok = ok && p.global_offset0 == 0 && p.shape[0] == gs[0];
-  if (!ok) {
-    auto s = [](const std::vector<std::int64_t>& v) { return shape_str(std::vector<hsize_t>(v.begin(), v.end())); };
-    fail(path, "cannot hold tensor " + p.name + ": its local shape " + s(p.shape) + " at row " +
-                   std::to_string(p.global_offset0) + ", which is not a slab of its global shape " + s(gs));
-  }
-  std::vector<hsize_t> start(gs.size(), 0), count(p.shape.begin(), p.shape.end());
-  start[0] = hsize_t(p.global_offset0);
-  H5_CHECKED(H5Sselect_hyperslab(space, H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr));
 }
 
 }  // namespace ckpt

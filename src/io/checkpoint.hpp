@@ -1,10 +1,13 @@
 // Checkpoints: one parallel HDF5 file per save, written collectively by every rank and
-// readable on any parallel layout (tensors are stored in their global shape). The file
-// format is documented in docs/checkpoint-format.md.
+// readable on any parallel layout (tensors are stored in their global shape), with a
+// checksum per block of every tensor. The file format is docs/checkpoint-format.md.
 #pragma once
 #include <cstddef>
+#include <cstdint>
+#include <hdf5.h>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "comm/groups.hpp"
 #include "memory/param_store.hpp"
@@ -34,21 +37,35 @@ struct CheckpointBuffers {
   long optimizer_step;
 };
 
-// Collective over g.world(). Writes <dir>/step_XXXXXXXX.h5.tmp (XXXXXXXX = meta.step),
-// closes it, renames it to .h5, rewrites <dir>/latest atomically (latest.tmp + rename)
-// with the file name, and deletes the oldest step_*.h5 beyond `keep` (and older
-// leftover .tmp files). `alignment`: H5Pset_alignment for objects >= 64 KiB.
+struct CheckpointWriteOptions {
+  int keep = 3;                      // complete files kept (>= 1)
+  std::size_t alignment = 1 << 20;   // H5Pset_alignment for objects >= 64 KiB (0: none)
+  bool fsync = true;                 // file, then directory, durable before `latest` moves
+};
+
+// Collective over g.world(). Writes <dir>/step_XXXXXXXX.h5.tmp (XXXXXXXX = meta.step):
+// every rank writes its share independently (Dense tensors spread over the ranks,
+// Expert slabs by their dp_rank-0 holders), with a checksum per block; closes it,
+// fsyncs it (opt.fsync), renames it to .h5, rewrites <dir>/latest atomically and
+// durably, and deletes the oldest step_*.h5 beyond opt.keep (and older .tmp files).
 // Returns the final path; CheckpointError (same on every rank) on failure, leaving no
 // file under the final name.
 std::string write_checkpoint(const std::string& dir, const memory::ParamStore& ps, const CheckpointBuffers& b,
-                             const CheckpointMeta& meta, const comm::Groups& g, int keep,
-                             std::size_t alignment);
+                             const CheckpointMeta& meta, const comm::Groups& g,
+                             const CheckpointWriteOptions& opt);
 
-// Collective over g.world(). Checks format and version and that every tensor of ps is
-// present with the same global shape, reads this rank's slab of every tensor (any
-// layout: another ep or world size just means other slabs) into ps.params(),
-// ps.exp_avg() and ps.exp_avg_sq(), sets *optimizer_step (when not null) and returns
-// the stored meta. On any failure nothing of ps is changed.
+// Which world rank writes each Dense tensor (-1 for Expert tensors, which their
+// dp_rank-0 holders write): largest first onto the least-loaded rank. Not collective.
+std::vector<int> dense_writers(const memory::ParamStore& ps, const comm::Groups& g);
+
+// Collective over g.world(). Checks the file's metadata (format, version, /meta, the
+// manifest) and that the model's tensors are exactly the manifest's (names, shapes),
+// then reads this rank's slab of every tensor (any layout) straight into ps.params(),
+// ps.exp_avg() and ps.exp_avg_sq(), verifying each block's checksum and that every
+// value is finite (and exp_avg_sq >= 0). Sets *optimizer_step (when not null) and
+// returns the stored meta. A metadata failure leaves ps untouched; a data failure
+// (checksum, value, read error) leaves it partly overwritten: load another checkpoint
+// or re-initialise it. Either way every rank throws the same CheckpointError.
 CheckpointMeta read_checkpoint(const std::string& path, memory::ParamStore& ps, const comm::Groups& g,
                                long* optimizer_step);
 
@@ -59,5 +76,44 @@ std::string resolve_resume(const std::string& dir, const std::string& spec);
 
 // "step_00000042.h5"
 std::string checkpoint_file_name(long step);
+
+// --- Inspection (furnace ckpt inspect): one process, no model needed. -------------
+
+struct TensorEntry {
+  std::string name;
+  memory::ParamKind kind = memory::ParamKind::Dense;
+  std::vector<hsize_t> shape;  // global
+};
+
+struct CheckpointHeader {
+  int format_version = 0;
+  std::string furnace_version, git_revision, created;
+  CheckpointMeta meta;
+  long optimizer_step = 0;
+  std::vector<TensorEntry> tensors;  // the manifest
+};
+
+struct ValueStats {
+  double min = 0, max = 0, sum_abs = 0;
+  long long n = 0, nonfinite = 0, negative = 0;
+};
+
+struct DatasetReport {
+  std::string tensor, family;  // family: param | exp_avg | exp_avg_sq
+  ValueStats stats;            // read_data only
+};
+
+struct CheckpointReport {
+  std::string path;
+  std::uint64_t file_bytes = 0;
+  CheckpointHeader header;
+  std::vector<DatasetReport> datasets;  // every tensor x family, in manifest order
+};
+
+// The same checks as read_checkpoint on the file alone: metadata, manifest, every
+// dataset of every tensor (present, contiguous float32 of its shape, storage inside
+// the file, checksum attribute), and with read_data every block's checksum and every
+// value. Throws CheckpointError on the first problem.
+CheckpointReport inspect_checkpoint(const std::string& path, bool read_data);
 
 }  // namespace furnace::io

@@ -1,7 +1,12 @@
-// Reading a checkpoint on any layout: validate everything first (every rank reads the
-// same metadata in the same order, so a bad file fails at the same point everywhere),
-// then read this rank's slab of every tensor into a scratch copy with independent
-// transfers, and only when all of it succeeded on every rank copy it into the store.
+// Reading a checkpoint on any layout, and inspecting one. The load runs in phases,
+// each ended by an agreement, so that a failure on one rank never leaves another
+// inside a later collective call:
+//   1. independent checks of the path             (nothing opened yet)
+//   2. collective open; header, manifest, datasets (collective metadata reads: every
+//      rank sees the same bytes, so a bad file fails at the same point everywhere)
+//   3. independent reads of this rank's slabs, straight into the store, each block's
+//      checksum and values verified while the piece is in cache
+//   4. collective close
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -16,84 +21,50 @@ using namespace ckpt;
 
 namespace {
 
-// Opens `name` as a float dataset of p's global shape, or fails naming both shapes.
-h5::Handle open_tensor(hid_t file, const std::string& path, const std::string& name, const memory::ParamInfo& p) {
-  // Each link of the path in turn (H5Lexists fails on a missing intermediate group).
-  bool exists = true;
-  for (std::size_t at = name.find('/', 1); exists; at = name.find('/', at + 1)) {
-    exists = H5_CHECKED(H5Lexists(file, name.substr(0, at).c_str(), H5P_DEFAULT)) > 0;
-    if (at == std::string::npos) break;
+constexpr int kReadAbort = 3;  // a load that strands ranks ends the job: bad data
+
+// The independent checks before any HDF5 open; returns the file size.
+std::uint64_t check_path(const std::string& path) {
+  std::error_code ec;
+  if (path.size() >= 4 && path.compare(path.size() - 4, 4, ".tmp") == 0)
+    fail(path, "is an incomplete write (.tmp); resume from a complete step_*.h5 file");
+  if (!fs::exists(path, ec)) fail(path, "not found");
+  if (!fs::is_regular_file(path, ec)) fail(path, "is not a regular file");
+  if (!std::ifstream(path)) fail(path, "cannot be read (permissions?)");
+  const std::uint64_t bytes = fs::file_size(path, ec);
+  if (ec) fail(path, "cannot be read: " + ec.message());
+  h5::LibraryLock lock;
+  if (H5Fis_hdf5(path.c_str()) <= 0) {
+    std::string reason = h5::last_error();
+    fail(path, "is not a valid HDF5 file (corrupt or truncated?)" + (reason.empty() ? "" : ": " + reason));
   }
-  if (!exists)
-    fail(path, "has no dataset " + name + " (tensor " + p.name + " of the model); was it written by another model?");
-  h5::Handle dset(H5Dopen2(file, name.c_str(), H5P_DEFAULT), H5Dclose);
-  if (!dset.valid()) {
-    h5::last_error();
-    fail(path, "has " + name + ", but it is not a dataset");
-  }
-  h5::Handle type(H5_CHECKED(H5Dget_type(dset)), H5Tclose);
-  if (H5Tget_class(type) != H5T_FLOAT) fail(path, "has dataset " + name + " of a non-float type");
-  h5::Handle space(H5_CHECKED(H5Dget_space(dset)), H5Sclose);
-  const int nd = H5_CHECKED(H5Sget_simple_extent_ndims(space));
-  std::vector<hsize_t> dims(static_cast<std::size_t>(nd), 0);
-  if (nd > 0) H5_CHECKED(H5Sget_simple_extent_dims(space, dims.data(), nullptr));
-  if (dims != global_dims(p))
-    fail(path, "has dataset " + name + " of shape " + shape_str(dims) + ", but the model's " + p.name +
-                   " has global shape " + shape_str(global_dims(p)) + "; the checkpoint is of another model");
-  return dset;
+  return bytes;
 }
 
-struct Opened {
-  h5::Handle file;
-  CheckpointMeta meta;
-  long optimizer_step = 0;
-};
+h5::Handle open_file(const std::string& path, hid_t fapl) {
+  h5::LibraryLock lock;
+  h5::Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl), H5Fclose);
+  if (!file.valid()) {
+    std::string reason = h5::last_error();
+    fail(path, "cannot be opened (corrupt or truncated?)" + (reason.empty() ? "" : ": " + reason));
+  }
+  return file;
+}
 
-void read_meta(Opened& o, const std::string& path) {
-  hid_t file = o.file;
-  auto format = h5::read_string_attr(file, "format");
-  if (!format || *format != kFormat)
-    fail(path, "is not a furnace checkpoint (root attribute format is " + (format ? "'" + *format + "'" : "missing") +
-                   ", expected '" + kFormat + "')");
-  auto version = h5::read_int_attr(file, "format_version");
-  if (!version) fail(path, "has no format_version attribute");
-  if (*version != kFormatVersion)
-    fail(path, "has format_version " + std::to_string(*version) + "; this furnace reads version " +
-                   std::to_string(kFormatVersion) + (*version > kFormatVersion ? " (written by a newer furnace?)" : ""));
-  if (H5_CHECKED(H5Lexists(file, "meta", H5P_DEFAULT)) <= 0) fail(path, "has no /meta group");
-  h5::Handle m(H5_CHECKED(H5Oopen(file, "meta", H5P_DEFAULT)), H5Oclose);
-  auto need_i64 = [&](const char* a) {
-    auto v = h5::read_i64_attr(m, a);
-    if (!v) fail(path, std::string("has no /meta attribute ") + a);
-    return *v;
-  };
-  auto need_int = [&](const char* a) {
-    auto v = h5::read_int_attr(m, a);
-    if (!v) fail(path, std::string("has no /meta attribute ") + a);
-    return *v;
-  };
-  o.meta.step = long(need_i64("step"));
-  o.meta.tokens_seen = need_i64("tokens_seen");
-  auto seed = h5::read_u64_attr(m, "seed");
-  if (!seed) fail(path, "has no /meta attribute seed");
-  o.meta.seed = *seed;
-  o.meta.world = need_int("world");
-  o.meta.dp = need_int("dp");
-  o.meta.ep = need_int("ep");
-  if (H5_CHECKED(H5Lexists(m, "config_json", H5P_DEFAULT)) <= 0) fail(path, "has no /meta/config_json");
-  h5::Handle d(H5_CHECKED(H5Dopen2(m, "config_json", H5P_DEFAULT)), H5Dclose);
-  h5::Handle type(H5_CHECKED(H5Dget_type(d)), H5Tclose);
-  if (H5Tget_class(type) != H5T_STRING || H5_CHECKED(H5Tis_variable_str(type)) > 0)
-    fail(path, "has /meta/config_json that is not a fixed-length string");
-  std::string text(H5Tget_size(type), '\0');
-  H5_CHECKED(H5Dread(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, text.data()));
-  text.resize(std::strlen(text.c_str()));
-  o.meta.config_json = text;
-  if (H5_CHECKED(H5Lexists(file, "optim", H5P_DEFAULT)) <= 0) fail(path, "has no /optim group");
-  h5::Handle opt(H5_CHECKED(H5Oopen(file, "optim", H5P_DEFAULT)), H5Oclose);
-  auto step = h5::read_i64_attr(opt, "step");
-  if (!step) fail(path, "has no /optim attribute step");
-  o.optimizer_step = long(*step);
+// The model's tensors must be exactly the manifest's, in any order.
+void match_model(const memory::ParamStore& ps, const CheckpointHeader& h, const std::string& path) {
+  for (const auto& p : ps.infos()) {
+    const auto it = std::find_if(h.tensors.begin(), h.tensors.end(), [&](const TensorEntry& t) { return t.name == p.name; });
+    if (it == h.tensors.end())
+      fail(path, "has no tensor " + p.name + " of the model; the checkpoint is of another model");
+    if (it->shape != global_dims(p) || it->kind != p.kind)
+      fail(path, "has tensor " + p.name + " of shape " + shape_str(it->shape) + ", but the model's " + p.name +
+                     " has global shape " + shape_str(global_dims(p)) + "; the checkpoint is of another model");
+  }
+  if (h.tensors.size() != ps.infos().size())
+    for (const auto& t : h.tensors)
+      if (ps.find(t.name) < 0)
+        fail(path, "has tensor " + t.name + ", which the model does not have; the checkpoint is of another model");
 }
 
 }  // namespace
@@ -102,78 +73,91 @@ CheckpointMeta read_checkpoint(const std::string& path, memory::ParamStore& ps, 
                                long* optimizer_step) {
   h5::silence();
   const MPI_Comm comm = g.world();
-  // 1. Cheap independent checks on every rank, then agreement, before any collective open.
-  agree(comm, error_of(path, [&] {
-    std::error_code ec;
-    if (path.size() >= 4 && path.compare(path.size() - 4, 4, ".tmp") == 0)
-      fail(path, "is an incomplete write (.tmp); resume from a complete step_*.h5 file");
-    if (!fs::exists(path, ec)) fail(path, "not found");
-    if (fs::is_directory(path, ec)) fail(path, "is a directory, not a checkpoint file");
-    if (!std::ifstream(path)) fail(path, "cannot be read (permissions?)");
-    if (H5Fis_hdf5(path.c_str()) <= 0) {
-      std::string reason = h5::last_error();
-      fail(path, "is not a valid HDF5 file (corrupt or truncated?)" + (reason.empty() ? "" : ": " + reason));
-    }
-    // This rank's slabs must fit the model's global shapes (a store bug, not the file's).
-    for (const auto& p : ps.infos()) {
-      const auto dims = global_dims(p);
-      h5::Handle space(dims.empty() ? H5_CHECKED(H5Screate(H5S_SCALAR))
-                                    : H5_CHECKED(H5Screate_simple(int(dims.size()), dims.data(), nullptr)),
-                       H5Sclose);
-      select_slab(space, p, path);
-    }
-  }));
+  std::uint64_t file_bytes = 0;
+  agree(comm, error_of(path, [&] { file_bytes = check_path(path); }), kReadAbort);
 
-  // 2. Collective open and validation of every dataset. Handles outlive the agreement:
-  //    H5Fclose is collective, so no rank closes while another still waits in it.
-  Opened o;
-  std::vector<std::vector<h5::Handle>> dsets(ps.infos().size());
+  // Handles outlive each agreement: H5Fclose is collective, so no rank closes while
+  // another still works on the file.
+  h5::Handle file;
+  CheckpointHeader header;
+  std::vector<h5::Handle> dsets;
+  std::vector<std::vector<std::uint64_t>> sums;
+  std::vector<const TensorEntry*> entries;
   agree(comm, error_of(path, [&] {
     h5::Handle fapl = mpio_fapl(comm, 0);
-    o.file = h5::Handle(H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl), H5Fclose);
-    if (!o.file.valid()) {
-      std::string reason = h5::last_error();
-      fail(path, "cannot be opened (corrupt or truncated?)" + (reason.empty() ? "" : ": " + reason));
+    file = open_file(path, fapl);
+    header = read_header(file, path);
+    match_model(ps, header, path);
+    for (const auto& p : ps.infos()) {
+      const TensorEntry* t = &*std::find_if(header.tensors.begin(), header.tensors.end(),
+                                            [&](const TensorEntry& e) { return e.name == p.name; });
+      for (Family f : kFamilies) {
+        sums.emplace_back();
+        dsets.push_back(open_tensor(file, path, *t, f, file_bytes, &sums.back()));
+        entries.push_back(t);
+      }
     }
-    read_meta(o, path);
-    for (std::size_t i = 0; i < ps.infos().size(); ++i) {
-      const auto& p = ps.info(int(i));
-      dsets[i].push_back(open_tensor(o.file, path, model_path(p.name), p));
-      dsets[i].push_back(open_tensor(o.file, path, optim_path(p.name, "exp_avg"), p));
-      dsets[i].push_back(open_tensor(o.file, path, optim_path(p.name, "exp_avg_sq"), p));
-    }
-  }));
+  }), kReadAbort);
 
-  // 3. Every rank reads its slabs into scratch buffers. Independent transfers: each
-  //    rank's slab is one contiguous range per tensor, so two-phase collective
-  //    buffering has nothing to merge (same speed measured by `furnace bench io` at
-  //    1 and 2 ranks), and no rank waits for another per tensor.
-  //    The scratch is a whole new state buffer that the store adopts at the end
-  //    (no copy). HDF5 reads into it directly: host memory on host backends; a
-  //    device build would stage through a host buffer here.
-  auto fresh = ps.make_state_buffer();
-  const kernels::View1<float> scratch[3] = {ps.state_part(fresh, 0), ps.state_part(fresh, 2),
-                                            ps.state_part(fresh, 3)};
-  agree(comm, error_of(path, [&] {
+  // 3. This rank's slabs, straight into the store (no fresh buffer: faulting in a new
+  //    state buffer cost more than the read itself).
+  float* bufs[3] = {ps.params().data(), ps.exp_avg().data(), ps.exp_avg_sq().data()};
+  std::optional<std::string> error = error_of(path, [&] {
     h5::Handle xfer = dxpl(false);
     for (std::size_t i = 0; i < ps.infos().size(); ++i) {
       const auto& p = ps.info(int(i));
-      const hsize_t count = hsize_t(p.size);
+      const hsize_t row0 = p.kind == memory::ParamKind::Expert ? hsize_t(p.global_offset0) : 0;
+      const hsize_t nrows = p.shape.empty() ? 1 : hsize_t(p.shape[0]);
       for (int k = 0; k < 3; ++k) {
-        h5::Handle fspace(H5_CHECKED(H5Dget_space(dsets[i][k])), H5Sclose);
-        select_slab(fspace, p, path);
-        h5::Handle mspace(H5_CHECKED(H5Screate_simple(1, &count, nullptr)), H5Sclose);
-        H5_CHECKED(H5Dread(dsets[i][k], H5T_NATIVE_FLOAT, mspace, fspace, xfer, scratch[k].data() + p.offset));
+        const std::size_t j = 3 * i + std::size_t(k);
+        const std::string problem = read_verified(dsets[j], *entries[j], kFamilies[k], sums[j], row0, nrows,
+                                                  bufs[k] + p.offset, false, xfer, nullptr);
+        if (!problem.empty()) fail(path, problem);
       }
     }
-    for (auto& v : dsets) v.clear();
-    H5_CHECKED(H5Fclose(o.file.release()));
-  }));
+  });
+  agree(comm, error, kReadAbort);
 
-  // 4. Commit.
-  ps.adopt_state(std::move(fresh));
-  if (optimizer_step) *optimizer_step = o.optimizer_step;
-  return o.meta;
+  // 4. Collective close.
+  agree(comm, error_of(path, [&] {
+    dsets.clear();
+    h5::LibraryLock lock;
+    H5_CHECKED(H5Fclose(file.release()));
+  }), kReadAbort);
+  if (optimizer_step) *optimizer_step = header.optimizer_step;
+  return header.meta;
+}
+
+CheckpointReport inspect_checkpoint(const std::string& path, bool read_data) {
+  h5::silence();
+  CheckpointReport report;
+  report.path = path;
+  try {
+    report.file_bytes = check_path(path);
+    h5::Handle file = open_file(path, H5P_DEFAULT);
+    report.header = read_header(file, path);
+    std::vector<float> scratch(kPieceBytes / 4);
+    for (const auto& t : report.header.tensors)
+      for (Family f : kFamilies) {
+        std::vector<std::uint64_t> sums;
+        h5::Handle d = open_tensor(file, path, t, f, report.file_bytes, &sums);
+        DatasetReport r{t.name, family_name(f), {}};
+        if (read_data) {
+          // Scratch holds one piece, or one row when a row is larger (bounded by the
+          // dataset's storage, which open_tensor checked against the file size).
+          scratch.resize(std::max<std::size_t>(scratch.size(), row_elems(t.shape)));
+          const std::string problem =
+              read_verified(d, t, f, sums, 0, rows_of(t.shape), scratch.data(), true, H5P_DEFAULT, &r.stats);
+          if (!problem.empty()) fail(path, problem);
+        }
+        report.datasets.push_back(std::move(r));
+      }
+  } catch (const CheckpointError&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw CheckpointError("checkpoint '" + path + "': " + e.what());
+  }
+  return report;
 }
 
 }  // namespace furnace::io

@@ -330,6 +330,7 @@ const std::vector<KeyInfo>& config_keys() {
       FURNACE_KEY(checkpoint, every, at_least(0), "Steps between checkpoints; 0 = only on SIGUSR1/SIGTERM and at the end."),
       FURNACE_KEY(checkpoint, keep, at_least(1), "Checkpoints kept; the oldest beyond this are deleted after each write."),
       FURNACE_KEY(checkpoint, async, boolean(), "Write from a host snapshot in the background while training continues."),
+      FURNACE_KEY(checkpoint, fsync, boolean(), "fsync each checkpoint file and its directory before `latest` names it (a node crash then cannot leave a damaged newest checkpoint)."),
       FURNACE_KEY(checkpoint, alignment, at_least(1), "Bytes to align HDF5 objects of 64 KiB or more to (H5Pset_alignment); match the file system stripe."),
   };
   return keys;

@@ -75,6 +75,7 @@ struct CheckpointConfig {
   int every = 0;            // steps between checkpoints; 0 = only on signal / at the end
   int keep = 3;             // checkpoints kept in dir (the oldest beyond are deleted)
   bool async = false;       // write from a host snapshot in the background
+  bool fsync = true;        // file and directory durable before `latest` moves
   int alignment = 1 << 20;  // H5Pset_alignment for objects >= 64 KiB (bytes)
 };
 

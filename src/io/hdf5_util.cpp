@@ -2,7 +2,7 @@
 
 #include <cstring>
 
-#include "comm/mpi_check.hpp"
+#include "comm/agree.hpp"
 
 namespace furnace::io::h5 {
 
@@ -10,6 +10,10 @@ std::recursive_mutex& library_mutex() {
   static std::recursive_mutex m;
   return m;
 }
+
+void init() { H5dont_atexit(); }
+
+void shutdown() { H5close(); }
 
 void silence() {
   static const bool done = [] { return H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr) >= 0; }();
@@ -55,14 +59,6 @@ void write_attr(hid_t obj, const char* name, const std::string& value) {
   write_scalar_attr(obj, name, type, value.empty() ? "" : value.c_str());
 }
 
-std::optional<int> read_int_attr(hid_t obj, const char* name) {
-  if (H5_CHECKED(H5Aexists(obj, name)) <= 0) return std::nullopt;
-  Handle attr(H5_CHECKED(H5Aopen(obj, name, H5P_DEFAULT)), H5Aclose);
-  int value = 0;
-  H5_CHECKED(H5Aread(attr, H5T_NATIVE_INT, &value));
-  return value;
-}
-
 void write_i64_attr(hid_t obj, const char* name, long long value) {
   write_scalar_attr(obj, name, H5T_NATIVE_LLONG, &value);
 }
@@ -72,15 +68,34 @@ void write_u64_attr(hid_t obj, const char* name, unsigned long long value) {
 }
 
 namespace {
+// The attribute's element count and type, checked against what the caller's buffer holds.
+Handle open_checked_attr(hid_t obj, const char* name, H5T_class_t cls, std::size_t elems, std::size_t max_size) {
+  Handle attr(H5_CHECKED(H5Aopen(obj, name, H5P_DEFAULT)), H5Aclose);
+  Handle space(H5_CHECKED(H5Aget_space(attr)), H5Sclose);
+  const hssize_t n = H5_CHECKED(H5Sget_simple_extent_npoints(space));
+  Handle type(H5_CHECKED(H5Aget_type(attr)), H5Tclose);
+  if (n != hssize_t(elems))
+    throw Error(std::string("attribute ") + name + " holds " + std::to_string(n) + " elements, expected " +
+                std::to_string(elems));
+  if (H5Tget_class(type) != cls || H5Tget_size(type) > max_size)
+    throw Error(std::string("attribute ") + name + " has an unexpected type (class " +
+                std::to_string(int(H5Tget_class(type))) + ", " + std::to_string(H5Tget_size(type)) + " bytes)");
+  return attr;
+}
+
 template <class T>
 std::optional<T> read_scalar_attr(hid_t obj, const char* name, hid_t mem_type) {
   if (H5_CHECKED(H5Aexists(obj, name)) <= 0) return std::nullopt;
-  Handle attr(H5_CHECKED(H5Aopen(obj, name, H5P_DEFAULT)), H5Aclose);
+  Handle attr = open_checked_attr(obj, name, H5T_INTEGER, 1, 8);
   T value{};
   H5_CHECKED(H5Aread(attr, mem_type, &value));
   return value;
 }
 }  // namespace
+
+std::optional<int> read_int_attr(hid_t obj, const char* name) {
+  return read_scalar_attr<int>(obj, name, H5T_NATIVE_INT);
+}
 
 std::optional<long long> read_i64_attr(hid_t obj, const char* name) {
   return read_scalar_attr<long long>(obj, name, H5T_NATIVE_LLONG);
@@ -92,9 +107,9 @@ std::optional<unsigned long long> read_u64_attr(hid_t obj, const char* name) {
 
 std::optional<std::string> read_string_attr(hid_t obj, const char* name) {
   if (H5_CHECKED(H5Aexists(obj, name)) <= 0) return std::nullopt;
-  Handle attr(H5_CHECKED(H5Aopen(obj, name, H5P_DEFAULT)), H5Aclose);
+  Handle attr = open_checked_attr(obj, name, H5T_STRING, 1, kMaxStringAttr);
   Handle type(H5_CHECKED(H5Aget_type(attr)), H5Tclose);
-  if (H5Tget_class(type) != H5T_STRING || H5_CHECKED(H5Tis_variable_str(type)) > 0)
+  if (H5_CHECKED(H5Tis_variable_str(type)) > 0)
     throw Error(std::string("attribute ") + name + " is not a fixed-length string");
   std::string value(H5Tget_size(type), '\0');
   H5_CHECKED(H5Aread(attr, type, value.data()));
@@ -102,22 +117,40 @@ std::optional<std::string> read_string_attr(hid_t obj, const char* name) {
   return value;
 }
 
-std::optional<std::string> agree_on_error(MPI_Comm comm, const std::optional<std::string>& error) {
-  int mpi_up = 0;
-  mpiCheck(MPI_Initialized(&mpi_up));
-  if (!mpi_up) return error;
-  int rank = 0, size = 1;
-  mpiCheck(MPI_Comm_rank(comm, &rank));
-  mpiCheck(MPI_Comm_size(comm, &size));
-  int mine = error ? rank : size, first = size;
-  mpiCheck(MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm));
-  if (first == size) return std::nullopt;
-  std::string message = rank == first ? *error : std::string();
-  int len = int(message.size());
-  mpiCheck(MPI_Bcast(&len, 1, MPI_INT, first, comm));
-  message.resize(std::size_t(len));
-  mpiCheck(MPI_Bcast(message.data(), len, MPI_CHAR, first, comm));
-  return message;
+void write_u64_array_attr(hid_t obj, const char* name, const std::vector<unsigned long long>& values) {
+  const hsize_t n = values.size();
+  Handle space(H5_CHECKED(H5Screate_simple(1, &n, nullptr)), H5Sclose);
+  Handle attr(H5_CHECKED(H5Acreate2(obj, name, H5T_STD_U64LE, space, H5P_DEFAULT, H5P_DEFAULT)), H5Aclose);
+  H5_CHECKED(H5Awrite(attr, H5T_NATIVE_ULLONG, values.data()));
+}
+
+std::optional<std::vector<unsigned long long>> read_u64_array_attr(hid_t obj, const char* name, std::size_t count) {
+  if (H5_CHECKED(H5Aexists(obj, name)) <= 0) return std::nullopt;
+  Handle attr = open_checked_attr(obj, name, H5T_INTEGER, count, 8);
+  std::vector<unsigned long long> values(count);
+  H5_CHECKED(H5Aread(attr, H5T_NATIVE_ULLONG, values.data()));
+  return values;
+}
+
+std::string read_string_dataset(hid_t loc, const char* name, std::size_t max_bytes) {
+  Handle d(H5_CHECKED(H5Dopen2(loc, name, H5P_DEFAULT)), H5Dclose);
+  Handle type(H5_CHECKED(H5Dget_type(d)), H5Tclose);
+  Handle space(H5_CHECKED(H5Dget_space(d)), H5Sclose);
+  if (H5_CHECKED(H5Sget_simple_extent_npoints(space)) != 1 || H5Tget_class(type) != H5T_STRING ||
+      H5_CHECKED(H5Tis_variable_str(type)) > 0)
+    throw Error(std::string("dataset ") + name + " is not one fixed-length string");
+  if (H5Tget_size(type) > max_bytes)
+    throw Error(std::string("dataset ") + name + " is a string of " + std::to_string(H5Tget_size(type)) +
+                " bytes, more than the " + std::to_string(max_bytes) + " allowed");
+  std::string text(H5Tget_size(type), '\0');
+  H5_CHECKED(H5Dread(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, text.data()));
+  text.resize(std::strlen(text.c_str()));
+  return text;
+}
+
+std::optional<std::string> agree_on_error(MPI_Comm comm, const std::optional<std::string>& error,
+                                          int abort_code) {
+  return comm::agree_on_error(comm, error, abort_code);
 }
 
 }  // namespace furnace::io::h5

@@ -10,6 +10,7 @@
 #include <stdexcept>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace furnace::io::h5 {
 
@@ -27,6 +28,12 @@ struct LibraryLock {
   std::lock_guard<std::recursive_mutex> guard{library_mutex()};
 };
 
+// Call once at program start, before any other HDF5 call: HDF5 must not register its
+// atexit handler, which closes open files with MPI calls while a rank is ending the
+// job (MPI_Abort) and turns a one-line failure into an MPICH assertion. Files are
+// closed by their Handles; shutdown() closes the library before MPI_Finalize.
+void init();
+void shutdown();
 // Turns off HDF5's automatic error-stack printing (idempotent, cheap).
 void silence();
 // HDF5's innermost error description (e.g. "truncated file: eof = ..."), or "" when the
@@ -76,7 +83,9 @@ class Handle {
   herr_t (*close_)(hid_t) = nullptr;
 };
 
-// Scalar attributes on a file, group or dataset.
+// Scalar attributes on a file, group or dataset. Every read checks the attribute's
+// shape (one element), type class and size against the buffer before reading, and
+// throws Error naming the attribute when they do not match.
 void write_attr(hid_t obj, const char* name, int value);
 void write_attr(hid_t obj, const char* name, const std::string& value);
 std::optional<int> read_int_attr(hid_t obj, const char* name);  // nullopt when absent
@@ -84,13 +93,23 @@ void write_i64_attr(hid_t obj, const char* name, long long value);
 void write_u64_attr(hid_t obj, const char* name, unsigned long long value);
 std::optional<long long> read_i64_attr(hid_t obj, const char* name);
 std::optional<unsigned long long> read_u64_attr(hid_t obj, const char* name);
-// A fixed-length string attribute; nullopt when absent, h5::Error when not a fixed-length string.
+// A fixed-length string attribute of at most kMaxStringAttr bytes; nullopt when
+// absent, h5::Error when not a scalar fixed-length string or longer.
+inline constexpr std::size_t kMaxStringAttr = 64 << 10;
 std::optional<std::string> read_string_attr(hid_t obj, const char* name);
+// A 1-D uint64 attribute of exactly `count` elements (nullopt when absent).
+void write_u64_array_attr(hid_t obj, const char* name, const std::vector<unsigned long long>& values);
+std::optional<std::vector<unsigned long long>> read_u64_array_attr(hid_t obj, const char* name, std::size_t count);
+// A scalar fixed-length string dataset of at most max_bytes (config_json, manifests):
+// checks shape, class and size before reading.
+std::string read_string_dataset(hid_t loc, const char* name, std::size_t max_bytes);
 
 // The ranks of `comm` agree on a failure before anyone throws, so no rank is left
 // waiting in a collective call: returns the message of the lowest failing rank on
-// every rank, or nullopt when no rank failed. Collective over comm; without MPI (not
-// initialised) it returns `error` itself. Callers throw their own error type.
-std::optional<std::string> agree_on_error(MPI_Comm comm, const std::optional<std::string>& error);
+// every rank, or nullopt when no rank failed (comm::agree_on_error: a failing rank
+// whose partners are stuck elsewhere ends the job with exit `abort_code`). Callers
+// throw their own error type.
+std::optional<std::string> agree_on_error(MPI_Comm comm, const std::optional<std::string>& error,
+                                          int abort_code = 3);
 
 }  // namespace furnace::io::h5

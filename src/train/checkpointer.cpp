@@ -48,12 +48,13 @@ double Checkpointer::save(long step, long optimizer_step, long long tokens_seen)
   io::CheckpointMeta meta{.step = step, .tokens_seen = tokens_seen, .config_json = io::to_json(cfg_),
                           .seed = cfg_.train.seed, .world = groups_.size(), .dp = groups_.dp(),
                           .ep = groups_.ep()};
-  const int keep = cfg_.checkpoint.keep;
-  const std::size_t align = std::size_t(cfg_.checkpoint.alignment);
+  const io::CheckpointWriteOptions opt{.keep = cfg_.checkpoint.keep,
+                                       .alignment = std::size_t(cfg_.checkpoint.alignment),
+                                       .fsync = cfg_.checkpoint.fsync};
   if (!io_groups_) {
     io::CheckpointBuffers b{ps_.params().data(), ps_.exp_avg().data(), ps_.exp_avg_sq().data(),
                             optimizer_step};
-    last_path_ = io::write_checkpoint(dir_, ps_, b, meta, groups_, keep, align);
+    last_path_ = io::write_checkpoint(dir_, ps_, b, meta, groups_, opt);
     return now() - t0;
   }
   wait();  // at most one write in flight
@@ -63,7 +64,7 @@ double Checkpointer::save(long step, long optimizer_step, long long tokens_seen)
                           optimizer_step};
   last_path_ = dir_ + "/" + io::checkpoint_file_name(step);
   copied_ = false;
-  writer_ = std::thread([this, b, n, meta, keep, align] {
+  writer_ = std::thread([this, b, n, meta, opt] {
     // The three buffers are host memory on host backends; a device build would
     // deep_copy into pinned host mirrors here.
     std::memcpy(snapshot_.data(), ps_.params().data(), n * sizeof(float));
@@ -75,7 +76,7 @@ double Checkpointer::save(long step, long optimizer_step, long long tokens_seen)
     }
     copied_cv_.notify_all();
     try {
-      io::write_checkpoint(dir_, ps_, b, meta, *io_groups_, keep, align);
+      io::write_checkpoint(dir_, ps_, b, meta, *io_groups_, opt);
     } catch (const std::exception& e) {
       error_ = e.what();
     }

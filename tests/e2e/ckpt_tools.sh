@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Checkpoint tools on real files: `furnace ckpt inspect` (intact: exit 0 and every
-# tensor listed; truncated, .tmp, missing, not HDF5: exit 3 naming the file),
+# tensor listed; truncated, .tmp, missing, not HDF5, a group for a tensor, a flipped
+# bit: exit 3 naming the file and dataset),
 # `scripts/export-torch` and its check against tests/reference/model.py's
 # param_shapes and the HDF5 data. Two checkpoints: one written by training the tiny
 # config (checkpoint.every), one by `bench io --keep` on 2 ranks (Expert slabs from
@@ -46,6 +47,30 @@ with h5py.File(sys.argv[2], "r+") as f:
     del f["optim/wte/exp_avg_sq"]
 PYEOF
 expect 3 "nomoment.h5' has no dataset /optim/wte/exp_avg_sq" "$BIN" ckpt inspect "$SCRATCH/nomoment.h5"
+# A group in place of a tensor, and one flipped bit in an expert's slab (h5py rewrites
+# the data, keeping the stored checksums): inspect --verify, the load and export-torch
+# all refuse them, naming the dataset.
+"$PY" - "$CK" "$SCRATCH" <<'PYEOF'
+import shutil, sys, h5py, numpy as np
+src, out = sys.argv[1], sys.argv[2]
+shutil.copy(src, out + "/group.h5")
+with h5py.File(out + "/group.h5", "r+") as f:
+    del f["model/wpe"]
+    f["model"].create_group("wpe")
+shutil.copy(src, out + "/flip.h5")
+with h5py.File(out + "/flip.h5", "r+") as f:
+    d = f["model/blocks.1.moe.w1"]
+    a = d[...]
+    a.view(np.uint32)[2, 5, 7] ^= 1 << 27
+    d[...] = a
+PYEOF
+expect 3 "group.h5' has /model/wpe, but it is not a dataset" "$BIN" ckpt inspect "$SCRATCH/group.h5"
+expect 0 "intact" "$BIN" ckpt inspect "$SCRATCH/flip.h5"   # metadata only: the data is not read
+expect 3 "flip.h5' dataset /model/blocks.1.moe.w1 block 2 (expert 2) fails its checksum" \
+  "$BIN" ckpt inspect --verify "$SCRATCH/flip.h5"
+expect 3 "flip.h5' dataset /model/blocks.1.moe.w1 block 2 (expert 2) fails its checksum" \
+  "$BIN" train "${TINY[@]}" --set train.steps=6 --set output.dir="\"$SCRATCH/flipped\"" --resume "$SCRATCH/flip.h5"
+expect 3 "blocks.1.moe.w1 block 2 fails its checksum" "$ROOT/scripts/export-torch" "$SCRATCH/flip.h5" "$SCRATCH/x.pt"
 
 # 4. PyTorch export, checked against param_shapes and the HDF5 data.
 "$ROOT/scripts/export-torch" "$CK" "$SCRATCH/tiny.pt" --optim

@@ -18,6 +18,7 @@
 #include "comm/groups.hpp"
 #include "mpi_testing.hpp"
 #include "io/checkpoint.hpp"
+#include "checkpoint_testing.hpp"
 
 using namespace furnace;
 using namespace furnace::io;
@@ -27,107 +28,8 @@ namespace {
 
 using furnace::testing::world_rank;
 using furnace::testing::world_size;
+using namespace furnace::testing::ckpt;
 
-
-constexpr int kExperts = 4;  // divisible by every ep used at 1, 2 and 4 ranks
-
-// A small store registered the way the model does: Dense tensors whole on every rank,
-// Expert tensors [E, ...] sharded over the ep group along dim 0. `vocab` changes a
-// global shape (for the mismatch test); `scale` makes it larger (throughput).
-std::unique_ptr<memory::ParamStore> make_store(const comm::Groups& g, int vocab = 10, int scale = 1) {
-  auto ps = std::make_unique<memory::ParamStore>();
-  const int d = 6 * scale, h = 5 * scale;
-  auto dense = [&](const std::string& name, std::vector<std::int64_t> shape) {
-    memory::ParamInfo p;
-    p.name = name;
-    p.shape = shape;
-    p.global_shape = shape;
-    ps->add(p);
-  };
-  auto expert = [&](const std::string& name, std::vector<std::int64_t> gshape) {
-    ps->add(memory::expert_slab(name, std::move(gshape), g.ep(), g.ep_rank()));
-  };
-  dense("embed", {vocab, d});
-  dense("final_norm.weight", {d});
-  dense("layers/1/attn.wqkv", {d, 3 * d});  // a name with '/' nests groups
-  expert("layers.1.moe.w1", {kExperts, d, h});
-  expert("layers.1.moe.b1", {kExperts, h});
-  ps->allocate();
-  return ps;
-}
-
-// The value of element `global` of tensor `name` in buffer k (params, m, v).
-float value(const std::string& name, std::int64_t global, int k) {
-  const auto hn = std::hash<std::string>{}(name) % 997;
-  return float(hn) * 0.25f + float(global % 4096) * 0.5f + float(k) * 10000.0f + 1.0f;
-}
-
-float* buf(const memory::ParamStore& ps, int k) {
-  return k == 0 ? ps.params().data() : k == 1 ? ps.exp_avg().data() : ps.exp_avg_sq().data();
-}
-
-void fill(memory::ParamStore& ps) {
-  for (const auto& p : ps.infos()) {
-    const std::int64_t per_row = p.shape.empty() ? 1 : p.size / p.shape[0];
-    for (int k = 0; k < 3; ++k)
-      for (std::int64_t j = 0; j < p.size; ++j) buf(ps, k)[p.offset + j] = value(p.name, p.global_offset0 * per_row + j, k);
-  }
-}
-
-// Every element of every tensor holds its global value (failures name the tensor).
-void expect_filled(const memory::ParamStore& ps, const std::string& where) {
-  for (const auto& p : ps.infos()) {
-    const std::int64_t per_row = p.shape.empty() ? 1 : p.size / p.shape[0];
-    int bad = 0;
-    for (int k = 0; k < 3; ++k)
-      for (std::int64_t j = 0; j < p.size; ++j)
-        bad += buf(ps, k)[p.offset + j] != value(p.name, p.global_offset0 * per_row + j, k);
-    EXPECT_EQ(bad, 0) << where << ": tensor " << p.name << " on rank " << world_rank();
-  }
-}
-
-void expect_all(const memory::ParamStore& ps, float x, const std::string& where) {
-  int bad = 0;
-  for (int k = 0; k < 3; ++k)
-    for (std::int64_t j = 0; j < ps.total(); ++j) bad += buf(ps, k)[j] != x;
-  EXPECT_EQ(bad, 0) << where << " on rank " << world_rank();
-}
-
-CheckpointBuffers buffers(const memory::ParamStore& ps, long opt_step) {
-  return {ps.params().data(), ps.exp_avg().data(), ps.exp_avg_sq().data(), opt_step};
-}
-
-CheckpointMeta meta_for(const comm::Groups& g, long step) {
-  CheckpointMeta m;
-  m.step = step;
-  m.tokens_seen = 1000LL * step + 7;
-  m.config_json = R"({"model": {"d_model": 6}, "note": "step )" + std::to_string(step) + "\"}";
-  m.seed = 0xfeedfacecafebeefULL;
-  m.world = g.size();
-  m.dp = g.dp();
-  m.ep = g.ep();
-  return m;
-}
-
-// Runs f expecting a CheckpointError whose message contains each of `parts`, on every rank.
-template <class F>
-void expect_ckpt_error(F&& f, const std::vector<std::string>& parts, const std::string& where) {
-  std::string msg;
-  try {
-    f();
-    ADD_FAILURE() << where << ": no CheckpointError on rank " << world_rank();
-  } catch (const CheckpointError& e) {
-    msg = e.what();
-  }
-  for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << where << ": '" << msg << "' lacks '" << p << "'";
-  // Identical on every rank: compare with rank 0's message.
-  std::string root = msg;
-  int len = int(root.size());
-  MPI_Bcast(&len, 1, MPI_INT, 0, MPI_COMM_WORLD);
-  root.resize(std::size_t(len));
-  MPI_Bcast(root.data(), len, MPI_CHAR, 0, MPI_COMM_WORLD);
-  EXPECT_EQ(msg, root) << where << ": rank " << world_rank() << " got another message";
-}
 
 class MpiCheckpoint : public furnace::testing::MpiScratchDirTest {
  protected:
@@ -151,7 +53,7 @@ TEST_F(MpiCheckpoint, RoundTripEveryLayout) {
     auto src = make_store(g);
     fill(*src);
     const std::string sub = dir() + "/ep" + std::to_string(ep);
-    const std::string path = write_checkpoint(sub, *src, buffers(*src, 41), meta_for(g, 42), g, 3, 1 << 20);
+    const std::string path = write_checkpoint(sub, *src, buffers(*src, 41), meta_for(g, 42), g, {.keep = 3, .alignment = 1 << 20});
     EXPECT_EQ(path, sub + "/step_00000042.h5") << where;
     EXPECT_TRUE(fs::exists(path)) << where;
     EXPECT_FALSE(fs::exists(path + ".tmp")) << where;
@@ -179,7 +81,7 @@ TEST_F(MpiCheckpoint, ReshardsToAnotherEp) {
     comm::Groups g(MPI_COMM_WORLD, world_size(), 0);
     auto src = make_store(g);
     fill(*src);
-    path = write_checkpoint(dir(), *src, buffers(*src, 5), meta_for(g, 5), g, 3, 4096);
+    path = write_checkpoint(dir(), *src, buffers(*src, 5), meta_for(g, 5), g, {.keep = 3, .alignment = 4096});
   }
   for (int ep : eps()) {
     comm::Groups g(MPI_COMM_WORLD, ep, 0);
@@ -196,7 +98,7 @@ TEST_F(MpiCheckpoint, TruncatedFileFailsEverywhereLeavingStoreUntouched) {
   comm::Groups g(MPI_COMM_WORLD, world_size(), 0);
   auto src = make_store(g);
   fill(*src);
-  const std::string path = write_checkpoint(dir(), *src, buffers(*src, 1), meta_for(g, 1), g, 3, 1 << 20);
+  const std::string path = write_checkpoint(dir(), *src, buffers(*src, 1), meta_for(g, 1), g, {.keep = 3, .alignment = 1 << 20});
   if (world_rank() == 0) fs::resize_file(path, fs::file_size(path) / 2);
   MPI_Barrier(MPI_COMM_WORLD);
   auto dst = make_store(g);
@@ -213,9 +115,9 @@ TEST_F(MpiCheckpoint, WrongShapeNamesDatasetAndShapes) {
   comm::Groups g(MPI_COMM_WORLD, world_size(), 0);
   auto src = make_store(g);
   fill(*src);
-  const std::string path = write_checkpoint(dir(), *src, buffers(*src, 1), meta_for(g, 1), g, 3, 1 << 20);
+  const std::string path = write_checkpoint(dir(), *src, buffers(*src, 1), meta_for(g, 1), g, {.keep = 3, .alignment = 1 << 20});
   auto other = make_store(g, 12);  // embed [12, 6] instead of [10, 6]
-  expect_ckpt_error([&] { read_checkpoint(path, *other, g, nullptr); }, {path, "/model/embed", "[10, 6]", "[12, 6]"},
+  expect_ckpt_error([&] { read_checkpoint(path, *other, g, nullptr); }, {path, "tensor embed", "[10, 6]", "[12, 6]"},
                     "wrong shape");
   expect_all(*other, 0.0f, "store after a failed read");
 }
@@ -224,7 +126,7 @@ TEST_F(MpiCheckpoint, MissingAndTmpPathsFail) {
   comm::Groups g(MPI_COMM_WORLD, world_size(), 0);
   auto ps = make_store(g);
   fill(*ps);
-  const std::string path = write_checkpoint(dir(), *ps, buffers(*ps, 1), meta_for(g, 1), g, 3, 1 << 20);
+  const std::string path = write_checkpoint(dir(), *ps, buffers(*ps, 1), meta_for(g, 1), g, {.keep = 3, .alignment = 1 << 20});
   if (world_rank() == 0) fs::copy_file(path, path + ".tmp");
   MPI_Barrier(MPI_COMM_WORLD);
   expect_ckpt_error([&] { read_checkpoint(path + ".tmp", *ps, g, nullptr); }, {path + ".tmp", ".tmp"}, "tmp");
@@ -241,7 +143,7 @@ TEST_F(MpiCheckpoint, RetentionKeepsTheLastAndLatestNamesIt) {
   auto ps = make_store(g);
   fill(*ps);
   std::string last;
-  for (long step : {10, 20, 30, 40}) last = write_checkpoint(dir(), *ps, buffers(*ps, step), meta_for(g, step), g, 2, 1 << 20);
+  for (long step : {10, 20, 30, 40}) last = write_checkpoint(dir(), *ps, buffers(*ps, step), meta_for(g, step), g, {.keep = 2, .alignment = 1 << 20});
   MPI_Barrier(MPI_COMM_WORLD);
   std::vector<std::string> files;
   for (const auto& e : fs::directory_iterator(dir())) files.push_back(e.path().filename().string());
@@ -260,7 +162,7 @@ TEST_F(MpiCheckpoint, ResolveResume) {
   comm::Groups g(MPI_COMM_WORLD, world_size(), 0);
   auto ps = make_store(g);
   fill(*ps);
-  const std::string path = write_checkpoint(dir(), *ps, buffers(*ps, 3), meta_for(g, 3), g, 3, 1 << 20);
+  const std::string path = write_checkpoint(dir(), *ps, buffers(*ps, 3), meta_for(g, 3), g, {.keep = 3, .alignment = 1 << 20});
   EXPECT_EQ(resolve_resume(dir(), "auto"), path);
   EXPECT_EQ(resolve_resume(dir(), dir()), path);
   EXPECT_EQ(resolve_resume(dir(), path), path);
@@ -290,7 +192,7 @@ TEST_F(MpiCheckpoint, ThroughputReport) {
   MPI_Allreduce(&bytes_local, &bytes, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
   MPI_Barrier(MPI_COMM_WORLD);
   double t0 = MPI_Wtime();
-  const std::string path = write_checkpoint(dir(), *ps, buffers(*ps, 1), meta_for(g, 1), g, 3, 1 << 20);
+  const std::string path = write_checkpoint(dir(), *ps, buffers(*ps, 1), meta_for(g, 1), g, {.keep = 3, .alignment = 1 << 20});
   double t1 = MPI_Wtime();
   auto dst = make_store(g, 2048, 48);
   read_checkpoint(path, *dst, g, nullptr);

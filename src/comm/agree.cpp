@@ -1,0 +1,94 @@
+#include "comm/agree.hpp"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <thread>
+
+#include "comm/mpi_check.hpp"
+
+namespace furnace::comm {
+
+namespace {
+std::atomic<bool> g_aborting{false};
+}
+
+void abort_job(const char* message, int code) {
+  // The first thread to get here prints and aborts; any other waits to be killed.
+  if (g_aborting.exchange(true)) {
+    for (;;) pause();
+  }
+  int rank = -1, size = 1, up = 0, down = 0;
+  MPI_Initialized(&up);
+  MPI_Finalized(&down);
+  if (up && !down) {
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+  }
+  if (size > 1)
+    std::fprintf(stderr, "furnace: rank %d: %s\n", rank, message);
+  else
+    std::fprintf(stderr, "furnace: %s\n", message);
+  std::fflush(stderr);
+  std::fflush(stdout);
+  if (size <= 1) _exit(code);  // nothing to tear down; no exit handlers (HDF5's would touch MPI files)
+  // The launcher forwards our stderr asynchronously; MPI_Abort makes it kill every
+  // process, possibly before it read the line. Give it a moment first.
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  MPI_Abort(MPI_COMM_WORLD, code);
+  _exit(code);
+}
+
+void mpi_fail(int code, const char* call, const char* file, int line) {
+  char msg[MPI_MAX_ERROR_STRING] = {0};
+  int len = 0;
+  MPI_Error_string(code, msg, &len);
+  char text[MPI_MAX_ERROR_STRING + 512];
+  std::snprintf(text, sizeof text, "MPI call failed at %s:%d: %.200s: %s", file, line, call, msg);
+  abort_job(text, 3);
+}
+
+double agree_timeout_s() {
+  static const double t = [] {
+    const char* env = std::getenv("FURNACE_AGREE_TIMEOUT_S");
+    const double v = env ? std::atof(env) : 0.0;
+    return v > 0 ? v : 10.0;
+  }();
+  return t;
+}
+
+std::optional<std::string> agree_on_error(MPI_Comm comm, const std::optional<std::string>& error,
+                                          int abort_code) {
+  int up = 0;
+  mpiCheck(MPI_Initialized(&up));
+  if (!up) return error;
+  int rank = 0, size = 1;
+  mpiCheck(MPI_Comm_rank(comm, &rank));
+  mpiCheck(MPI_Comm_size(comm, &size));
+  int mine = error ? rank : size, first = size;
+  MPI_Request req;
+  mpiCheck(MPI_Iallreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm, &req));
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int done = 0;;) {
+    mpiCheck(MPI_Test(&req, &done, MPI_STATUS_IGNORE));
+    if (done) break;
+    if (error && std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() > agree_timeout_s()) {
+      const std::string why = *error + " (the other ranks did not reach the error agreement within " +
+                              std::to_string(int(agree_timeout_s())) + " s; ending the job)";
+      abort_job(why.c_str(), abort_code);
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+  if (first == size) return std::nullopt;
+  std::string message = rank == first ? *error : std::string();
+  int len = int(message.size());
+  mpiCheck(MPI_Bcast(&len, 1, MPI_INT, first, comm));
+  message.resize(std::size_t(len));
+  mpiCheck(MPI_Bcast(message.data(), len, MPI_CHAR, first, comm));
+  return message;
+}
+
+}  // namespace furnace::comm

@@ -1,0 +1,25 @@
+// Error agreement: the ranks of a communicator learn whether any of them failed
+// before anyone acts on it, so no rank is left waiting in a collective that a
+// failing rank skipped. The agreement itself has a deadline: a rank with an error
+// waits at most agree_timeout_s() for the others; when they do not arrive they are
+// stuck in a collective this rank left (an error inside a collective HDF5 or MPI-IO
+// call), and the rank ends the job with its reason (abort_job) instead of hanging.
+#pragma once
+#include <mpi.h>
+
+#include <optional>
+#include <string>
+
+namespace furnace::comm {
+
+// FURNACE_AGREE_TIMEOUT_S (seconds, default 10): how long a failing rank waits.
+double agree_timeout_s();
+
+// Collective over comm: every rank passes its own error (or nullopt) and gets the
+// message of the lowest failing rank, or nullopt when no rank failed. A failing rank
+// whose partners do not arrive within agree_timeout_s() calls abort_job(message,
+// abort_code). Without MPI initialised it returns `error`.
+std::optional<std::string> agree_on_error(MPI_Comm comm, const std::optional<std::string>& error,
+                                          int abort_code);
+
+}  // namespace furnace::comm
