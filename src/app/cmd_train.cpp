@@ -2,11 +2,14 @@
 
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <thread>
 
 #include "app/commands.hpp"
+#include "comm/agree.hpp"
 #include "comm/groups.hpp"
 #include "comm/mpi_check.hpp"
+#include "io/checkpoint.hpp"
 #include "io/config.hpp"
 #include "io/dataset.hpp"
 #include "kernels/blas_runtime.hpp"
@@ -22,20 +25,20 @@ int world_rank() {
   return r;
 }
 
-// Every rank evaluates `what`; if any fails, the failing rank with the lowest
-// number prints its message and every rank returns `code` (no rank is left waiting).
+// Every rank evaluates `what`; if any fails, rank 0 prints the lowest failing rank's
+// message and every rank returns `code`. A failing rank whose partners are stuck in a
+// collective it left ends the job with its reason (comm::agree_on_error's deadline).
 template <class F>
 int agree(F&& what, int code) {
-  std::string err;
+  std::optional<std::string> err;
   try {
     what();
   } catch (const std::exception& e) {
     err = e.what();
   }
-  int mine = err.empty() ? 1 << 30 : world_rank(), first = 0;
-  MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
-  if (first == (1 << 30)) return 0;
-  if (first == world_rank()) std::fprintf(stderr, "furnace: %s\n", err.c_str());
+  const auto agreed = comm::agree_on_error(MPI_COMM_WORLD, err, code);
+  if (!agreed) return 0;
+  if (world_rank() == 0) std::fprintf(stderr, "furnace: %s\n", agreed->c_str());
   return code;
 }
 
@@ -81,6 +84,10 @@ int cmd_train(const TrainOptions& opt) {
   try {
     const auto result = trainer->run();
     return result.checkpointed_on_signal ? kCheckpointed : kOk;
+  } catch (const io::CheckpointError& e) {
+    // Agreed: every rank has the same error at the same point; one line, a clean exit.
+    if (world_rank() == 0) std::fprintf(stderr, "furnace: %s\n", e.what());
+    return kBadRun;
   } catch (const std::exception& e) {
     // Only this rank may have failed (a bad window of the token file, a checkpoint
     // write): the others could be waiting in a collective, so end the whole job.

@@ -3,6 +3,8 @@
 #include <Kokkos_Core.hpp>
 #include <mpi.h>
 
+#include <unistd.h>
+
 #include <csignal>
 #include <cstdio>
 
@@ -129,8 +131,14 @@ int main(int argc, char** argv) {
   }
   Kokkos::initialize(argc, argv);
   int rc = run(argc, argv);
+  if (furnace::io::h5::abandoned()) {
+    // A failed checkpoint write left a file open inside HDF5, which MPI_Finalize would
+    // try to close (see h5::abandon); every rank agreed on the failure and ends here.
+    std::fflush(stdout);
+    std::fflush(stderr);
+    _exit(rc);
+  }
   Kokkos::finalize();
-  furnace::io::h5::shutdown();
   MPI_Finalize();
   return rc;
 }

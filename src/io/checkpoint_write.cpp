@@ -311,30 +311,52 @@ std::string write_checkpoint(const std::string& dir, const memory::ParamStore& p
   const Plan plan = make_plan(ps, g);
   const auto sums = checksums(ps, b, plan, g);
 
-  // 2. Collective create, contents, collective close: each an agreement of its own, so
-  //    a failure on one rank never leaves another inside a later collective call.
+  // 2. Collective create, contents, flush, close: each ends in an agreement, so a
+  //    failure on one rank never leaves another inside a later collective call.
+  h5::Handle file;
+  // A failed write is abandoned with its file left open inside HDF5: after a failure
+  // on some ranks (a full disk, a file-size limit) HDF5 1.10's collective close is not
+  // symmetric any more (one rank flushes metadata while another is already in
+  // MPI_File_close), and a failed H5Fclose leaves a dangling file that crashes its
+  // shutdown. The partial file is unlinked; the job ends without MPI_Finalize
+  // (h5::abandon, src/app/main.cpp).
+  auto abandon = [&] {
+    h5::abandon(file);
+    if (g.rank() == 0) {
+      std::error_code ec;
+      fs::remove(tmp, ec);
+    }
+  };
+  error = error_of(path, [&] {
+    h5::Handle fapl = mpio_fapl(comm, opt.alignment);
+    h5::LibraryLock lock;  // a background writer shares HDF5 with the training thread
+    file = h5::Handle(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl), H5Fclose);
+    if (!file.valid()) {
+      std::string reason = h5::last_error();
+      fail(path, "cannot be created as '" + tmp + "'" + (reason.empty() ? "" : ": " + reason));
+    }
+  });
+  agree(comm, error, kWriteAbort);
   try {
-    h5::Handle file;
-    error = error_of(path, [&] {
-      h5::Handle fapl = mpio_fapl(comm, opt.alignment);
-      h5::LibraryLock lock;  // a background writer shares HDF5 with the training thread
-      file = h5::Handle(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl), H5Fclose);
-      if (!file.valid()) {
-        std::string reason = h5::last_error();
-        fail(path, "cannot be created as '" + tmp + "'" + (reason.empty() ? "" : ": " + reason));
-      }
-    });
-    agree(comm, error, kWriteAbort);
     error = error_of(path, [&] {
       if (auto e = write_contents(file, path, ps, b, meta, g, created, plan, sums)) throw CheckpointError(*e);
     });
     agree(comm, error, kWriteAbort);
+    // Metadata goes to disk here, where a failure (disk full) leaves the file closable.
+    error = error_of(path, [&] { H5_CHECKED(H5Fflush(file, H5F_SCOPE_GLOBAL)); });
+    agree(comm, error, kWriteAbort);
+  } catch (const CheckpointError&) {
+    abandon();
+    throw;
+  }
+  try {
     error = error_of(path, [&] {
       // An error inside this collective call on one rank strands the others in it:
       // the agreement's deadline then ends the job with this rank's reason.
       if (comm::fault::hit("ckpt.write.close"))
         throw CheckpointError("checkpoint '" + path + "' could not be closed: injected fault at ckpt.write.close (FURNACE_FAULT)");
-      H5_CHECKED(H5Fclose(file.release()));  // a failing close (disk full) fails the write
+      H5_CHECKED(H5Fclose(file));
+      file.release();
     });
     agree(comm, error, kWriteAbort);
     // 3. Durable: every rank flushes what it wrote (on a parallel file system each
@@ -346,11 +368,7 @@ std::string write_checkpoint(const std::string& dir, const memory::ParamStore& p
       });
     agree(comm, error, kWriteAbort);
   } catch (const CheckpointError&) {
-    // Every rank is here, the file closed: leave no partial file behind.
-    if (g.rank() == 0) {
-      std::error_code ec;
-      fs::remove(tmp, ec);
-    }
+    abandon();  // (a no-op for the file when it closed)
     throw;
   }
 

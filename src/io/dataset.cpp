@@ -2,6 +2,8 @@
 // turning text files into byte-level token files.
 #include "io/dataset.hpp"
 
+#include "comm/fault.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -202,6 +204,7 @@ TokenDataset::~TokenDataset() {
 
 void TokenDataset::read_windows(const std::vector<std::int64_t>& starts, int seq, std::vector<std::int32_t>& out) const {
   h5::LibraryLock lock;  // one short critical section per batch (see h5::library_mutex)
+  if (comm::fault::hit("data.read")) data_error(path_, "cannot be read: injected fault at data.read (FURNACE_FAULT)");
   const std::int64_t w = std::int64_t(seq) + 1;
   for (const std::int64_t s : starts)
     if (seq < 0 || s < 0 || s + w > n_tokens_)

@@ -1,5 +1,6 @@
 #include "io/hdf5_util.hpp"
 
+#include <atomic>
 #include <cstring>
 
 #include "comm/agree.hpp"
@@ -13,7 +14,16 @@ std::recursive_mutex& library_mutex() {
 
 void init() { H5dont_atexit(); }
 
-void shutdown() { H5close(); }
+namespace {
+std::atomic<bool> g_abandoned{false};
+}
+
+void abandon(Handle& file) {
+  if (file.valid()) g_abandoned = true;
+  file.release();
+}
+
+bool abandoned() { return g_abandoned; }
 
 void silence() {
   static const bool done = [] { return H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr) >= 0; }();
@@ -37,6 +47,9 @@ std::string last_error() {
 void fail(const char* call, const char* file, int line) {
   std::string name(call, std::strcspn(call, "("));  // "H5Dread", not its arguments
   std::string reason = last_error();
+  // MPI-IO error strings span lines ("error stack:\n..."); an error is one line.
+  for (char& c : reason)
+    if (c == '\n' || c == '\r') c = ' ';
   throw Error("HDF5 " + name + " failed (" + file + ":" + std::to_string(line) + ")" +
               (reason.empty() ? "" : ": " + reason));
 }

@@ -31,9 +31,10 @@ struct LibraryLock {
 // Call once at program start, before any other HDF5 call: HDF5 must not register its
 // atexit handler, which closes open files with MPI calls while a rank is ending the
 // job (MPI_Abort) and turns a one-line failure into an MPICH assertion. Files are
-// closed by their Handles; shutdown() closes the library before MPI_Finalize.
+// closed by their Handles. (No H5close at exit either: a file whose close failed,
+// e.g. on a full disk, stays open inside HDF5, and closing it again crashes.)
 void init();
-void shutdown();
+
 // Turns off HDF5's automatic error-stack printing (idempotent, cheap).
 void silence();
 // HDF5's innermost error description (e.g. "truncated file: eof = ..."), or "" when the
@@ -82,6 +83,12 @@ class Handle {
   hid_t id_ = -1;
   herr_t (*close_)(hid_t) = nullptr;
 };
+
+// Leaves an open file to HDF5 without closing it (after a failed collective write,
+// see checkpoint_write.cpp) and records that the process must end without
+// MPI_Finalize, whose HDF5 shutdown would try to close it.
+void abandon(Handle& file);
+bool abandoned();
 
 // Scalar attributes on a file, group or dataset. Every read checks the attribute's
 // shape (one element), type class and size against the buffer before reading, and

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "comm/fault.hpp"
 #include "comm/mpi_check.hpp"
 
 namespace furnace::train {
@@ -52,6 +53,7 @@ Trainer::Trainer(const io::Config& cfg, comm::Groups& groups)
   ps_.allocate();
   grad_sync_ = std::make_unique<comm::GradSync>(ps_, groups, std::size_t(cfg.comm.bucket_mb) << 20);
   ps_.initialize(cfg.train.seed);
+  comm::fault::maybe_throw("trainer.setup");  // testers: one rank fails before the collective opens below
   // Aux-loss statistics are global over the world, so the objective is layout-independent.
   MPI_Comm world = groups.world();
   model_->set_reducer([world](double* v, int n) {
