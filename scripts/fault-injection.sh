@@ -4,7 +4,7 @@
 # reason on stderr exactly once. Prints one row per trial and a summary; exits 1 when
 # any trial missed its expectation.
 #
-#   scripts/fault-injection.sh [--bin build/bin/furnace] [--reps N] [--np "2 4"] [--quick]
+#   scripts/fault-injection.sh [--bin build/bin/furnace] [--reps N] [--np "1 2 4"] [--quick]
 #
 # Sites are set with FURNACE_FAULT=site@rank (docs/testing.md lists them); the disk
 # cases mount a 1 MiB tmpfs for checkpoint.dir (root only; skipped with the reason
@@ -12,7 +12,7 @@
 # of every case (about a minute), as `make test` runs it (tests/e2e/faults.sh).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-BIN=build/bin/furnace REPS=10 NPS="2 4"
+BIN=build/bin/furnace REPS=10 NPS="1 2 4"
 while [ $# -gt 0 ]; do
   case $1 in
     --bin) BIN=$2; shift 2 ;;
@@ -102,7 +102,8 @@ for np in $NPS; do
     # only; a 12 MiB checkpoint makes its writes past 8 MiB fail with EFBIG.
     rm -rf "$run_dir"
     train "$np" fl "${ck[@]}" --set model.d_model=128 --set moe.expert_hidden=512
-    limit=("${CMD[@]:0:2}" "$last" "${CMD[@]:3}" : -n 1 bash -c 'ulimit -f 8192; exec "$0" "$@"' "${CMD[@]:3}")
+    limited=(-n 1 bash -c 'ulimit -f 8192; exec "$0" "$@"' "${CMD[@]:3}")
+    if [ "$np" -eq 1 ]; then limit=(mpiexec "${limited[@]}"); else limit=("${CMD[@]:0:2}" "$last" "${CMD[@]:3}" : "${limited[@]}"); fi
     trial file-size-limit "$np" 4 "File too large" "$rep" -- "${limit[@]}"
     # A full file system: the third checkpoint does not fit in 1 MiB (sync, background).
     for mode in false true; do
