@@ -133,10 +133,17 @@ int main(int argc, char** argv) {
   int rc = run(argc, argv);
   if (furnace::io::h5::abandoned()) {
     // A failed checkpoint write left a file open inside HDF5, which MPI_Finalize would
-    // try to close (see h5::abandon); every rank agreed on the failure and ends here.
+    // try to close (see h5::abandon). Every rank agreed on the failure and its reason
+    // is printed; end the job as one: ranks leaving without MPI_Finalize one by one
+    // make mpiexec kill the rest and report signal 9 instead of `rc`.
     std::fflush(stdout);
     std::fflush(stderr);
-    _exit(rc);
+    if (world == 1) _exit(rc);
+    MPI_Barrier(MPI_COMM_WORLD);
+    int rank = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    if (rank == 0) MPI_Abort(MPI_COMM_WORLD, rc);
+    for (;;) pause();
   }
   Kokkos::finalize();
   MPI_Finalize();
