@@ -24,7 +24,7 @@ while [ $# -gt 0 ]; do
 done
 BIN=$(realpath "$BIN")
 LIMIT_S=30                         # every trial must end within this
-export FURNACE_AGREE_TIMEOUT_S=5   # a stranded failing rank gives up after this
+export FURNACE_AGREE_TIMEOUT_S=${FURNACE_AGREE_TIMEOUT_S:-5}   # a stranded failing rank gives up after this
 SCRATCH=$(mktemp -d /tmp/furnace-faults.XXXXXX)
 MNT=$SCRATCH/full
 cleanup() {
