@@ -55,8 +55,8 @@ Trainer::RunResult Trainer::run() {
   if (root) {
     std::filesystem::create_directories(dir);
     std::ofstream(dir + "/config.json") << io::to_json(cfg_) << "\n";
-    // A resumed run continues the same metrics file.
-    metrics = std::make_unique<io::MetricsWriter>(dir + "/metrics.jsonl", start_step_ == 0);
+    // A resumed run continues the same metrics file from the step it resumed at.
+    metrics = std::make_unique<io::MetricsWriter>(dir + "/metrics.jsonl", start_step_);
   }
   const double tokens_per_step = double(tc.batch_size) * cfg_.model.seq_len;
   const auto t0 = Clock::now();

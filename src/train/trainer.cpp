@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "comm/mpi_check.hpp"
+#include "train/resume.hpp"
 
 namespace furnace::train {
 
@@ -149,16 +150,26 @@ StepResult Trainer::train_step(long step) {
 }
 
 std::string Trainer::resume(const std::string& spec) {
-  const std::string path = io::resolve_resume(ckpt_->dir(), spec);
-  if (path.empty()) return "";
-  long opt_step = 0;
-  const auto meta = io::read_checkpoint(path, ps_, groups_, &opt_step);
-  opt_.set_step(opt_step);
-  start_step_ = meta.step;
-  if (groups_.rank() == 0)
-    std::printf("resumed from %s: step %ld, written by world %d = dp %d x ep %d\n", path.c_str(),
-                meta.step, meta.world, meta.dp, meta.ep);
-  return path;
+  const bool root = groups_.rank() == 0;
+  Resumed r;
+  if (spec == "auto") {
+    r = resume_auto(ckpt_->dir(), ps_, groups_);
+  } else {
+    r.path = io::resolve_resume(ckpt_->dir(), spec);
+    r.meta = io::read_checkpoint(r.path, ps_, groups_, &r.optimizer_step);
+  }
+  if (r.path.empty()) return "";
+  opt_.set_step(r.optimizer_step);
+  start_step_ = r.meta.step;
+  if (root) {
+    std::printf("resumed from %s: step %ld, written by world %d = dp %d x ep %d\n", r.path.c_str(),
+                r.meta.step, r.meta.world, r.meta.dp, r.meta.ep);
+    // Shapes were checked by the read; any other change is allowed, and said.
+    for (const auto& d : config_differences(r.meta.config_json, io::to_json(cfg_)))
+      std::printf("resume: %s\n", d.c_str());
+    std::fflush(stdout);
+  }
+  return r.path;
 }
 
 double Trainer::evaluate() {

@@ -45,8 +45,10 @@ class Trainer {
   StepResult train_step(long step);
   // Mean cross-entropy over the validation batches (the same ones every time).
   double evaluate();
-  // Loads a checkpoint ("auto": the latest in the checkpoint dir, if any; else a
-  // path). Collective. Returns the path loaded, or "" when auto found none.
+  // Loads a checkpoint. Collective. "auto": the newest checkpoint in the checkpoint
+  // directory that loads (train/resume.hpp), or none; else the file or directory
+  // named, which must load. Prints what was loaded and every setting of the config
+  // that differs from the checkpoint's. Returns the path loaded, or "" for none.
   std::string resume(const std::string& spec);
 
   struct RunResult {
