@@ -5,8 +5,10 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "comm/mpi_check.hpp"
+#include "io/hdf5_util.hpp"
 #include "io/metrics.hpp"
 #include "train/signals.hpp"
 #include "train/trainer.hpp"
@@ -16,6 +18,7 @@ namespace furnace::train {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+using End = Trainer::RunResult::End;
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
@@ -46,6 +49,45 @@ nlohmann::json expert_load(const model::Gpt& m) {
 
 }  // namespace
 
+bool Trainer::finish_background_checkpoint(std::string& error) {
+  const auto out = ckpt_->collect();
+  // The collective write agrees on its errors; agreeing again here also covers a
+  // failure that only one rank's writer saw.
+  std::optional<std::string> mine;
+  if (!out.error.empty()) mine = out.error;
+  if (auto agreed = io::h5::agree_on_error(groups_.world(), mine)) {
+    error = "background checkpoint failed: " + *agreed;
+    return false;
+  }
+  if (groups_.rank() == 0) {
+    std::printf("checkpoint written: %s (background, %.3f s)\n", out.path.c_str(), out.seconds);
+    std::fflush(stdout);
+  }
+  return true;
+}
+
+bool Trainer::save_checkpoint(long done, bool wait, std::string& error) {
+  if (ckpt_->writing() && !finish_background_checkpoint(error)) return false;  // one write in flight
+  const double tokens_per_step = double(cfg_.train.batch_size) * cfg_.model.seq_len;
+  double held = 0;
+  try {
+    held = ckpt_->save(done, opt_.step(), (long long)(done * tokens_per_step));
+  } catch (const io::CheckpointError& e) {  // synchronous: the same error on every rank
+    error = e.what();
+    return false;
+  }
+  if (groups_.rank() == 0) {
+    if (ckpt_->async())
+      std::printf("checkpoint %s: background write started (training held %.3f s)\n",
+                  ckpt_->last_path().c_str(), held);
+    else
+      std::printf("checkpoint written: %s (synchronous, training held %.3f s)\n",
+                  ckpt_->last_path().c_str(), held);
+    std::fflush(stdout);
+  }
+  return !wait || !ckpt_->writing() || finish_background_checkpoint(error);
+}
+
 Trainer::RunResult Trainer::run() {
   const bool root = groups_.rank() == 0;
   install_stop_signal_handlers();
@@ -63,15 +105,12 @@ Trainer::RunResult Trainer::run() {
   double val = NAN;
   long step = start_step_;
   RunResult result;
-  bool report_hold = false;  // print the next update's wait for a background snapshot
-  auto checkpoint = [&](long done) {
-    report_hold = cfg_.checkpoint.async;
-    const double stall = ckpt_->save(done, opt_.step(), (long long)(done * tokens_per_step));
-    if (root)
-      std::printf("checkpoint %s (%s, training held %.3f s)\n", ckpt_->last_path().c_str(),
-                  cfg_.checkpoint.async ? "background" : "synchronous", stall);
+  auto fail = [&](std::string why) {
+    result.end = End::Failed;
+    result.error = std::move(why);
   };
-  for (; step < tc.steps; ++step) {
+  bool report_hold = false;  // print the next update's wait for a background snapshot
+  for (; step < tc.steps && result.end == End::Completed; ++step) {
     const auto ts = Clock::now();
     StepResult r = train_step(step);
     const double dt = seconds_since(ts);
@@ -82,10 +121,19 @@ Trainer::RunResult Trainer::run() {
     const double elapsed = seconds_since(t0);
     // Every rank must agree to stop, or one would wait forever in a collective; a
     // signal may have reached only some ranks.
-    int stop[2] = {tc.time_limit_min > 0 && elapsed > tc.time_limit_min * 60 ? 1 : 0,
-                   stop_signal_received()};
-    mpiCheck(MPI_Allreduce(MPI_IN_PLACE, stop, 2, MPI_INT, MPI_MAX, groups_.world()));
+    // The same agreement says whether a background checkpoint write is still running
+    // on any rank; once it ended everywhere it is announced, or fails the run, here.
+    int stop[3] = {tc.time_limit_min > 0 && elapsed > tc.time_limit_min * 60 ? 1 : 0,
+                   stop_signal_received(), ckpt_->writing() && !ckpt_->write_finished() ? 1 : 0};
+    mpiCheck(MPI_Allreduce(MPI_IN_PLACE, stop, 3, MPI_INT, MPI_MAX, groups_.world()));
     const bool over = stop[0], signalled = stop[1] != 0;
+    if (ckpt_->writing() && !stop[2]) {
+      std::string error;
+      if (!finish_background_checkpoint(error)) {
+        fail(error);
+        break;
+      }
+    }
     const bool last = step + 1 == tc.steps || over;
     const bool do_eval = last || (tc.eval_every > 0 && (step + 1) % tc.eval_every == 0);
     if (do_eval) val = evaluate();
@@ -109,14 +157,16 @@ Trainer::RunResult Trainer::run() {
     }
     if (signalled) {
       if (root) std::printf("signal %d received: checkpointing after step %ld\n", stop[1], step + 1);
-      checkpoint(step + 1);
-      ckpt_->wait();
-      result.checkpointed_on_signal = true;
+      if (std::string error; !save_checkpoint(step + 1, /*wait=*/true, error)) fail(error);
+      else result.end = End::Requeue;
       ++step;
       break;
     }
-    if (cfg_.checkpoint.every > 0 && (step + 1) % cfg_.checkpoint.every == 0 && step + 1 < tc.steps)
-      checkpoint(step + 1);
+    if (cfg_.checkpoint.every > 0 && (step + 1) % cfg_.checkpoint.every == 0 && step + 1 < tc.steps) {
+      std::string error;
+      if (!save_checkpoint(step + 1, /*wait=*/false, error)) fail(error);
+      report_hold = cfg_.checkpoint.async;
+    }
     if (over) {
       if (root)
         std::printf("train.time_limit_min = %g reached after %ld steps; stopping\n",
@@ -125,9 +175,15 @@ Trainer::RunResult Trainer::run() {
       break;
     }
   }
-  if (!result.checkpointed_on_signal && step > start_step_) checkpoint(step);
-  ckpt_->wait();
-  if (root) {
+  if (result.end == End::Completed && step > start_step_) {
+    std::string error;
+    if (!save_checkpoint(step, /*wait=*/true, error)) fail(error);
+  }
+  if (ckpt_->writing()) {  // a failed run's background write in flight: let it end, and say how
+    std::string error;
+    if (!finish_background_checkpoint(error) && root) std::fprintf(stderr, "furnace: %s\n", error.c_str());
+  }
+  if (root && result.end == End::Completed) {
     std::printf("done: %ld steps in %.1f s, final val_loss %.4f (metrics: %s/metrics.jsonl)\n",
                 std::min<long>(step, tc.steps), seconds_since(t0), val, dir.c_str());
     std::fflush(stdout);

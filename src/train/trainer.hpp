@@ -52,8 +52,14 @@ class Trainer {
   std::string resume(const std::string& spec);
 
   struct RunResult {
+    enum class End {
+      Completed,  // exit 0 (also when train.time_limit_min stopped it)
+      Requeue,    // SIGUSR1/SIGTERM: checkpointed; exit 75
+      Failed,     // a failed checkpoint write; exit 4
+    };
+    End end = End::Completed;
     double val_loss = 0;
-    bool checkpointed_on_signal = false;  // stopped by SIGUSR1/SIGTERM after a checkpoint
+    std::string error;  // Failed: the reason (printed by rank 0), the same on every rank
   };
   // The whole run with progress output, metrics and checkpoints.
   RunResult run();
@@ -69,6 +75,13 @@ class Trainer {
   void load_local_batch(const io::TokenDataset& data, int stream, long index,
                         std::vector<std::int32_t>& tokens) const;
   double reduce_sum(double v) const;
+
+  // run()'s checkpoints (loop.cpp), announced by rank 0 once the file exists. Each
+  // returns false when a write failed, with the reason (the same on every rank) in
+  // `error`. save_checkpoint first collects a background write still in flight;
+  // `wait`: returns only once its own write ended, also a background one.
+  bool save_checkpoint(long done, bool wait, std::string& error);
+  bool finish_background_checkpoint(std::string& error);  // collective
 
   io::Config cfg_;
   comm::Groups& groups_;

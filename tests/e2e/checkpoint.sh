@@ -71,6 +71,7 @@ for mode in false true; do
   wait $pid || true
   stopped=$(sed -n 's/^signal 10 received: checkpointing after step \([0-9]*\)$/\1/p' "$SCRATCH/$name.log")
   [ -n "$stopped" ] || { cat "$SCRATCH/$name.log"; fail "no checkpoint on SIGUSR1 ($mode)"; }
+  grep -q "^checkpoint written: .*/step_$(printf %08d "$stopped").h5 " "$SCRATCH/$name.log" || fail "checkpoint of step $stopped not announced"
   [ "$(cat "$SCRATCH/$name.rc")" = 75 ] || fail "exit code $(cat "$SCRATCH/$name.rc") after SIGUSR1, expected 75"
   [ "$(wc -l < "$SCRATCH/$name/metrics.jsonl")" -eq "$stopped" ] || fail "metrics do not end at step $stopped"
   cp "$SCRATCH/$name/metrics.jsonl" "$SCRATCH/$name.before"
@@ -145,3 +146,19 @@ grep -q "none of the 3 checkpoint(s) in .* loads" "$SCRATCH/auto_none.log" || fa
 cmp -s "$SCRATCH/ep4/metrics.jsonl" "$SCRATCH/auto_none/metrics.jsonl" || fail "metrics.jsonl changed by a refused resume"
 echo "resume auto, nothing loads: $(grep furnace: "$SCRATCH/auto_none.log" | tail -n 1 | cut -c1-160)"
 
+
+# 5. A background write that fails ends the run at the next step boundary once the
+# writers are done, with exit 4 and the reason; "checkpoint written" is never said.
+# checkpoint.dir below a regular file cannot be created.
+touch "$SCRATCH/not_a_dir"
+train bgfail 2 --set train.steps=1000 --set parallel.ep=2 --set checkpoint.async=true \
+  --set checkpoint.every=10 --set checkpoint.dir="\"$SCRATCH/not_a_dir/ckpt\""
+[ "$rc" -eq 4 ] || { cat "$SCRATCH/bgfail.log"; fail "failed background write: exit $rc, expected 4"; }
+grep -q "^furnace: background checkpoint failed: .*not_a_dir/ckpt" "$SCRATCH/bgfail.log" || { cat "$SCRATCH/bgfail.log"; fail "no reason given"; }
+grep -q "^checkpoint .*step_00000010.h5: background write started" "$SCRATCH/bgfail.log" || fail "no background write started"
+! grep -q "^checkpoint written" "$SCRATCH/bgfail.log" || fail "a checkpoint that was never written was announced"
+n=$(wc -l < "$SCRATCH/bgfail/metrics.jsonl")
+# The writers end within milliseconds; the old behaviour (reported at the next save,
+# step 20) is what this bound tells apart.
+[ "$n" -ge 10 ] && [ "$n" -lt 15 ] || fail "the run went on to step $n after the write of step 10 failed"
+echo "failed background write of step 10: run ended after step $n, exit 4: $(grep '^furnace:' "$SCRATCH/bgfail.log" | cut -c1-140)"
