@@ -85,6 +85,7 @@ int cmd_train(const TrainOptions& opt) {
     switch (result.end) {
       case End::Completed: return kOk;
       case End::Requeue: return kCheckpointed;
+      case End::Interrupted: return kInterrupted;
       case End::Failed: return kBadRun;
     }
     return kFailure;

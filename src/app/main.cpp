@@ -13,6 +13,7 @@
 #include "comm/groups.hpp"
 #include "comm/launcher.hpp"
 #include "kernels/blas_runtime.hpp"
+#include "train/signals.hpp"
 
 namespace {
 
@@ -90,6 +91,7 @@ int run(int argc, char** argv) {
     return rc == 0 ? 0 : kBadConfig;
   }
   if (*t) return cmd_train(train);
+  furnace::train::restore_default_stop_signals();  // the other commands never check
   if (*p) return cmd_data_prepare(prep);
   if (*bkc) {
     print_banner("1 process");
@@ -107,6 +109,8 @@ int run(int argc, char** argv) {
 int main(int argc, char** argv) {
   // Must come before anything touches OpenBLAS: may re-execute this program.
   furnace::kernels::select_blas_core_or_reexec(argc, argv);
+  // Next, so that a SIGUSR1/SIGTERM/SIGINT during start-up is a stop request too.
+  furnace::train::install_stop_signal_handlers();
   // Background checkpoints write from a second thread (own communicators).
   int provided = MPI_THREAD_SINGLE;
   MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);

@@ -1,6 +1,12 @@
 // Trainer::run: the loop a user watches. Rank 0 prints one progress line per
 // log_every steps and appends every step to metrics.jsonl.
+//
+// Each step ends in one agreement (an MPI_MAX over a few flags) before the optimizer
+// update: stop requests by signal, the time limit, and whether a background
+// checkpoint write is still running anywhere. Whatever one rank saw, every rank then acts on together, so no rank is
+// left waiting in a collective.
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -47,6 +53,12 @@ nlohmann::json expert_load(const model::Gpt& m) {
   return out;
 }
 
+StopRequest agreed_stop_request(MPI_Comm world) {
+  int r = stop_request();
+  mpiCheck(MPI_Allreduce(MPI_IN_PLACE, &r, 1, MPI_INT, MPI_MAX, world));
+  return StopRequest(r);
+}
+
 }  // namespace
 
 bool Trainer::finish_background_checkpoint(std::string& error) {
@@ -88,18 +100,47 @@ bool Trainer::save_checkpoint(long done, bool wait, std::string& error) {
   return !wait || !ckpt_->writing() || finish_background_checkpoint(error);
 }
 
+Trainer::RunResult Trainer::stop_on_request(StopRequest why, long done) {
+  RunResult result;
+  const bool root = groups_.rank() == 0;
+  if (root) {
+    if (done > start_step_)
+      std::printf("%s received: checkpointing after step %ld\n", stop_signal_name(why), done);
+    else if (done > 0)
+      std::printf("%s received during start-up: checkpointing the resumed state (step %ld)\n",
+                  stop_signal_name(why), done);
+    else
+      std::printf("%s received during start-up: nothing trained yet, no checkpoint\n", stop_signal_name(why));
+    std::fflush(stdout);
+  }
+  // A resumed state is worth saving too: into this run's own checkpoint directory,
+  // where --resume auto will look.
+  if (done > 0 && !save_checkpoint(done, /*wait=*/true, result.error)) {
+    result.end = End::Failed;
+    return result;
+  }
+  result.end = requeue_requested(why) ? End::Requeue : End::Interrupted;
+  if (root && result.end == End::Requeue)
+    write_requeue_marker(cfg_.output.dir, done > 0 ? ckpt_->last_path() : "", done, why);
+  return result;
+}
+
 Trainer::RunResult Trainer::run() {
   const bool root = groups_.rank() == 0;
-  install_stop_signal_handlers();
+  install_stop_signal_handlers();  // again: see signals.hpp
   const auto& tc = cfg_.train;
   const std::string dir = cfg_.output.dir;
   std::unique_ptr<io::MetricsWriter> metrics;
   if (root) {
     std::filesystem::create_directories(dir);
+    remove_requeue_marker(dir);  // it spoke of an earlier run
     std::ofstream(dir + "/config.json") << io::to_json(cfg_) << "\n";
     // A resumed run continues the same metrics file from the step it resumed at.
     metrics = std::make_unique<io::MetricsWriter>(dir + "/metrics.jsonl", start_step_);
   }
+  // A request that came during start-up (config, construction, the resume load).
+  if (const StopRequest s = agreed_stop_request(groups_.world())) return stop_on_request(s, start_step_);
+
   const double tokens_per_step = double(tc.batch_size) * cfg_.model.seq_len;
   const auto t0 = Clock::now();
   double val = NAN;
@@ -112,55 +153,65 @@ Trainer::RunResult Trainer::run() {
   bool report_hold = false;  // print the next update's wait for a background snapshot
   for (; step < tc.steps && result.end == End::Completed; ++step) {
     const auto ts = Clock::now();
-    StepResult r = train_step(step);
-    const double dt = seconds_since(ts);
-    if (root && report_hold)
-      std::printf("background checkpoint: its snapshot copy held step %ld's update for %.3f s\n",
-                  step + 1, r.checkpoint_hold_s);
-    report_hold = false;
-    const double elapsed = seconds_since(t0);
-    // Every rank must agree to stop, or one would wait forever in a collective; a
-    // signal may have reached only some ranks.
-    // The same agreement says whether a background checkpoint write is still running
-    // on any rank; once it ended everywhere it is announced, or fails the run, here.
-    int stop[3] = {tc.time_limit_min > 0 && elapsed > tc.time_limit_min * 60 ? 1 : 0,
-                   stop_signal_received(), ckpt_->writing() && !ckpt_->write_finished() ? 1 : 0};
-    mpiCheck(MPI_Allreduce(MPI_IN_PLACE, stop, 3, MPI_INT, MPI_MAX, groups_.world()));
-    const bool over = stop[0], signalled = stop[1] != 0;
-    if (ckpt_->writing() && !stop[2]) {
+    StepResult r = compute_gradients(step);
+    enum { kOver, kStop, kWriting, kFlags };
+    int flags[kFlags] = {tc.time_limit_min > 0 && seconds_since(t0) > tc.time_limit_min * 60 ? 1 : 0,
+                         stop_request(), ckpt_->writing() && !ckpt_->write_finished() ? 1 : 0};
+    mpiCheck(MPI_Allreduce(MPI_IN_PLACE, flags, kFlags, MPI_INT, MPI_MAX, groups_.world()));
+    // A background write that ended on every rank is announced (or fails the run) now.
+    if (ckpt_->writing() && !flags[kWriting]) {
       std::string error;
       if (!finish_background_checkpoint(error)) {
         fail(error);
         break;
       }
     }
+    apply_update(step, r);
+    const double dt = seconds_since(ts);
+    if (root && report_hold)
+      std::printf("background checkpoint: its snapshot copy held step %ld's update for %.3f s\n",
+                  step + 1, r.checkpoint_hold_s);
+    report_hold = false;
+    const double elapsed = seconds_since(t0);
+    StopRequest stop = StopRequest(flags[kStop]);
+    const bool over = flags[kOver];
     const bool last = step + 1 == tc.steps || over;
-    const bool do_eval = last || (tc.eval_every > 0 && (step + 1) % tc.eval_every == 0);
-    if (do_eval) val = evaluate();
+    // No evaluation once a stop is requested: it would only delay the checkpoint.
+    const bool do_eval = !stop && (last || (tc.eval_every > 0 && (step + 1) % tc.eval_every == 0));
+    bool evaluated = false;
+    if (do_eval) {
+      const EvalResult e = evaluate();
+      if (e.stop_requested) {  // every rank saw it in the same batch
+        stop = agreed_stop_request(groups_.world());
+        if (root)
+          std::printf("%s received: evaluation after step %ld abandoned after %d of %d batches\n",
+                      stop_signal_name(stop), step + 1, e.batches, tc.eval_batches);
+      }
+      evaluated = e.batches == tc.eval_batches;
+      if (evaluated) val = e.loss;
+    }
     if (root) {
       nlohmann::json j = {{"step", step + 1},        {"loss", r.ce},
                           {"lr", r.lr},              {"grad_norm", r.grad_norm},
                           {"aux_loss", r.aux},       {"z_loss", r.z},
                           {"tokens_per_s", tokens_per_step / dt}, {"ms_per_step", dt * 1e3},
                           {"elapsed_s", elapsed},    {"expert_load_max_over_mean", expert_load(*model_)}};
-      if (do_eval) j["val_loss"] = val;
+      if (evaluated) j["val_loss"] = val;
       metrics->write(j.dump());
-      if ((step + 1) % std::max(1, tc.log_every) == 0 || do_eval) {
+      if ((step + 1) % std::max(1, tc.log_every) == 0 || evaluated) {
         const double eta = elapsed / double(step + 1 - start_step_) * (tc.steps - step - 1);
         std::printf("step %6ld/%d | loss %.4f | lr %.2e | %8.0f tok/s | %6.1f ms/step | ETA %s",
                     step + 1, tc.steps, r.ce, r.lr, tokens_per_step / dt, dt * 1e3,
                     format_eta(eta).c_str());
-        if (do_eval) std::printf(" | val %.4f", val);
+        if (evaluated) std::printf(" | val %.4f", val);
         std::printf("\n");
         std::fflush(stdout);
       }
     }
-    if (signalled) {
-      if (root) std::printf("signal %d received: checkpointing after step %ld\n", stop[1], step + 1);
-      if (std::string error; !save_checkpoint(step + 1, /*wait=*/true, error)) fail(error);
-      else result.end = End::Requeue;
-      ++step;
-      break;
+    if (stop) {
+      result = stop_on_request(stop, step + 1);
+      result.val_loss = val;
+      return result;
     }
     if (cfg_.checkpoint.every > 0 && (step + 1) % cfg_.checkpoint.every == 0 && step + 1 < tc.steps) {
       std::string error;
@@ -184,6 +235,7 @@ Trainer::RunResult Trainer::run() {
     if (!finish_background_checkpoint(error) && root) std::fprintf(stderr, "furnace: %s\n", error.c_str());
   }
   if (root && result.end == End::Completed) {
+    remove_requeue_marker(dir);
     std::printf("done: %ld steps in %.1f s, final val_loss %.4f (metrics: %s/metrics.jsonl)\n",
                 std::min<long>(step, tc.steps), seconds_since(t0), val, dir.c_str());
     std::fflush(stdout);

@@ -79,15 +79,11 @@ void Trainer::load_local_batch(const io::TokenDataset& data, int stream, long in
   data.read_windows(mine, T, tokens);
 }
 
-double Trainer::reduce_sum(double v) const {
-  mpiCheck(MPI_Allreduce(MPI_IN_PLACE, &v, 1, MPI_DOUBLE, MPI_SUM, groups_.world()));
-  return v;
-}
-
-// Forward (and backward) of one batch of tokens [local_batch, seq+1]; returns the
-// global mean cross-entropy.
-double Trainer::forward_loss(const std::vector<std::int32_t>& tokens, bool backward,
-                             StepResult* r) {
+// Forward (and backward) of one batch of tokens [local_batch, seq+1]: the global mean
+// cross-entropy, and whether any rank has a stop request (carried by the same
+// reduction, so evaluation can check every batch without a collective of its own).
+Trainer::Loss Trainer::forward_loss(const std::vector<std::int32_t>& tokens, bool backward,
+                                    StepResult* r) {
   const int T = spec_.seq, B = spec_.batch;
   auto in_h = Kokkos::create_mirror_view(inputs_);
   auto tg_h = Kokkos::create_mirror_view(targets_);
@@ -101,7 +97,9 @@ double Trainer::forward_loss(const std::vector<std::int32_t>& tokens, bool backw
   auto parts = model_->forward(inputs_, targets_);
   if (parts.bad_targets > 0) comm::abort_job("token out of range in a batch (corrupt data file?)", 4);
   const double global_tokens = double(cfg_.train.batch_size) * T;
-  const double ce = reduce_sum(parts.ce_sum) / global_tokens;
+  double sums[2] = {parts.ce_sum, stop_request() != kNoStop ? 1.0 : 0.0};
+  mpiCheck(MPI_Allreduce(MPI_IN_PLACE, sums, 2, MPI_DOUBLE, MPI_SUM, groups_.world()));
+  const double ce = sums[0] / global_tokens;
   if (r) {
     r->ce = ce;
     r->aux = parts.aux;
@@ -115,7 +113,7 @@ double Trainer::forward_loss(const std::vector<std::int32_t>& tokens, bool backw
     model_->backward(global_tokens, [this](int i) { grad_sync_->ready(i); });
     grad_sync_->finish();
   }
-  return ce;
+  return {ce, sums[1] > 0};
 }
 
 StepResult Trainer::compute_gradients(long step, std::vector<std::int32_t>* batch) {
@@ -143,12 +141,6 @@ double Trainer::apply_update(long step, StepResult& r) {
   return r.lr;
 }
 
-StepResult Trainer::train_step(long step) {
-  StepResult r = compute_gradients(step);
-  apply_update(step, r);
-  return r;
-}
-
 std::string Trainer::resume(const std::string& spec) {
   const bool root = groups_.rank() == 0;
   Resumed r;
@@ -172,14 +164,19 @@ std::string Trainer::resume(const std::string& spec) {
   return r.path;
 }
 
-double Trainer::evaluate() {
+EvalResult Trainer::evaluate() {
+  EvalResult e;
   double sum = 0;
   std::vector<std::int32_t> tokens;
-  for (int b = 0; b < cfg_.train.eval_batches; ++b) {
-    load_local_batch(*valid_data_, 1, b, tokens);
-    sum += forward_loss(tokens, false, nullptr);
+  while (e.batches < cfg_.train.eval_batches && !e.stop_requested) {
+    load_local_batch(*valid_data_, 1, e.batches, tokens);
+    const Loss l = forward_loss(tokens, false, nullptr);
+    sum += l.ce;
+    ++e.batches;
+    e.stop_requested = l.stop_requested;
   }
-  return sum / std::max(1, cfg_.train.eval_batches);
+  e.loss = sum / e.batches;
+  return e;
 }
 
 }  // namespace furnace::train

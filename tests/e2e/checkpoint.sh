@@ -69,7 +69,7 @@ for mode in false true; do
   [ -n "$victim" ] || fail "no rank to signal"
   kill -USR1 "$victim"
   wait $pid || true
-  stopped=$(sed -n 's/^signal 10 received: checkpointing after step \([0-9]*\)$/\1/p' "$SCRATCH/$name.log")
+  stopped=$(sed -n 's/^SIGUSR1 received: checkpointing after step \([0-9]*\)$/\1/p' "$SCRATCH/$name.log")
   [ -n "$stopped" ] || { cat "$SCRATCH/$name.log"; fail "no checkpoint on SIGUSR1 ($mode)"; }
   grep -q "^checkpoint written: .*/step_$(printf %08d "$stopped").h5 " "$SCRATCH/$name.log" || fail "checkpoint of step $stopped not announced"
   [ "$(cat "$SCRATCH/$name.rc")" = 75 ] || fail "exit code $(cat "$SCRATCH/$name.rc") after SIGUSR1, expected 75"
@@ -145,7 +145,6 @@ train auto_none 1 --set train.steps=30 --resume auto
 grep -q "none of the 3 checkpoint(s) in .* loads" "$SCRATCH/auto_none.log" || fail "no reason for refusing to start"
 cmp -s "$SCRATCH/ep4/metrics.jsonl" "$SCRATCH/auto_none/metrics.jsonl" || fail "metrics.jsonl changed by a refused resume"
 echo "resume auto, nothing loads: $(grep furnace: "$SCRATCH/auto_none.log" | tail -n 1 | cut -c1-160)"
-
 
 # 5. A background write that fails ends the run at the next step boundary once the
 # writers are done, with exit 4 and the reason; "checkpoint written" is never said.
