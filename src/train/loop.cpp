@@ -2,8 +2,9 @@
 // log_every steps and appends every step to metrics.jsonl.
 //
 // Each step ends in one agreement (an MPI_MAX over a few flags) before the optimizer
-// update: stop requests by signal, the time limit, and whether a background
-// checkpoint write is still running anywhere. Whatever one rank saw, every rank then acts on together, so no rank is
+// update: stop requests by signal, the time limit, a non-finite loss or gradient
+// norm on any rank, and whether a background checkpoint write is still running
+// anywhere. Whatever one rank saw, every rank then acts on together, so no rank is
 // left waiting in a collective.
 #include <chrono>
 #include <cmath>
@@ -25,6 +26,11 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 using End = Trainer::RunResult::End;
+
+// train.on_nonfinite = skip still stops after this many non-finite steps in a row:
+// the update was skipped for all of them, so the state is the same and it, not a
+// batch, is broken.
+constexpr int kMaxConsecutiveSkips = 10;
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
@@ -142,9 +148,10 @@ Trainer::RunResult Trainer::run() {
   if (const StopRequest s = agreed_stop_request(groups_.world())) return stop_on_request(s, start_step_);
 
   const double tokens_per_step = double(tc.batch_size) * cfg_.model.seq_len;
+  const bool skip_nonfinite = tc.on_nonfinite == "skip";
   const auto t0 = Clock::now();
   double val = NAN;
-  long step = start_step_;
+  long step = start_step_, skipped = 0, skipped_in_a_row = 0;
   RunResult result;
   auto fail = [&](std::string why) {
     result.end = End::Failed;
@@ -154,9 +161,11 @@ Trainer::RunResult Trainer::run() {
   for (; step < tc.steps && result.end == End::Completed; ++step) {
     const auto ts = Clock::now();
     StepResult r = compute_gradients(step);
-    enum { kOver, kStop, kWriting, kFlags };
+    enum { kOver, kStop, kNonfinite, kWriting, kFlags };
     int flags[kFlags] = {tc.time_limit_min > 0 && seconds_since(t0) > tc.time_limit_min * 60 ? 1 : 0,
-                         stop_request(), ckpt_->writing() && !ckpt_->write_finished() ? 1 : 0};
+                         stop_request(),
+                         std::isfinite(r.ce) && std::isfinite(r.total) && std::isfinite(r.grad_norm) ? 0 : 1,
+                         ckpt_->writing() && !ckpt_->write_finished() ? 1 : 0};
     mpiCheck(MPI_Allreduce(MPI_IN_PLACE, flags, kFlags, MPI_INT, MPI_MAX, groups_.world()));
     // A background write that ended on every rank is announced (or fails the run) now.
     if (ckpt_->writing() && !flags[kWriting]) {
@@ -166,7 +175,27 @@ Trainer::RunResult Trainer::run() {
         break;
       }
     }
-    apply_update(step, r);
+    if (flags[kNonfinite]) {
+      char values[96];
+      std::snprintf(values, sizeof values, " (loss %g, gradient norm %g)", r.ce, r.grad_norm);
+      const std::string what = "step " + std::to_string(step + 1) + ": the loss or gradient norm is not finite" +
+                               values + "; " + first_nonfinite_tensor();
+      ++skipped;
+      if (!skip_nonfinite) {
+        fail(what + " (train.on_nonfinite = stop)");
+        break;
+      }
+      if (++skipped_in_a_row >= kMaxConsecutiveSkips) {
+        fail(what + "; " + std::to_string(skipped_in_a_row) +
+             " steps in a row were non-finite with their updates skipped, so the model itself is broken");
+        break;
+      }
+      if (root) std::printf("%s; update skipped (train.on_nonfinite = skip)\n", what.c_str());
+      r.lr = schedule_.at(step);
+    } else {
+      skipped_in_a_row = 0;
+      apply_update(step, r);
+    }
     const double dt = seconds_since(ts);
     if (root && report_hold)
       std::printf("background checkpoint: its snapshot copy held step %ld's update for %.3f s\n",
@@ -197,6 +226,8 @@ Trainer::RunResult Trainer::run() {
                           {"tokens_per_s", tokens_per_step / dt}, {"ms_per_step", dt * 1e3},
                           {"elapsed_s", elapsed},    {"expert_load_max_over_mean", expert_load(*model_)}};
       if (evaluated) j["val_loss"] = val;
+      if (skipped_in_a_row > 0) j["skipped"] = true;  // its update was skipped (non-finite)
+      if (skipped > 0) j["skipped_steps"] = skipped;  // so far in this run
       metrics->write(j.dump());
       if ((step + 1) % std::max(1, tc.log_every) == 0 || evaluated) {
         const double eta = elapsed / double(step + 1 - start_step_) * (tc.steps - step - 1);
@@ -204,6 +235,7 @@ Trainer::RunResult Trainer::run() {
                     step + 1, tc.steps, r.ce, r.lr, tokens_per_step / dt, dt * 1e3,
                     format_eta(eta).c_str());
         if (evaluated) std::printf(" | val %.4f", val);
+        if (skipped > 0) std::printf(" | skipped %ld", skipped);
         std::printf("\n");
         std::fflush(stdout);
       }

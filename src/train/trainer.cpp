@@ -1,8 +1,13 @@
 #include "train/trainer.hpp"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <limits>
+#include <sstream>
 
 #include "comm/mpi_check.hpp"
+#include "kernels/optim.hpp"
 #include "train/resume.hpp"
 
 namespace furnace::train {
@@ -64,6 +69,13 @@ Trainer::Trainer(const io::Config& cfg, comm::Groups& groups)
   valid_data_ = std::make_unique<io::TokenDataset>(cfg.data.valid, cfg.model.vocab_size, min_tokens,
                                                        groups.world());
   ckpt_ = std::make_unique<Checkpointer>(cfg, groups, ps_);
+  if (const char* fault = std::getenv("FURNACE_TEST_NAN_GRAD")) {
+    std::istringstream in(fault);
+    std::getline(in, fault_tensor_, '@');
+    for (std::string s; std::getline(in, s, ',');) fault_steps_.push_back(std::stol(s));
+    if (ps_.find(fault_tensor_) < 0)
+      throw std::invalid_argument("FURNACE_TEST_NAN_GRAD names no tensor '" + fault_tensor_ + "'");
+  }
   const std::int64_t n = std::int64_t(spec_.batch) * spec_.seq;
   inputs_ = decltype(inputs_)("Trainer::inputs", n);
   targets_ = decltype(targets_)("Trainer::targets", n);
@@ -122,6 +134,7 @@ StepResult Trainer::compute_gradients(long step, std::vector<std::int32_t>* batc
   if (batch) *batch = batch_;
   Kokkos::deep_copy(ps_.grads(), 0.0f);
   forward_loss(batch_, true, &r);
+  if (!fault_steps_.empty()) inject_test_fault(step);
   // Dense gradients are identical on every rank after the reduction; each expert
   // gradient lives on its ep slice: count dense once, experts once per ep group.
   double dense = AdamW::grad_sq_sum(ps_, memory::ParamKind::Dense);
@@ -177,6 +190,30 @@ EvalResult Trainer::evaluate() {
   }
   e.loss = sum / e.batches;
   return e;
+}
+
+std::string Trainer::first_nonfinite_tensor() const {
+  // Values first: a non-finite parameter makes everything after it non-finite too.
+  // code = i (value of tensor i) or n + i (its gradient); 2n: none on this rank.
+  const int n = int(ps_.infos().size());
+  int mine[2] = {2 * n, groups_.rank()}, first[2];
+  for (int i = 0; i < n && mine[0] == 2 * n; ++i)
+    if (!std::isfinite(k::sum_squares<float>(ps_.slice(ps_.params(), i)))) mine[0] = i;
+  for (int i = 0; i < n && mine[0] == 2 * n; ++i)
+    if (!std::isfinite(k::sum_squares<float>(ps_.slice(ps_.grads(), i)))) mine[0] = n + i;
+  mpiCheck(MPI_Allreduce(mine, first, 1, MPI_2INT, MPI_MINLOC, groups_.world()));
+  if (first[0] == 2 * n) return "every parameter and gradient is finite (the forward overflowed)";
+  const bool value = first[0] < n;
+  return std::string("first non-finite tensor: ") + (value ? "value" : "gradient") + " of " +
+         ps_.info(value ? first[0] : first[0] - n).name +
+         (groups_.size() > 1 ? " (rank " + std::to_string(first[1]) + ")" : "");
+}
+
+void Trainer::inject_test_fault(long step) {
+  if (groups_.rank() != 0 || std::find(fault_steps_.begin(), fault_steps_.end(), step + 1) == fault_steps_.end())
+    return;
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  Kokkos::deep_copy(Kokkos::subview(ps_.slice(ps_.grads(), ps_.find(fault_tensor_)), std::make_pair(0, 1)), nan);
 }
 
 }  // namespace furnace::train

@@ -64,7 +64,7 @@ class Trainer {
       Completed,    // exit 0 (also when train.time_limit_min stopped it)
       Requeue,      // SIGUSR1/SIGTERM: checkpointed, requeue marker left; exit 75
       Interrupted,  // SIGINT: checkpointed; exit 130
-      Failed,       // a failed checkpoint write; exit 4
+      Failed,       // a non-finite step or a failed checkpoint write; exit 4
     };
     End end = End::Completed;
     double val_loss = 0;
@@ -86,6 +86,14 @@ class Trainer {
   Loss forward_loss(const std::vector<std::int32_t>& tokens, bool backward, StepResult* r);
   void load_local_batch(const io::TokenDataset& data, int stream, long index,
                         std::vector<std::int32_t>& tokens) const;
+
+  // Non-finite steps (trainer.cpp). Collective: the first tensor, in parameter order,
+  // with a non-finite value (else gradient) on any rank, described for the message.
+  std::string first_nonfinite_tensor() const;
+  // FURNACE_TEST_NAN_GRAD="TENSOR@STEP[,STEP...]": a fault for tests; at those steps
+  // (1-based) rank 0 alone writes a NaN into TENSOR's reduced gradient, before the
+  // gradient norm (so only rank 0 sees a non-finite one).
+  void inject_test_fault(long step);
 
   // run()'s checkpoints (loop.cpp), announced by rank 0 once the file exists. Each
   // returns false when a write failed, with the reason (the same on every rank) in
@@ -111,6 +119,8 @@ class Trainer {
   std::vector<std::int32_t> batch_;
   std::unique_ptr<Checkpointer> ckpt_;
   long start_step_ = 0;  // steps already done (resume)
+  std::string fault_tensor_;             // inject_test_fault
+  std::vector<long> fault_steps_;
 };
 
 }  // namespace furnace::train
