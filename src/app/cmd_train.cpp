@@ -82,8 +82,16 @@ int cmd_train(const TrainOptions& opt) {
   if (!opt.resume.empty())
     if (int rc = agree([&] { trainer->resume(opt.resume); }, kBadData)) return rc;
   try {
+    using End = train::Trainer::RunResult::End;
     const auto result = trainer->run();
-    return result.checkpointed_on_signal ? kCheckpointed : kOk;
+    if (result.end == End::Failed && world_rank() == 0) std::fprintf(stderr, "furnace: %s\n", result.error.c_str());
+    switch (result.end) {
+      case End::Completed: return kOk;
+      case End::Requeue: return kCheckpointed;
+      case End::Interrupted: return kInterrupted;
+      case End::Failed: return kBadRun;
+    }
+    return kFailure;
   } catch (const io::CheckpointError& e) {
     // Agreed: every rank has the same error at the same point; one line, a clean exit.
     if (world_rank() == 0) std::fprintf(stderr, "furnace: %s\n", e.what());

@@ -8,7 +8,10 @@ namespace furnace::app {
 
 // Exit codes (documented in README.md).
 // kCheckpointed (75): stopped by SIGUSR1/SIGTERM after writing a checkpoint; requeue.
-enum ExitCode { kOk = 0, kFailure = 1, kBadConfig = 2, kBadData = 3, kBadRun = 4, kCheckpointed = 75 };
+// kInterrupted (130): stopped by SIGINT after writing a checkpoint; not requeued.
+enum ExitCode {
+  kOk = 0, kFailure = 1, kBadConfig = 2, kBadData = 3, kBadRun = 4, kCheckpointed = 75, kInterrupted = 130
+};
 
 struct TrainOptions {
   std::string config;

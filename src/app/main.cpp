@@ -17,6 +17,7 @@
 #include "comm/launcher.hpp"
 #include "io/hdf5_util.hpp"
 #include "kernels/blas_runtime.hpp"
+#include "train/signals.hpp"
 
 namespace {
 
@@ -94,6 +95,7 @@ int run(int argc, char** argv) {
     return rc == 0 ? 0 : kBadConfig;
   }
   if (*t) return cmd_train(train);
+  furnace::train::restore_default_stop_signals();  // the other commands never check
   if (*p) return cmd_data_prepare(prep);
   if (*bkc) {
     print_banner("1 process");
@@ -115,6 +117,8 @@ int main(int argc, char** argv) {
   // A file-size limit (ulimit -f) makes writes fail with EFBIG, reported like a full disk,
   // instead of killing the rank with SIGXFSZ mid-collective.
   std::signal(SIGXFSZ, SIG_IGN);
+  // Next, so that a SIGUSR1/SIGTERM/SIGINT during start-up is a stop request too.
+  furnace::train::install_stop_signal_handlers();
   // Background checkpoints write from a second thread (own communicators).
   int provided = MPI_THREAD_SINGLE;
   MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);

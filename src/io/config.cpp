@@ -319,6 +319,7 @@ const std::vector<KeyInfo>& config_keys() {
       FURNACE_KEY(train, eval_every, at_least(0), "Steps between validation evaluations; 0 = only at the end."),
       FURNACE_KEY(train, eval_batches, at_least(1), "Validation batches per evaluation."),
       FURNACE_KEY(train, log_every, at_least(1), "Steps between metric lines."),
+      FURNACE_KEY(train, on_nonfinite, one_of({"stop", "skip"}), "A step whose loss or gradient norm is not finite: `stop` (exit 4, naming the step and the first non-finite tensor) or `skip` its update (counted as `skipped_steps` in metrics; 10 in a row stop the run)."),
       FURNACE_KEY(data, train, non_empty(), "Training token file."),
       FURNACE_KEY(data, valid, non_empty(), "Validation token file."),
       FURNACE_KEY(output, dir, non_empty(), "Run directory: metrics.jsonl, the resolved config, checkpoints."),

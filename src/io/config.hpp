@@ -49,6 +49,7 @@ struct TrainConfig {
   int eval_every = 100;     // steps between validation evaluations; 0 = only at the end
   int eval_batches = 8;
   int log_every = 1;
+  std::string on_nonfinite = "stop";  // stop | skip: a step whose loss or gradient norm is not finite
 };
 
 struct DataConfig {

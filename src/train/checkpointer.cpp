@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <stdexcept>
 
 namespace furnace::train {
 
@@ -34,13 +35,15 @@ Checkpointer::~Checkpointer() {
   if (writer_.joinable()) writer_.join();
 }
 
-void Checkpointer::wait() {
+Checkpointer::Outcome Checkpointer::collect() {
   if (writer_.joinable()) writer_.join();
-  if (!error_.empty()) {
-    const std::string e = error_;
-    error_.clear();
-    throw io::CheckpointError(e);
-  }
+  Outcome out{last_path_, seconds_, error_};
+  error_.clear();
+  return out;
+}
+
+void Checkpointer::wait() {
+  if (auto out = collect(); !out.error.empty()) throw io::CheckpointError(out.error);
 }
 
 double Checkpointer::save(long step, long optimizer_step, long long tokens_seen) {
@@ -57,13 +60,15 @@ double Checkpointer::save(long step, long optimizer_step, long long tokens_seen)
     last_path_ = io::write_checkpoint(dir_, ps_, b, meta, groups_, opt);
     return now() - t0;
   }
-  wait();  // at most one write in flight
+  if (writer_.joinable()) throw std::logic_error("Checkpointer::save: the previous background write was not collected");
   const std::size_t n = std::size_t(ps_.total());
   snapshot_.resize(3 * n);
   io::CheckpointBuffers b{snapshot_.data(), snapshot_.data() + n, snapshot_.data() + 2 * n,
                           optimizer_step};
   last_path_ = dir_ + "/" + io::checkpoint_file_name(step);
   copied_ = false;
+  finished_.store(false, std::memory_order_relaxed);
+  started_ = t0;
   writer_ = std::thread([this, b, n, meta, opt] {
     // The three buffers are host memory on host backends; a device build would
     // deep_copy into pinned host mirrors here.
@@ -80,6 +85,8 @@ double Checkpointer::save(long step, long optimizer_step, long long tokens_seen)
     } catch (const std::exception& e) {
       error_ = e.what();
     }
+    seconds_ = now() - started_;
+    finished_.store(true, std::memory_order_release);  // publishes error_ and seconds_
   });
   return now() - t0;
 }

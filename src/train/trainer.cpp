@@ -1,9 +1,15 @@
 #include "train/trainer.hpp"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <limits>
+#include <sstream>
 
 #include "comm/fault.hpp"
 #include "comm/mpi_check.hpp"
+#include "kernels/optim.hpp"
+#include "train/resume.hpp"
 
 namespace furnace::train {
 
@@ -65,6 +71,13 @@ Trainer::Trainer(const io::Config& cfg, comm::Groups& groups)
   valid_data_ = std::make_unique<io::TokenDataset>(cfg.data.valid, cfg.model.vocab_size, min_tokens,
                                                        groups.world());
   ckpt_ = std::make_unique<Checkpointer>(cfg, groups, ps_);
+  if (const char* fault = std::getenv("FURNACE_TEST_NAN_GRAD")) {
+    std::istringstream in(fault);
+    std::getline(in, fault_tensor_, '@');
+    for (std::string s; std::getline(in, s, ',');) fault_steps_.push_back(std::stol(s));
+    if (ps_.find(fault_tensor_) < 0)
+      throw std::invalid_argument("FURNACE_TEST_NAN_GRAD names no tensor '" + fault_tensor_ + "'");
+  }
   const std::int64_t n = std::int64_t(spec_.batch) * spec_.seq;
   inputs_ = decltype(inputs_)("Trainer::inputs", n);
   targets_ = decltype(targets_)("Trainer::targets", n);
@@ -80,15 +93,11 @@ void Trainer::load_local_batch(const io::TokenDataset& data, int stream, long in
   data.read_windows(mine, T, tokens);
 }
 
-double Trainer::reduce_sum(double v) const {
-  mpiCheck(MPI_Allreduce(MPI_IN_PLACE, &v, 1, MPI_DOUBLE, MPI_SUM, groups_.world()));
-  return v;
-}
-
-// Forward (and backward) of one batch of tokens [local_batch, seq+1]; returns the
-// global mean cross-entropy.
-double Trainer::forward_loss(const std::vector<std::int32_t>& tokens, bool backward,
-                             StepResult* r) {
+// Forward (and backward) of one batch of tokens [local_batch, seq+1]: the global mean
+// cross-entropy, and whether any rank has a stop request (carried by the same
+// reduction, so evaluation can check every batch without a collective of its own).
+Trainer::Loss Trainer::forward_loss(const std::vector<std::int32_t>& tokens, bool backward,
+                                    StepResult* r) {
   const int T = spec_.seq, B = spec_.batch;
   auto in_h = Kokkos::create_mirror_view(inputs_);
   auto tg_h = Kokkos::create_mirror_view(targets_);
@@ -102,7 +111,9 @@ double Trainer::forward_loss(const std::vector<std::int32_t>& tokens, bool backw
   auto parts = model_->forward(inputs_, targets_);
   if (parts.bad_targets > 0) comm::abort_job("token out of range in a batch (corrupt data file?)", 4);
   const double global_tokens = double(cfg_.train.batch_size) * T;
-  const double ce = reduce_sum(parts.ce_sum) / global_tokens;
+  double sums[2] = {parts.ce_sum, stop_request() != kNoStop ? 1.0 : 0.0};
+  mpiCheck(MPI_Allreduce(MPI_IN_PLACE, sums, 2, MPI_DOUBLE, MPI_SUM, groups_.world()));
+  const double ce = sums[0] / global_tokens;
   if (r) {
     r->ce = ce;
     r->aux = parts.aux;
@@ -116,7 +127,7 @@ double Trainer::forward_loss(const std::vector<std::int32_t>& tokens, bool backw
     model_->backward(global_tokens, [this](int i) { grad_sync_->ready(i); });
     grad_sync_->finish();
   }
-  return ce;
+  return {ce, sums[1] > 0};
 }
 
 StepResult Trainer::compute_gradients(long step, std::vector<std::int32_t>* batch) {
@@ -125,6 +136,7 @@ StepResult Trainer::compute_gradients(long step, std::vector<std::int32_t>* batc
   if (batch) *batch = batch_;
   Kokkos::deep_copy(ps_.grads(), 0.0f);
   forward_loss(batch_, true, &r);
+  if (!fault_steps_.empty()) inject_test_fault(step);
   // Dense gradients are identical on every rank after the reduction; each expert
   // gradient lives on its ep slice: count dense once, experts once per ep group.
   double dense = AdamW::grad_sq_sum(ps_, memory::ParamKind::Dense);
@@ -144,33 +156,71 @@ double Trainer::apply_update(long step, StepResult& r) {
   return r.lr;
 }
 
-StepResult Trainer::train_step(long step) {
-  StepResult r = compute_gradients(step);
-  apply_update(step, r);
-  return r;
-}
-
 std::string Trainer::resume(const std::string& spec) {
-  const std::string path = io::resolve_resume(ckpt_->dir(), spec);
-  if (path.empty()) return "";
-  long opt_step = 0;
-  const auto meta = io::read_checkpoint(path, ps_, groups_, &opt_step);
-  opt_.set_step(opt_step);
-  start_step_ = meta.step;
-  if (groups_.rank() == 0)
-    std::printf("resumed from %s: step %ld, written by world %d = dp %d x ep %d\n", path.c_str(),
-                meta.step, meta.world, meta.dp, meta.ep);
-  return path;
+  const bool root = groups_.rank() == 0;
+  Resumed r;
+  if (spec == "auto") {
+    r = resume_auto(ckpt_->dir(), ps_, groups_);
+  } else {
+    r.path = io::resolve_resume(ckpt_->dir(), spec);
+    r.meta = io::read_checkpoint(r.path, ps_, groups_, &r.optimizer_step);
+  }
+  if (r.path.empty()) return "";
+  // Every rank read the same meta: the same verdict everywhere, no collective needed.
+  if (r.meta.step > cfg_.train.steps)
+    throw io::CheckpointError("checkpoint '" + r.path + "' is at step " + std::to_string(r.meta.step) +
+                              ", beyond train.steps = " + std::to_string(cfg_.train.steps) +
+                              "; raise train.steps to continue it, or start a new run in another checkpoint.dir");
+  opt_.set_step(r.optimizer_step);
+  start_step_ = r.meta.step;
+  if (root) {
+    std::printf("resumed from %s: step %ld, written by world %d = dp %d x ep %d\n", r.path.c_str(),
+                r.meta.step, r.meta.world, r.meta.dp, r.meta.ep);
+    // Shapes were checked by the read; any other change is allowed, and said.
+    for (const auto& d : config_differences(r.meta.config_json, io::to_json(cfg_)))
+      std::printf("resume: %s\n", d.c_str());
+    std::fflush(stdout);
+  }
+  return r.path;
 }
 
-double Trainer::evaluate() {
+EvalResult Trainer::evaluate() {
+  EvalResult e;
   double sum = 0;
   std::vector<std::int32_t> tokens;
-  for (int b = 0; b < cfg_.train.eval_batches; ++b) {
-    load_local_batch(*valid_data_, 1, b, tokens);
-    sum += forward_loss(tokens, false, nullptr);
+  while (e.batches < cfg_.train.eval_batches && !e.stop_requested) {
+    load_local_batch(*valid_data_, 1, e.batches, tokens);
+    const Loss l = forward_loss(tokens, false, nullptr);
+    sum += l.ce;
+    ++e.batches;
+    e.stop_requested = l.stop_requested;
   }
-  return sum / std::max(1, cfg_.train.eval_batches);
+  e.loss = sum / e.batches;
+  return e;
+}
+
+std::string Trainer::first_nonfinite_tensor() const {
+  // Values first: a non-finite parameter makes everything after it non-finite too.
+  // code = i (value of tensor i) or n + i (its gradient); 2n: none on this rank.
+  const int n = int(ps_.infos().size());
+  int mine[2] = {2 * n, groups_.rank()}, first[2];
+  for (int i = 0; i < n && mine[0] == 2 * n; ++i)
+    if (!std::isfinite(k::sum_squares<float>(ps_.slice(ps_.params(), i)))) mine[0] = i;
+  for (int i = 0; i < n && mine[0] == 2 * n; ++i)
+    if (!std::isfinite(k::sum_squares<float>(ps_.slice(ps_.grads(), i)))) mine[0] = n + i;
+  mpiCheck(MPI_Allreduce(mine, first, 1, MPI_2INT, MPI_MINLOC, groups_.world()));
+  if (first[0] == 2 * n) return "every parameter and gradient is finite (the forward overflowed)";
+  const bool value = first[0] < n;
+  return std::string("first non-finite tensor: ") + (value ? "value" : "gradient") + " of " +
+         ps_.info(value ? first[0] : first[0] - n).name +
+         (groups_.size() > 1 ? " (rank " + std::to_string(first[1]) + ")" : "");
+}
+
+void Trainer::inject_test_fault(long step) {
+  if (groups_.rank() != 0 || std::find(fault_steps_.begin(), fault_steps_.end(), step + 1) == fault_steps_.end())
+    return;
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  Kokkos::deep_copy(Kokkos::subview(ps_.slice(ps_.grads(), ps_.find(fault_tensor_)), std::make_pair(0, 1)), nan);
 }
 
 }  // namespace furnace::train

@@ -71,6 +71,19 @@ expect 3 "flip.h5' dataset /model/blocks.1.moe.w1 block 2 (expert 2) fails its c
 expect 3 "flip.h5' dataset /model/blocks.1.moe.w1 block 2 (expert 2) fails its checksum" \
   "$BIN" train "${TINY[@]}" --set train.steps=6 --set output.dir="\"$SCRATCH/flipped\"" --resume "$SCRATCH/flip.h5"
 expect 3 "blocks.1.moe.w1 block 2 fails its checksum" "$ROOT/scripts/export-torch" "$SCRATCH/flip.h5" "$SCRATCH/x.pt"
+# Impossible metadata: a negative step is refused by inspect and the load; a step
+# beyond train.steps by the trainer.
+"$PY" - "$CK" "$SCRATCH/negstep.h5" <<'PYEOF'
+import shutil, sys, h5py, numpy as np
+shutil.copy(sys.argv[1], sys.argv[2])
+with h5py.File(sys.argv[2], "r+") as f:
+    f["meta"].attrs.modify("step", np.int64(-5))
+PYEOF
+expect 3 "negstep.h5' has a negative /meta step (-5)" "$BIN" ckpt inspect "$SCRATCH/negstep.h5"
+expect 3 "negstep.h5' has a negative /meta step (-5)" \
+  "$BIN" train "${TINY[@]}" --set output.dir="\"$SCRATCH/neg\"" --resume "$SCRATCH/negstep.h5"
+expect 3 "is at step 4, beyond train.steps = 2" \
+  "$BIN" train "${TINY[@]}" --set train.steps=2 --set output.dir="\"$SCRATCH/short\"" --resume "$CK"
 
 # 4. PyTorch export, checked against param_shapes and the HDF5 data.
 "$ROOT/scripts/export-torch" "$CK" "$SCRATCH/tiny.pt" --optim

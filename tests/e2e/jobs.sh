@@ -45,6 +45,8 @@ else
   grep -q "launch: mpiexec -n 2 $BIN train --config configs/tiny.toml --set output.dir=$TMP/slurm --resume auto --set data.train=" "$TMP/slurm.log" \
     && ok "train.sbatch prints the launch line" || fail "train.sbatch: no resolved launch line"
   grep -q '"nodes": 1, "ranks": 2' "$TMP/slurm/run.json" && ok "train.sbatch run.json" || fail "train.sbatch run.json: $(cat "$TMP/slurm/run.json")"
+  grep -q "^resume auto: no checkpoint in $TMP/slurm/ckpt; starting at step 0$" "$TMP/slurm.log" \
+    && ok "train.sbatch: --resume auto says it starts afresh" || fail "train.sbatch: no 'starting at step 0' line"
 fi
 
 # MPICH's hydra reads PBS_NODEFILE itself, so it must name this machine.
@@ -76,29 +78,68 @@ grep -q "launch: mpiexec -n 2 " "$TMP/pbs-bad.log" && ok "train.pbs default LAUN
 mkdir -p "$TMP/fakebin"
 cat > "$TMP/fakebin/fake-furnace" <<'EOF'
 #!/usr/bin/env bash
+# FAKE_MARKER=1: leave the ranks' requeue marker, as a checkpoint on SIGTERM does.
+[ -n "${FAKE_MARKER:-}" ] && echo '{"checkpoint":"x","step":1,"signal":"SIGTERM"}' > "$OUTDIR/requeue"
 exit "${FAKE_RC:-0}"
 EOF
 for t in scontrol qrerun; do
   printf '#!/usr/bin/env bash\necho "%s $*" >> "$REQUEUE_LOG"\n' "$t" > "$TMP/fakebin/$t"
 done
 chmod +x "$TMP/fakebin"/*
-for code in 75 4; do
+# "75" and "4" are exit codes; "0+marker": exit 0 with the requeue marker left (what
+# mpiexec returns when it was signalled itself); "0+stale": exit 0 and a marker left
+# by an earlier run before the job started.
+for code in 75 4 0+marker 0+stale; do
   : > "$TMP/requeue.log"
-  clean_env PATH="$TMP/fakebin:$PATH" REQUEUE_LOG="$TMP/requeue.log" FAKE_RC=$code LAUNCH=env \
+  rm -f "$TMP/rq-slurm/requeue" "$TMP/rq-pbs/requeue"
+  marker=""; [ "$code" = 0+marker ] && marker=1
+  if [ "$code" = 0+stale ]; then mkdir -p "$TMP/rq-slurm" "$TMP/rq-pbs"; touch "$TMP/rq-slurm/requeue" "$TMP/rq-pbs/requeue"; fi
+  clean_env PATH="$TMP/fakebin:$PATH" REQUEUE_LOG="$TMP/requeue.log" FAKE_RC=${code%%+*} FAKE_MARKER=$marker LAUNCH=env \
     FURNACE="$TMP/fakebin/fake-furnace" CONFIG=configs/tiny.toml DATA_DIR= OUTDIR="$TMP/rq-slurm" \
     SLURM_JOB_ID=41 SLURM_SUBMIT_DIR="$ROOT" bash jobs/slurm/train.sbatch > /dev/null 2>&1
   rc_s=$?
-  clean_env PATH="$TMP/fakebin:$PATH" REQUEUE_LOG="$TMP/requeue.log" FAKE_RC=$code LAUNCH=env \
+  clean_env PATH="$TMP/fakebin:$PATH" REQUEUE_LOG="$TMP/requeue.log" FAKE_RC=${code%%+*} FAKE_MARKER=$marker LAUNCH=env \
     FURNACE="$TMP/fakebin/fake-furnace" CONFIG=configs/tiny.toml DATA_DIR= OUTDIR="$TMP/rq-pbs" \
     PBS_JOBID=42.server PBS_O_WORKDIR="$ROOT" bash jobs/pbs/train.pbs > /dev/null 2>&1
   rc_p=$?
-  want=""; [ $code -eq 75 ] && want=$'scontrol requeue 41\nqrerun 42.server'
-  if [ $rc_s -eq $code ] && [ $rc_p -eq $code ] && [ "$(cat "$TMP/requeue.log")" = "$want" ]; then
-    ok "exit code $code: propagated, requeue calls: $(echo $want)"
+  want="" want_rc=${code%%+*}
+  case $code in 75|0+marker) want=$'scontrol requeue 41\nqrerun 42.server' want_rc=75 ;; esac
+  if [ $rc_s -eq $want_rc ] && [ $rc_p -eq $want_rc ] && [ "$(cat "$TMP/requeue.log")" = "$want" ]; then
+    ok "$code: exit $want_rc, requeue calls: $(echo $want)"
   else
-    fail "exit code $code: slurm $rc_s, pbs $rc_p, requeue log: $(cat "$TMP/requeue.log")"
+    fail "$code: slurm $rc_s, pbs $rc_p (expected $want_rc), requeue log: $(cat "$TMP/requeue.log")"
   fi
 done
+
+# The real thing: the launcher (mpiexec) itself is signalled, as the batch shell
+# forwards a signal to it. The ranks checkpoint and exit 75, but mpiexec often
+# returns 0 then; the job must requeue every time, by the ranks' marker.
+# scripts/requeue-trials.sh runs this many times and prints a table.
+source tests/e2e/lib/requeue.sh
+DATA=$D
+for sig in TERM USR1 TERM USR1; do
+  r=$(requeue_trial "$sig" "$TMP/trial")
+  read -r _ launcher_rc script_rc requeues marker ckpt <<< "$r"
+  if [ "$script_rc" = 75 ] && [ "$requeues" = 1 ] && [ "$marker" = yes ] && [ "$ckpt" = ok ]; then
+    ok "SIG$sig to mpiexec: launcher exit $launcher_rc, job exit 75, requeued once, checkpoint intact"
+  else
+    fail "SIG$sig to mpiexec: launcher exit $launcher_rc, job exit $script_rc, $requeues requeue(s), marker $marker, checkpoint $ckpt"
+    tail -n 15 "$TMP/trial/job.log"
+  fi
+done
+# The requeued job (same OUTDIR, --resume auto) continues from that checkpoint and
+# leaves no marker when it completes.
+stopped=$(sed -n 's/.*"step":\([0-9]*\).*/\1/p' "$TMP/trial/out/requeue")
+(clean_env LAUNCH="mpiexec -n 2" SLURM_JOB_ID=77 SLURM_SUBMIT_DIR="$ROOT" FURNACE="$BIN" CONFIG=configs/tiny.toml \
+   OUTDIR="$TMP/trial/out" DATA_DIR= EXTRA_ARGS="$DATA_ARGS --set parallel.ep=2 --set train.steps=$((stopped + 3))" \
+   timeout -k 5 60 bash jobs/slurm/train.sbatch) > "$TMP/requeued.log" 2>&1
+rc=$?
+if [ $rc -eq 0 ] && grep -q "^resumed from .*step_$(printf %08d "$stopped").h5: step $stopped," "$TMP/requeued.log" \
+   && [ ! -e "$TMP/trial/out/requeue" ]; then
+  ok "the requeued job resumed at step $stopped and completed"
+else
+  fail "requeued job: exit $rc, $(grep -E '^resume|requeue' "$TMP/requeued.log" | head -3)"
+fi
 
 # --- 3. scaling.sh with a fake sbatch ------------------------------------------------
 cat > "$TMP/fakebin/sbatch" <<'EOF'

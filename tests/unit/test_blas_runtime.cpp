@@ -1,13 +1,27 @@
-// OpenBLAS core ladder, validation and runtime queries. The re-exec itself is not
-// exercised here (it would restart the test binary); the decision it acts on is the
-// pure function choose_blas_core, tested for every policy case on made-up CPUs.
+// OpenBLAS core ladder, validation and runtime queries: the decision as the pure
+// function choose_blas_core, for every policy case on made-up CPUs, and the re-exec
+// itself in child processes of this binary (see run_child).
 #include "kernels/blas_runtime.hpp"
 
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
 #include <cstdlib>
-#include <optional>
+#include <cstring>
+#include <fstream>
+#include <iterator>
 #include <string>
+#include <utility>
+#include <vector>
+
+extern char** environ;
 
 namespace furnace::kernels {
 namespace {
@@ -135,45 +149,161 @@ TEST(BlasRuntime, DetectedCoreIsConsistentWithCpuFlags) {
 }
 #endif
 
-// Sets an environment variable for one scope and restores the previous value.
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const char* value) : name_(name) {
-    if (const char* old = std::getenv(name)) old_ = old;
-    value ? setenv(name, value, 1) : unsetenv(name);
+// --- select_blas_core_or_reexec, for real, in a child process ----------------------
+// The test binary starts itself again (posix_spawn of /proc/self/exe) with a chosen
+// environment; child_hook() below runs in that child before main() (before MPI and
+// gtest), calls select_blas_core_or_reexec like furnace's main() does, and reports
+// what happened: "returned" when the call came back, "reexeced" when it ran again
+// after an exec (same pid), with the core OpenBLAS then runs and the two variables.
+constexpr const char* kReport = "FURNACE_BLAS_TEST_REPORT";      // the child writes here
+constexpr const char* kStage = "FURNACE_BLAS_TEST_STAGE";        // "selecting" across the exec
+constexpr const char* kDropCore = "FURNACE_BLAS_TEST_DROP_CORETYPE";  // unset it before selecting
+
+void report(const char* path, const char* stage) {
+  auto env = [](const char* name) { const char* v = std::getenv(name); return v ? v : "-"; };
+  if (std::FILE* f = std::fopen(path, "w")) {
+    std::fprintf(f, "%s %d %s %s %s\n", stage, int(getpid()), blas_core_in_use().c_str(),
+                 env("OPENBLAS_CORETYPE"), env("FURNACE_BLAS_REEXEC"));
+    std::fclose(f);
   }
-  ~ScopedEnv() { old_ ? setenv(name_, old_->c_str(), 1) : unsetenv(name_); }
+}
 
- private:
-  const char* name_;
-  std::optional<std::string> old_;
-};
-
-// Each case must return (a bug here would restart the test binary, not hang it: the
-// exec sets the guard, so the restarted run returns and the suite runs once more).
-TEST(BlasRuntime, SelectReturnsWithoutExecWhenTheUserChoseOrAlreadyReexeced) {
+bool child_hook() {
+  const char* path = std::getenv(kReport);
+  if (path == nullptr) return false;  // the normal test run
+  if (const char* stage = std::getenv(kStage); stage && std::string(stage) == "selecting") {
+    report(path, "reexeced");
+    _exit(0);
+  }
+  setenv(kStage, "selecting", 1);
+  // OpenBLAS read OPENBLAS_CORETYPE when it loaded; dropping it now makes the
+  // automatic choice see a core OpenBLAS "picked" by itself.
+  if (std::getenv(kDropCore)) unsetenv("OPENBLAS_CORETYPE");
   char arg0[] = "furnace_tests";
   char* argv[] = {arg0, nullptr};
-  {  // after our own re-exec nothing is checked again, not even an invalid name
-    ScopedEnv guard("FURNACE_BLAS_REEXEC", "1"), core("FURNACE_BLAS_CORE", "NOSUCHCORE");
-    select_blas_core_or_reexec(1, argv);
+  select_blas_core_or_reexec(1, argv);
+  report(path, "returned");
+  _exit(0);
+}
+const bool kIsChild = child_hook();
+
+struct ChildRun {
+  int status = -1;        // waitpid status
+  pid_t pid = -1;         // of the spawned child
+  std::string stage, core, coretype, guard, output;
+  bool same_pid = false;  // the report came from the spawned pid (an exec keeps it)
+};
+
+// Runs the child with exactly these settings of the variables select reads (the
+// outer environment's, e.g. a site's OPENBLAS_CORETYPE, are dropped).
+ChildRun run_child(std::vector<std::pair<std::string, std::string>> vars) {
+  static int counter = 0;
+  const std::string base = "/tmp/furnace_blas_child_" + std::to_string(getpid()) + "_" +
+                           std::to_string(counter++);
+  const std::string report_path = base + ".report", output_path = base + ".out";
+  std::vector<std::string> env;
+  for (char** e = environ; *e; ++e) {
+    const std::string kv = *e;
+    if (kv.rfind("OPENBLAS_CORETYPE=", 0) != 0 && kv.rfind("FURNACE_BLAS_", 0) != 0) env.push_back(kv);
   }
-  {
-    ScopedEnv guard("FURNACE_BLAS_REEXEC", nullptr), core("FURNACE_BLAS_CORE", "native");
-    select_blas_core_or_reexec(1, argv);
+  vars.emplace_back(kReport, report_path);
+  for (const auto& [k, v] : vars) env.push_back(k + "=" + v);
+  std::vector<char*> envp;
+  for (auto& kv : env) envp.push_back(kv.data());
+  envp.push_back(nullptr);
+  char arg0[] = "furnace_tests";
+  char* argv[] = {arg0, nullptr};
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 1, output_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_adddup2(&fa, 1, 2);
+  ChildRun r;
+  const int err = posix_spawn(&r.pid, "/proc/self/exe", &fa, nullptr, argv, envp.data());
+  posix_spawn_file_actions_destroy(&fa);
+  if (err != 0) {
+    ADD_FAILURE() << "posix_spawn: " << std::strerror(err);
+    return r;
   }
-  {  // OPENBLAS_CORETYPE is the user's direct choice; a valid FURNACE_BLAS_CORE is moot
-    ScopedEnv guard("FURNACE_BLAS_REEXEC", nullptr), ot("OPENBLAS_CORETYPE", "PRESCOTT"),
-        core("FURNACE_BLAS_CORE", detect_blas_core().c_str());
-    if (!detect_blas_core().empty()) select_blas_core_or_reexec(1, argv);
+  waitpid(r.pid, &r.status, 0);
+  std::ifstream rep(report_path);
+  int pid = -1;
+  rep >> r.stage >> pid >> r.core >> r.coretype >> r.guard;
+  r.same_pid = pid == int(r.pid);
+  std::ifstream out(output_path);
+  r.output.assign(std::istreambuf_iterator<char>(out), {});
+  std::remove(report_path.c_str());
+  std::remove(output_path.c_str());
+  return r;
+}
+
+bool exited_with(const ChildRun& r, int code) { return WIFEXITED(r.status) && WEXITSTATUS(r.status) == code; }
+
+// Case-insensitive core names ("Prescott" from OpenBLAS, "PRESCOTT" from us).
+std::string up(std::string s) {
+  for (char& c : s) c = char(std::toupper(static_cast<unsigned char>(c)));
+  return s;
+}
+
+TEST(BlasReexec, ExplicitCoreReexecsOnceKeepingThePidAndOpenBlasRunsIt) {
+  // OpenBLAS loads with the strongest core this CPU runs; the user asks for the
+  // weakest (an SSE core, which OpenBLAS never refuses), so the request needs an exec.
+  const auto cores = runnable_cores(cpu_features());
+  if (cores.size() < 2) GTEST_SKIP() << "not an x86 CPU: no ladder core to request";
+  const std::string want = cores.back();
+  const ChildRun r = run_child({{"OPENBLAS_CORETYPE", cores.front()}, {kDropCore, "1"}, {"FURNACE_BLAS_CORE", want}});
+  ASSERT_TRUE(exited_with(r, 0)) << r.output;
+  EXPECT_EQ(r.stage, "reexeced") << r.output;
+  EXPECT_TRUE(r.same_pid) << "exec must keep the process id (mpiexec/srun track it)";
+  EXPECT_EQ(up(r.core), want);
+  EXPECT_EQ(r.coretype, want);
+  EXPECT_EQ(r.guard, "1");
+}
+
+TEST(BlasReexec, AutomaticChoiceClimbsFromAWeakerLadderCore) {
+  const std::string best = best_core(cpu_features());
+  if (core_rank(best) <= 0) GTEST_SKIP() << "this CPU runs no core above the SSE rung";
+  // OpenBLAS "picked" PRESCOTT (loaded with it, variable then dropped): the automatic
+  // choice must re-exec with the best core. OpenBLAS may still fall back to a lower
+  // core it trusts more (it does for SKYLAKEX on some AMD CPUs), so the core that runs
+  // is checked to be above PRESCOTT, not equal to the request.
+  const ChildRun r = run_child({{"OPENBLAS_CORETYPE", "PRESCOTT"}, {kDropCore, "1"}});
+  ASSERT_TRUE(exited_with(r, 0)) << r.output;
+  EXPECT_EQ(r.stage, "reexeced") << r.output;
+  EXPECT_TRUE(r.same_pid);
+  EXPECT_EQ(r.coretype, best);
+  EXPECT_GT(core_rank(r.core), 0) << r.core;
+}
+
+TEST(BlasReexec, ReturnsWithoutExecWhenTheUserChoseOrAlreadyReexeced) {
+  const std::string best = best_core(cpu_features());
+  // After our own re-exec nothing is checked again, not even an invalid name.
+  ChildRun r = run_child({{"FURNACE_BLAS_REEXEC", "1"}, {"FURNACE_BLAS_CORE", "NOSUCHCORE"}});
+  EXPECT_TRUE(exited_with(r, 0)) << r.output;
+  EXPECT_EQ(r.stage, "returned") << r.output;
+  // native: OpenBLAS's own choice stays.
+  r = run_child({{"FURNACE_BLAS_CORE", "native"}, {"OPENBLAS_CORETYPE", "PRESCOTT"}, {kDropCore, "1"}});
+  EXPECT_EQ(r.stage, "returned") << r.output;
+  EXPECT_EQ(up(r.core), "PRESCOTT");
+  // OPENBLAS_CORETYPE is the user's direct choice; a valid FURNACE_BLAS_CORE is moot.
+  if (!best.empty()) {
+    r = run_child({{"OPENBLAS_CORETYPE", "PRESCOTT"}, {"FURNACE_BLAS_CORE", best}});
+    EXPECT_EQ(r.stage, "returned") << r.output;
+    EXPECT_EQ(up(r.core), "PRESCOTT");
+    EXPECT_EQ(r.guard, "-");
+    // Asking for the core already in use needs no exec.
+    r = run_child({{"OPENBLAS_CORETYPE", "PRESCOTT"}, {kDropCore, "1"}, {"FURNACE_BLAS_CORE", "prescott"}});
+    EXPECT_EQ(r.stage, "returned") << r.output;
+    EXPECT_EQ(r.guard, "-");
   }
-  // Asking for the core already in use needs no exec.
-  if (core_rank(blas_core_in_use()) >= 0) {
-    ScopedEnv guard("FURNACE_BLAS_REEXEC", nullptr), ot("OPENBLAS_CORETYPE", nullptr),
-        core("FURNACE_BLAS_CORE", blas_core_in_use().c_str());
-    select_blas_core_or_reexec(1, argv);
-  }
-  SUCCEED();
+}
+
+TEST(BlasReexec, InvalidChoiceExitsWithCode2AndOneLine) {
+  const ChildRun r = run_child({{"FURNACE_BLAS_CORE", "NOSUCHCORE"}});
+  EXPECT_TRUE(exited_with(r, 2)) << r.status << ": " << r.output;
+  EXPECT_EQ(r.stage, "") << "the child went on after an invalid FURNACE_BLAS_CORE";
+  EXPECT_EQ(r.output.rfind("furnace: FURNACE_BLAS_CORE=NOSUCHCORE is not a core furnace knows", 0), 0u)
+      << r.output;
+  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
 }
 
 TEST(BlasRuntime, ReportsCoreConfigAndRate) {
