@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Bad inputs end with one clear line and the documented exit code, never a hang.
 source "$(dirname "$0")/lib/common.sh"
+source "$(dirname "$0")/lib/one_line.sh"
 
 
 expect 2 "unknown key model.experts" "$BIN" train "${TINY[@]}" --set model.experts=3
@@ -26,4 +27,18 @@ with h5py.File(sys.argv[1], "w") as f:
 PY
 expect 4 "holds token 250" mpiexec -n 2 "$BIN" train "${TINY[@]}" --set model.vocab_size=100 \
   --set data.train="\"$SCRATCH/badtok.h5\"" --set data.valid="\"$SCRATCH/badtok.h5\""
+
+# Issue 7: each bad input is one line on stderr with the documented exit code, also
+# under mpiexec (once, from one rank), and nothing is read or echoed without bound.
+HUGE=$(head -c 100000 /dev/zero | tr '\0' a)
+expect_line 2 "config file '/dev/zero' is larger than 1 MiB" "$BIN" train --config /dev/zero
+expect_line 2 "larger than 1 MiB" mpiexec -n 2 "$BIN" train --config /dev/zero
+expect_line 2 "train.eval_batches = 2000000000 is out of range" "$BIN" train "${TINY[@]}" --set train.eval_batches=2000000000
+expect_line 2 "unknown key model.name" "$BIN" train "${TINY[@]}" --set model.name="$HUGE"
+expect_line 2 "model.norm" mpiexec -n 2 "$BIN" train "${TINY[@]}" --set model.norm="$HUGE"
+expect_line 2 "unknown command 'trian'" "$BIN" trian
+expect_line 2 "'furnace bench' needs a command: kernels" mpiexec -n 2 "$BIN" bench
+expect_line 2 "unknown command 'aaaa" "$BIN" "$HUGE"
+expect_line 2 "--resume needs a value: 'auto'" "$BIN" train "${TINY[@]}" --resume ""
+expect_line 2 "--resume needs a value" mpiexec -n 2 "$BIN" train "${TINY[@]}" --resume ""
 echo "errors: all bad inputs refused"
