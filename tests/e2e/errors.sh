@@ -41,4 +41,30 @@ expect_line 2 "'furnace bench' needs a command: kernels" mpiexec -n 2 "$BIN" ben
 expect_line 2 "unknown command 'aaaa" "$BIN" "$HUGE"
 expect_line 2 "--resume needs a value: 'auto'" "$BIN" train "${TINY[@]}" --resume ""
 expect_line 2 "--resume needs a value" mpiexec -n 2 "$BIN" train "${TINY[@]}" --resume ""
+# Run directories and model sizes are checked before anything is built or written.
+touch "$SCRATCH/a-file"
+expect_line 2 "output.dir = \"$SCRATCH/a-file\": '$SCRATCH/a-file' is an existing file" \
+  "$BIN" train "${TINY[@]}" --set output.dir="\"$SCRATCH/a-file\""
+expect_line 2 "checkpoint.dir = .*existing file" mpiexec -n 2 "$BIN" train "${TINY[@]}" \
+  --set output.dir="\"$SCRATCH/run\"" --set checkpoint.dir="\"$SCRATCH/a-file/ckpt\""
+expect_line 2 "output.dir = .* is 5005 bytes long" "$BIN" train "${TINY[@]}" --set output.dir="/tmp/${HUGE:0:5000}"
+expect_line 2 "model.seq_len = 1000000.*lower model.seq_len" "$BIN" train "${TINY[@]}" --set model.seq_len=1000000
+expect_line 2 "model.d_model = 2000000000" mpiexec -n 2 "$BIN" train "${TINY[@]}" \
+  --set model.d_model=2000000000 --set model.n_heads=1
+
+# BLAS threads follow the user's variables, else the CPUs this process may run on
+# (divided among the ranks sharing them); the banner says which.
+banner() { "$@" "${TINY[@]}" --set train.steps=1 --set output.dir="\"$SCRATCH/run\"" | grep '^furnace .*BLAS'; }
+banner env OPENBLAS_NUM_THREADS=1 "$BIN" train | grep -q "BLAS .*, 1 thread(s) (OPENBLAS_NUM_THREADS)" \
+  || fail "OPENBLAS_NUM_THREADS=1 not followed: $(banner env OPENBLAS_NUM_THREADS=1 "$BIN" train)"
+banner env -u OPENBLAS_NUM_THREADS OMP_NUM_THREADS=1 "$BIN" train | grep -q ", 1 thread(s) (OMP_NUM_THREADS)" \
+  || fail "OMP_NUM_THREADS=1 not followed"
+banner env -u OPENBLAS_NUM_THREADS -u OMP_NUM_THREADS taskset -c 0 "$BIN" train \
+  | grep -q ", 1 thread(s) (CPU affinity: 1 CPU)" || fail "taskset -c 0 not followed: \
+  $(banner env -u OPENBLAS_NUM_THREADS -u OMP_NUM_THREADS taskset -c 0 "$BIN" train)"
+banner env -u OPENBLAS_NUM_THREADS -u OMP_NUM_THREADS taskset -c 0 mpiexec -n 2 "$BIN" train \
+  | grep -q ", 1 thread(s) (CPU affinity: 1 CPU / 2 ranks)" || fail "two ranks on one CPU not seen"
+echo "ok: BLAS threads from OPENBLAS_NUM_THREADS, OMP_NUM_THREADS and taskset"
+expect_line 2 "OPENBLAS_NUM_THREADS is set but is not a positive integer" \
+  env OPENBLAS_NUM_THREADS=many mpiexec -n 2 "$BIN" train "${TINY[@]}"
 echo "errors: all bad inputs refused"
