@@ -15,18 +15,38 @@ expect 3 "trunc.h5" "$BIN" train "${TINY[@]}" --set data.train="\"$SCRATCH/trunc
 # The same errors under MPI: one message, every rank exits, no hang.
 expect 2 "does not divide" mpiexec -n 2 "$BIN" train "${TINY[@]}" --set parallel.ep=3 --set moe.experts=3 --set moe.top_k=1
 expect 3 "not a valid HDF5 file" mpiexec -n 2 "$BIN" train "${TINY[@]}" --set data.train="\"$SCRATCH/junk.h5\""
-# A token outside the vocabulary deep inside the file is found when a batch reads it,
-# on one rank: the job ends with the reason (exit 4), no rank is left waiting.
-/usr/bin/python3 - "$SCRATCH/badtok.h5" <<'PY'
+# Token files out of proportion, unwritten, corrupt or with a token outside the
+# vocabulary near the end are refused when opened (exit 3, one line), at 1 and 2 ranks.
+/usr/bin/python3 - "$SCRATCH" <<'PY'
 import sys, h5py, numpy as np
-t = np.random.default_rng(0).integers(0, 100, 200000).astype(np.uint8)
-t[100000:] = 250  # >= vocab_size 100
-with h5py.File(sys.argv[1], "w") as f:
-    d = f.create_dataset("tokens", data=t)
-    d.attrs["vocab_size"] = np.int32(100)
+d = sys.argv[1]
+def tokens_file(name, **kw):
+    f = h5py.File(f"{d}/{name}", "w")
+    ds = f.create_dataset("tokens", **kw)
+    ds.attrs["vocab_size"] = np.int32(100)
+    return f, ds
+text = np.random.default_rng(0).integers(0, 100, 200000).astype(np.uint8)
+f, _ = tokens_file("badtok.h5", data=np.concatenate([text, [250]]).astype(np.uint8)); f.close()  # the last token
+f, _ = tokens_file("bigchunk.h5", data=np.zeros(1 << 26, np.uint8), chunks=(1 << 26,), compression="gzip"); f.close()
+f, _ = tokens_file("never.h5", shape=(1 << 40,), dtype=np.uint8, chunks=(1 << 16,)); f.close()
+f, ds = tokens_file("corrupt.h5", data=text, chunks=(1 << 16,), compression="gzip")
+info = ds.id.get_chunk_info(1); f.close()
+with open(f"{d}/corrupt.h5", "r+b") as raw:
+    raw.seek(info.byte_offset + info.size // 2); raw.write(bytes(range(64)))
 PY
-expect 4 "holds token 250" mpiexec -n 2 "$BIN" train "${TINY[@]}" --set model.vocab_size=100 \
-  --set data.train="\"$SCRATCH/badtok.h5\"" --set data.valid="\"$SCRATCH/badtok.h5\""
+V100=(--set model.vocab_size=100)
+for np in 1 2; do
+  for f in badtok bigchunk never corrupt; do
+    case $f in
+      badtok) why="holds token 250 at offset 200000, >= its vocab_size 100" ;;
+      bigchunk) why="chunks of 67108864 tokens (64.0 MiB uncompressed)" ;;
+      never) why="only 0 of its 16777216 chunks written" ;;
+      corrupt) why="cannot be read at tokens" ;;
+    esac
+    expect_line 3 "data file '$SCRATCH/$f.h5'.*$why" mpiexec -n $np "$BIN" train "${TINY[@]}" "${V100[@]}" \
+      --set data.train="\"$SCRATCH/$f.h5\"" --set data.valid="\"$SCRATCH/badtok.h5\""
+  done
+done
 
 # Issue 7: each bad input is one line on stderr with the documented exit code, also
 # under mpiexec (once, from one rank), and nothing is read or echoed without bound.
