@@ -7,6 +7,7 @@
 #include "app/setup_check.hpp"
 #include "comm/groups.hpp"
 #include "comm/mpi_check.hpp"
+#include "io/clip.hpp"
 #include "io/config.hpp"
 #include "io/dataset.hpp"
 #include "kernels/blas_runtime.hpp"
@@ -40,7 +41,8 @@ int agree(F&& what, int code) {
   struct { int rank, code; } mine{err.empty() ? 1 << 30 : world_rank(), my_code}, first{};
   MPI_Allreduce(&mine, &first, 1, MPI_2INT, MPI_MINLOC, MPI_COMM_WORLD);
   if (first.rank == (1 << 30)) return 0;
-  if (first.rank == world_rank()) std::fprintf(stderr, "furnace: %s\n", err.c_str());
+  // Bounded and one line even when a message quotes user input in full.
+  if (first.rank == world_rank()) std::fprintf(stderr, "furnace: %s\n", io::clip(err, 800).c_str());
   return first.code;
 }
 

@@ -304,11 +304,11 @@ PrepareResult prepare_text_data(const std::vector<std::string>& inputs, const st
   for (const auto& f : inputs) {
     std::ifstream in(f, std::ios::binary);
     std::error_code ec;
-    if (!fs::exists(f, ec)) throw DataError("input file '" + f + "' not found");
-    if (!in || fs::is_directory(f, ec)) throw DataError("input file '" + f + "' cannot be read");
+    if (!fs::exists(f, ec)) throw DataError("input file '" + clip(f) + "' not found");
+    if (!in || fs::is_directory(f, ec)) throw DataError("input file '" + clip(f) + "' cannot be read");
     const std::size_t before = bytes.size();
     bytes.insert(bytes.end(), std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-    if (in.bad()) throw DataError("input file '" + f + "' could not be read to the end");
+    if (in.bad()) throw DataError("input file '" + clip(f) + "' could not be read to the end");
     std::cout << "  read " << f << " (" << bytes.size() - before << " bytes)\n";
   }
   const auto total = std::int64_t(bytes.size());

@@ -59,6 +59,7 @@ expect_line 2 "model.norm" mpiexec -n 2 "$BIN" train "${TINY[@]}" --set model.no
 expect_line 2 "unknown command 'trian'" "$BIN" trian
 expect_line 2 "'furnace bench' needs a command: kernels" mpiexec -n 2 "$BIN" bench
 expect_line 2 "unknown command 'aaaa" "$BIN" "$HUGE"
+expect_line 3 "aaaa" "$BIN" train "${TINY[@]}" --set output.dir="\"$SCRATCH/run\"" --resume "$SCRATCH/$HUGE"
 expect_line 2 "--resume needs a value: 'auto'" "$BIN" train "${TINY[@]}" --resume ""
 expect_line 2 "--resume needs a value" mpiexec -n 2 "$BIN" train "${TINY[@]}" --resume ""
 # Run directories and model sizes are checked before anything is built or written.
