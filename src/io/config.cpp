@@ -413,7 +413,27 @@ std::string config_reference_markdown() {
      << "of the wrong type (an integer is accepted for a number, not the reverse), a value out of range\n"
      << "or an inconsistent combination stops with one line naming the key and what is accepted.\n"
      << "Combinations checked: `model.d_model` is a multiple of `model.n_heads`; when `moe.experts > 0`,\n"
-     << "`moe.top_k <= moe.experts` and `parallel.ep` divides `moe.experts`.\n";
+     << "`moe.top_k <= moe.experts` and `parallel.ep` divides `moe.experts`.\n\n"
+     << "Limits on what is read: a config file is read up to " << (kMaxConfigBytes >> 20) << " MiB and refused beyond\n"
+     << "(so `--config /dev/zero` or an endless FIFO stops at once); an error message quotes at most\n"
+     << kClipBytes << " bytes of a value, key or path, with its length, and control characters escaped.\n\n"
+     << "Before the model is built, every rank checks the run against the machine and the ranks agree\n"
+     << "(one line, exit code 2):\n\n"
+     << "- `output.dir` and the checkpoint directory are created; an existing file in the way, a path\n"
+     << "  of PATH_MAX (4096) bytes or more with the files inside it, a component over NAME_MAX (255)\n"
+     << "  bytes or a directory that cannot be created is refused, naming the key;\n"
+     << "- memory: an estimate of the largest allocations of a rank (parameters, gradients and AdamW\n"
+     << "  moments; the attention probabilities `[B, H, T, T]` of every layer; the other activations\n"
+     << "  and logits, with B = `train.batch_size` / ranks, T = `model.seq_len`) must fit in what the\n"
+     << "  rank can have: the least of MemAvailable and the cgroup's free memory, divided by the ranks\n"
+     << "  on the node, and of RLIMIT_AS (`ulimit -v`). The estimate is a lower bound; an allocation\n"
+     << "  that still fails while the model is set up is refused the same way;\n"
+     << "- BLAS threads per rank: `OPENBLAS_NUM_THREADS`, else `OMP_NUM_THREADS` (its first entry),\n"
+     << "  when set (not a positive integer: refused); otherwise the CPUs the process may run on\n"
+     << "  (`sched_getaffinity`: a Slurm cpuset, `taskset`) divided among the ranks of the node that\n"
+     << "  share them. Never more than that share, so ranks x threads stay within the cores; the\n"
+     << "  start-up banner names the source, e.g. `BLAS Haswell, 2 thread(s) (OPENBLAS_NUM_THREADS)`.\n\n"
+     << "Data files have their own limits: [data.md](data.md).\n";
   for (const auto& s : kSections) {
     md << "\n## [" << s.name << "]\n\n" << s.doc << "\n\n"
        << "| key | type | default | accepted | meaning |\n|---|---|---|---|---|\n";
