@@ -53,6 +53,7 @@ done
 HUGE=$(head -c 100000 /dev/zero | tr '\0' a)
 expect_line 2 "config file '/dev/zero' is larger than 1 MiB" "$BIN" train --config /dev/zero
 expect_line 2 "larger than 1 MiB" mpiexec -n 2 "$BIN" train --config /dev/zero
+expect_line 2 "larger than 1 MiB" "$BIN" train --config <(yes '# an endless pipe')
 expect_line 2 "train.eval_batches = 2000000000 is out of range" "$BIN" train "${TINY[@]}" --set train.eval_batches=2000000000
 expect_line 2 "unknown key model.name" "$BIN" train "${TINY[@]}" --set model.name="$HUGE"
 expect_line 2 "model.norm" mpiexec -n 2 "$BIN" train "${TINY[@]}" --set model.norm="$HUGE"
