@@ -6,10 +6,12 @@
 #include <thread>
 
 #include "app/commands.hpp"
+#include "app/setup_check.hpp"
 #include "comm/agree.hpp"
 #include "comm/groups.hpp"
 #include "comm/mpi_check.hpp"
 #include "io/checkpoint.hpp"
+#include "io/clip.hpp"
 #include "io/config.hpp"
 #include "io/dataset.hpp"
 #include "kernels/blas_runtime.hpp"
@@ -26,20 +28,28 @@ int world_rank() {
 }
 
 // Every rank evaluates `what`; if any fails, rank 0 prints the lowest failing rank's
-// message and every rank returns `code`. A failing rank whose partners are stuck in a
-// collective it left ends the job with its reason (comm::agree_on_error's deadline).
+// message and every rank returns `code`, or kBadConfig when that rank's error is an
+// io::ConfigError. A failing rank whose partners are stuck in a collective it left
+// ends the job with its reason (comm::agree_on_error's deadline).
 template <class F>
 int agree(F&& what, int code) {
   std::optional<std::string> err;
+  int my_code = code;
   try {
     what();
+  } catch (const io::ConfigError& e) {
+    err = e.what(), my_code = kBadConfig;
   } catch (const std::exception& e) {
     err = e.what();
   }
   const auto agreed = comm::agree_on_error(MPI_COMM_WORLD, err, code);
   if (!agreed) return 0;
-  if (world_rank() == 0) std::fprintf(stderr, "furnace: %s\n", agreed->c_str());
-  return code;
+  // Every rank is here now: MINLOC gives the lowest failing rank's code.
+  struct { int rank, code; } mine{err ? world_rank() : 1 << 30, my_code}, first{};
+  mpiCheck(MPI_Allreduce(&mine, &first, 1, MPI_2INT, MPI_MINLOC, MPI_COMM_WORLD));
+  // Bounded and one line even when a message quotes user input in full.
+  if (world_rank() == 0) std::fprintf(stderr, "furnace: %s\n", io::clip(*agreed, 800).c_str());
+  return first.code;
 }
 
 }  // namespace
@@ -47,10 +57,10 @@ int agree(F&& what, int code) {
 void print_banner(const std::string& layout) {
   if (world_rank() != 0) return;
   const double gf = kernels::measure_sgemm_gflops();
-  std::printf("furnace %s (%s) | %s | Kokkos %s | BLAS %s, %d thread(s), sgemm %.0f GFLOP/s\n",
+  std::printf("furnace %s (%s) | %s | Kokkos %s | BLAS %s, %d thread(s) (%s), sgemm %.0f GFLOP/s\n",
               FURNACE_VERSION, FURNACE_GIT_REV, layout.c_str(),
               kernels::ExecSpace::name(), kernels::blas_core_in_use().c_str(),
-              kernels::blas_threads(), gf);
+              kernels::blas_threads(), kernels::blas_threads_source().c_str(), gf);
   std::fflush(stdout);
 }
 
@@ -72,12 +82,15 @@ int cmd_train(const TrainOptions& opt) {
     return kBadConfig;
   }
   comm::Groups groups(MPI_COMM_WORLD, cfg.parallel.ep, cfg.comm.ranks_per_node);
-  // One rank per core: ranks sharing a node split its cores between their BLAS threads.
-  const int cores = int(std::thread::hardware_concurrency());
-  kernels::set_blas_threads(std::max(1, cores / groups.node_size()));
+  // The user's thread variables, else this rank's share of the CPUs it may run on.
+  if (int rc = agree([&] { set_blas_threads_for(groups.node_comm()); }, kBadConfig)) return rc;
+  // Directories and memory, before anything is allocated or written.
+  if (int rc = agree([&] { check_run_setup(cfg, world, groups.node_size()); }, kBadConfig)) return rc;
   print_banner(groups.describe());
   std::unique_ptr<train::Trainer> trainer;
-  if (int rc = agree([&] { trainer = std::make_unique<train::Trainer>(cfg, groups); }, kBadData))
+  if (int rc = agree([&] {
+        with_allocation_errors_as_config(cfg, [&] { trainer = std::make_unique<train::Trainer>(cfg, groups); });
+      }, kBadData))
     return rc;
   if (!opt.resume.empty())
     if (int rc = agree([&] { trainer->resume(opt.resume); }, kBadData)) return rc;

@@ -15,11 +15,46 @@
 #include "app/commands.hpp"
 #include "comm/groups.hpp"
 #include "comm/launcher.hpp"
+#include "io/clip.hpp"
 #include "io/hdf5_util.hpp"
 #include "kernels/blas_runtime.hpp"
 #include "train/signals.hpp"
 
 namespace {
+
+int world_rank() {
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  return rank;
+}
+
+// A command-line error: one line on rank 0 (every rank parses the same arguments).
+int usage_error(const std::string& what) {
+  if (world_rank() == 0) std::fprintf(stderr, "furnace: %s (furnace --help)\n", what.c_str());
+  return furnace::app::kBadConfig;
+}
+
+// What is wrong with the subcommand words of argv, e.g. `furnace trian` ("unknown
+// command 'trian' ...") or a bare `furnace bench` ("... needs a command: kernels, ...");
+// "" when they are fine. CLI11 itself says only "A subcommand is required".
+std::string subcommand_problem(const CLI::App& cli, int argc, char** argv) {
+  const CLI::App* app = &cli;
+  std::string path = "furnace";
+  for (int i = 1;; ++i) {
+    const auto subs = app->get_subcommands([](const CLI::App*) { return true; });
+    if (subs.empty() || app->get_require_subcommand_min() == 0) return "";  // the rest are arguments
+    const CLI::App* next = nullptr;
+    std::string names;
+    for (const CLI::App* sub : subs) {
+      if (i < argc && sub->get_name() == argv[i]) next = sub;
+      names += (names.empty() ? "" : ", ") + sub->get_name();
+    }
+    if (i >= argc || argv[i][0] == '-') return "'" + path + "' needs a command: " + names;
+    if (!next) return "unknown command '" + furnace::io::clip(argv[i]) + "' after '" + path + "' (commands: " + names + ")";
+    app = next;
+    path += " " + next->get_name();
+  }
+}
 
 int run(int argc, char** argv) {
   using namespace furnace::app;
@@ -32,8 +67,8 @@ int run(int argc, char** argv) {
   auto* t = cli.add_subcommand("train", "train a model (see configs/ and docs/configuration.md)");
   t->add_option("-c,--config", train.config, "TOML config file")->required();
   t->add_option("-s,--set", train.overrides, "override a key: section.key=value (repeatable)");
-  t->add_option("-r,--resume", train.resume,
-                "resume: 'auto' (the latest checkpoint in checkpoint.dir, if any) or a checkpoint file");
+  auto* resume = t->add_option("-r,--resume", train.resume,
+                               "resume: 'auto' (the latest checkpoint in checkpoint.dir, if any) or a checkpoint file");
 
   auto* data = cli.add_subcommand("data", "prepare datasets");
   data->require_subcommand(1);
@@ -88,12 +123,15 @@ int run(int argc, char** argv) {
   try {
     cli.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    int rank = 0;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    if (rank != 0) return e.get_exit_code() == 0 ? 0 : kBadConfig;
-    const int rc = cli.exit(e);
-    return rc == 0 ? 0 : kBadConfig;
+    if (e.get_exit_code() == 0) return world_rank() == 0 ? cli.exit(e) : 0;  // --help, --version
+    const std::string words = subcommand_problem(cli, argc, argv);
+    // CLI11's messages quote the arguments: bounded, and one line with our pointer to --help.
+    return usage_error(words.empty() ? furnace::io::clip(e.what()) : words);
   }
+  // An empty value would silently mean "start fresh" (train.resume's default).
+  if (resume->count() > 0 && train.resume.empty())
+    return usage_error("--resume needs a value: 'auto' (the latest checkpoint in checkpoint.dir, or a fresh "
+                       "start when there is none) or a checkpoint file");
   if (*t) return cmd_train(train);
   furnace::train::restore_default_stop_signals();  // the other commands never check
   if (*p) return cmd_data_prepare(prep);

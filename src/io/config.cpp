@@ -17,6 +17,8 @@
 #include <sstream>
 #include <type_traits>
 
+#include "io/clip.hpp"
+
 namespace furnace::io {
 namespace {
 
@@ -128,7 +130,7 @@ std::string unknown_section(const std::string& where, const std::string& sec) {
   std::string list;
   for (const auto& s : kSections) names.push_back(s.name), list += (list.empty() ? "" : ", ") + names.back();
   std::string best = closest(sec, names);
-  return where + ": unknown section [" + sec + "]" + (best.empty() ? "" : "; did you mean [" + best + "]?") +
+  return where + ": unknown section [" + clip(sec) + "]" + (best.empty() ? "" : "; did you mean [" + best + "]?") +
          " (sections: " + list + ")";
 }
 
@@ -142,7 +144,7 @@ std::string unknown_key(const std::string& where, const std::string& sec, const 
   std::string best = closest(name, same_section);
   best = best.empty() ? elsewhere : sec + "." + best;
   std::string hint = best.empty() ? "" : "; did you mean " + best + "?";
-  return where + ": unknown key " + sec + "." + name + hint + " (all keys: docs/configuration.md)";
+  return where + ": unknown key " + clip(sec + "." + name) + hint + " (all keys: docs/configuration.md)";
 }
 
 std::string format_number(double x) {
@@ -170,7 +172,7 @@ std::string check_value(const KeyInfo& k, const KeyValue& v) {
 
 [[noreturn]] void bad_value(const std::string& where, const KeyInfo& k, const std::string& value,
                             const std::string& why) {
-  throw ConfigError(where + ": " + k.full_name() + " = " + value + " " + why);
+  throw ConfigError(where + ": " + k.full_name() + " = " + clip(value) + " " + why);
 }
 
 const char* toml_type_name(const toml::node& n) {
@@ -215,7 +217,7 @@ std::string trim(const std::string& s) {
 // "--set section.key=value": the value is TOML when it parses as such, else a bare string
 // (so `--set model.norm=rmsnorm` needs no quotes).
 void apply_override(Config& cfg, const std::string& o) {
-  const std::string where = "--set " + o;
+  const std::string where = "--set " + clip(o);
   auto eq = o.find('=');
   std::string lhs = trim(o.substr(0, eq));
   auto dot = lhs.find('.');
@@ -317,7 +319,7 @@ const std::vector<KeyInfo>& config_keys() {
       FURNACE_KEY(train, eps, above(0), "AdamW epsilon."),
       FURNACE_KEY(train, grad_clip, at_least(0), "Clip the global gradient norm to this; 0 = off."),
       FURNACE_KEY(train, eval_every, at_least(0), "Steps between validation evaluations; 0 = only at the end."),
-      FURNACE_KEY(train, eval_batches, at_least(1), "Validation batches per evaluation."),
+      FURNACE_KEY(train, eval_batches, in(1, 10000), "Validation batches per evaluation (each evaluation costs this many forward passes)."),
       FURNACE_KEY(train, log_every, at_least(1), "Steps between metric lines."),
       FURNACE_KEY(train, on_nonfinite, one_of({"stop", "skip"}), "A step whose loss or gradient norm is not finite: `stop` (exit 4, naming the step and the first non-finite tensor) or `skip` its update (counted as `skipped_steps` in metrics; 10 in a row stop the run)."),
       FURNACE_KEY(data, train, non_empty(), "Training token file."),
@@ -326,27 +328,27 @@ const std::vector<KeyInfo>& config_keys() {
       FURNACE_KEY(parallel, ep, at_least(1), "Expert-parallel group size; dp = world size / ep. Divides the world size and moe.experts."),
       FURNACE_KEY(comm, alltoall, one_of({"flat", "hierarchical"}), "Token exchange: one MPI_Alltoallv, or intra-node then between node leaders."),
       FURNACE_KEY(comm, ranks_per_node, at_least(0), "Ranks per node for the hierarchical exchange; 0 = detect (MPI_COMM_TYPE_SHARED)."),
-      FURNACE_KEY(comm, bucket_mb, at_least(1), "Gradient allreduce bucket size in MiB."),
+      FURNACE_KEY(comm, bucket_mb, in(1, 1024), "Gradient allreduce bucket size in MiB (allocated once per rank)."),
       FURNACE_KEY(checkpoint, dir, any_string(), "Checkpoint directory; \"\" = `ckpt` inside output.dir."),
       FURNACE_KEY(checkpoint, every, at_least(0), "Steps between checkpoints; 0 = only on SIGUSR1/SIGTERM and at the end."),
-      FURNACE_KEY(checkpoint, keep, at_least(1), "Checkpoints kept; the oldest beyond this are deleted after each write."),
+      FURNACE_KEY(checkpoint, keep, in(1, 1000), "Checkpoints kept; the oldest beyond this are deleted after each write."),
       FURNACE_KEY(checkpoint, async, boolean(), "Write from a host snapshot in the background while training continues."),
       FURNACE_KEY(checkpoint, fsync, boolean(), "fsync each checkpoint file and its directory before `latest` names it (a node crash then cannot leave a damaged newest checkpoint)."),
-      FURNACE_KEY(checkpoint, alignment, at_least(1), "Bytes to align HDF5 objects of 64 KiB or more to (H5Pset_alignment); match the file system stripe."),
+      FURNACE_KEY(checkpoint, alignment, in(1, 1 << 30), "Bytes to align HDF5 objects of 64 KiB or more to (H5Pset_alignment); match the file system stripe."),
   };
   return keys;
 }
 
 Config parse_config(const std::string& toml_text, const std::vector<std::string>& overrides,
-                    const std::string& origin) {
+                    const std::string& path) {
+  const std::string origin = clip(path);  // every message starts with it
   toml::table tbl;
   try {
-    tbl = toml::parse(toml_text, origin);
+    tbl = toml::parse(toml_text, path);
   } catch (const toml::parse_error& e) {
-    std::string what(e.description());
-    std::replace(what.begin(), what.end(), '\n', ' ');
+    // The description may quote the text it stopped at.
     throw ConfigError(origin + ":" + std::to_string(e.source().begin.line) + ":" +
-                      std::to_string(e.source().begin.column) + ": TOML syntax error: " + what);
+                      std::to_string(e.source().begin.column) + ": TOML syntax error: " + clip(e.description()));
   }
   Config cfg;
   for (auto&& [sec_key, sec_node] : tbl) {
@@ -368,13 +370,26 @@ Config parse_config(const std::string& toml_text, const std::vector<std::string>
 }
 
 Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
-  if (!std::filesystem::exists(path)) throw ConfigError("config file '" + path + "' not found");
+  const std::string name = "config file '" + clip(path) + "'";
+  std::error_code ec;
+  const auto st = std::filesystem::status(path, ec);
+  if (!std::filesystem::exists(st))
+    throw ConfigError(name + (ec && ec != std::errc::no_such_file_or_directory ? " cannot be read: " + ec.message()
+                                                                              : " not found"));
+  if (std::filesystem::is_directory(st)) throw ConfigError(name + " is a directory; name a .toml file");
   std::ifstream in(path, std::ios::binary);
-  if (!in || std::filesystem::is_directory(path)) throw ConfigError("config file '" + path + "' cannot be read");
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) throw ConfigError("config file '" + path + "' could not be read");
-  return parse_config(text.str(), overrides, path);
+  if (!in) throw ConfigError(name + " cannot be read (permissions?)");
+  // Read at most the limit plus one byte, whatever the file claims to be: /dev/zero,
+  // a FIFO or a growing file has no meaningful st_size.
+  std::string text;
+  char block[1 << 16];
+  while (text.size() <= kMaxConfigBytes && in.read(block, sizeof block).gcount() > 0)
+    text.append(block, std::size_t(in.gcount()));
+  if (in.bad()) throw ConfigError(name + " could not be read to the end");
+  if (text.size() > kMaxConfigBytes)
+    throw ConfigError(name + " is larger than " + std::to_string(kMaxConfigBytes >> 20) +
+                      " MiB; a config is a small TOML file (see configs/tiny.toml)");
+  return parse_config(text, overrides, path);
 }
 
 void validate(const Config& cfg) { validate_at(cfg, "config"); }
@@ -400,7 +415,27 @@ std::string config_reference_markdown() {
      << "of the wrong type (an integer is accepted for a number, not the reverse), a value out of range\n"
      << "or an inconsistent combination stops with one line naming the key and what is accepted.\n"
      << "Combinations checked: `model.d_model` is a multiple of `model.n_heads`; when `moe.experts > 0`,\n"
-     << "`moe.top_k <= moe.experts` and `parallel.ep` divides `moe.experts`.\n";
+     << "`moe.top_k <= moe.experts` and `parallel.ep` divides `moe.experts`.\n\n"
+     << "Limits on what is read: a config file is read up to " << (kMaxConfigBytes >> 20) << " MiB and refused beyond\n"
+     << "(so `--config /dev/zero` or an endless FIFO stops at once); an error message quotes at most\n"
+     << kClipBytes << " bytes of a value, key or path, with its length, and control characters escaped.\n\n"
+     << "Before the model is built, every rank checks the run against the machine and the ranks agree\n"
+     << "(one line, exit code 2):\n\n"
+     << "- `output.dir` and the checkpoint directory are created; an existing file in the way, a path\n"
+     << "  of PATH_MAX (4096) bytes or more with the files inside it, a component over NAME_MAX (255)\n"
+     << "  bytes or a directory that cannot be created is refused, naming the key;\n"
+     << "- memory: an estimate of the largest allocations of a rank (parameters, gradients and AdamW\n"
+     << "  moments; the attention probabilities `[B, H, T, T]` of every layer; the other activations\n"
+     << "  and logits, with B = `train.batch_size` / ranks, T = `model.seq_len`) must fit in what the\n"
+     << "  rank can have: the least of MemAvailable and the cgroup's free memory, divided by the ranks\n"
+     << "  on the node, and of RLIMIT_AS (`ulimit -v`). The estimate is a lower bound; an allocation\n"
+     << "  that still fails while the model is set up is refused the same way;\n"
+     << "- BLAS threads per rank: `OPENBLAS_NUM_THREADS`, else `OMP_NUM_THREADS` (its first entry),\n"
+     << "  when set (not a positive integer: refused); otherwise the CPUs the process may run on\n"
+     << "  (`sched_getaffinity`: a Slurm cpuset, `taskset`) divided among the ranks of the node that\n"
+     << "  share them. Never more than that share, so ranks x threads stay within the cores; the\n"
+     << "  start-up banner names the source, e.g. `BLAS Haswell, 2 thread(s) (OPENBLAS_NUM_THREADS)`.\n\n"
+     << "Data files have their own limits: [data.md](data.md).\n";
   for (const auto& s : kSections) {
     md << "\n## [" << s.name << "]\n\n" << s.doc << "\n\n"
        << "| key | type | default | accepted | meaning |\n|---|---|---|---|---|\n";

@@ -1,6 +1,7 @@
 // The run configuration: every key of the TOML config file, its default, and its
 // validation. `docs/configuration.md` is the user-facing table of the same keys.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <stdexcept>
@@ -96,6 +97,9 @@ struct Config {
 struct ConfigError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
+
+// The largest config file read (bytes); a bigger one is refused without reading past it.
+inline constexpr std::size_t kMaxConfigBytes = std::size_t(1) << 20;
 
 // Parse `path` (TOML), then apply `overrides` ("section.key=value", value in TOML
 // syntax or a bare string), then validate. Throws ConfigError.

@@ -13,6 +13,7 @@
 #include <optional>
 
 #include "comm/mpi_check.hpp"
+#include "io/dataset_checks.hpp"
 #include "io/hdf5_util.hpp"
 
 namespace furnace::io {
@@ -23,9 +24,7 @@ namespace {
 constexpr hsize_t kChunk = 1 << 16;           // tokens per chunk: small enough for random windows
 constexpr std::size_t kChunkCache = 32 << 20;  // bytes of decompressed chunks kept per open dataset
 
-[[noreturn]] void data_error(const std::string& path, const std::string& what) {
-  throw DataError("data file '" + path + "' " + what);
-}
+using detail::data_error;
 
 // Runs f; an HDF5 failure inside becomes a DataError naming the file.
 template <class F>
@@ -33,7 +32,7 @@ void naming_file(const std::string& path, F&& f) {
   try {
     f();
   } catch (const h5::Error& e) {
-    throw DataError("data file '" + path + "': " + e.what());
+    throw DataError("data file '" + clip(path) + "': " + e.what());
   }
 }
 
@@ -178,7 +177,7 @@ TokenDataset::TokenDataset(const std::string& path, int expected_vocab, std::int
       bool ok = H5Tget_class(type) == H5T_INTEGER && H5Tget_sign(type) == H5T_SGN_NONE && H5Tget_size(type) <= 4;
       if (!ok) data_error(path, "has /tokens of " + describe_type(type) + "; expected unsigned 8-, 16- or 32-bit integers");
 
-      auto vocab = h5::read_int_attr(dset, "vocab_size");
+      auto vocab = detail::read_vocab_size(dset, path);
       if (!vocab) data_error(path, "has no vocab_size attribute on /tokens");
       if (*vocab < 2) data_error(path, "has vocab_size " + std::to_string(*vocab) + " on /tokens; expected >= 2");
       if (expected_vocab > 0 && *vocab != expected_vocab)
@@ -189,9 +188,26 @@ TokenDataset::TokenDataset(const std::string& path, int expected_vocab, std::int
       if (n_tokens_ < min_tokens)
         data_error(path, "has " + std::to_string(n_tokens_) + " tokens; at least " + std::to_string(min_tokens) +
                              " are needed (one window of model.seq_len + 1)");
+      detail::check_token_storage(dset, path, n_tokens_, min_tokens);
     });
   });
   agree_on_error(comm, error);  // on failure, every rank closes its handles as this unwinds
+
+  // 3. Every token is checked once, now, rather than when a batch happens to read it
+  //    (a bad token near the end surfaced at step 14 of 300): each rank scans its own
+  //    contiguous range, then the ranks agree. Ranges are in rank order, so the lowest
+  //    failing rank names the lowest bad offset.
+  int rank = 0, ranks = 1;
+  if (mpi_up) {
+    mpiCheck(MPI_Comm_rank(comm, &rank));
+    mpiCheck(MPI_Comm_size(comm, &ranks));
+  }
+  agree_on_error(comm, data_error_of([&] {
+    naming_file(path, [&] {
+      const auto [begin, end] = detail::scan_range(n_tokens_, detail::chunk_tokens(dset), rank, ranks);
+      if (auto bad = detail::scan_tokens(dset, path, vocab_, begin, end)) throw DataError(*bad);
+    });
+  }));
   dset_ = dset.release();
   file_ = file.release();
 }
@@ -291,11 +307,11 @@ PrepareResult prepare_text_data(const std::vector<std::string>& inputs, const st
   for (const auto& f : inputs) {
     std::ifstream in(f, std::ios::binary);
     std::error_code ec;
-    if (!fs::exists(f, ec)) throw DataError("input file '" + f + "' not found");
-    if (!in || fs::is_directory(f, ec)) throw DataError("input file '" + f + "' cannot be read");
+    if (!fs::exists(f, ec)) throw DataError("input file '" + clip(f) + "' not found");
+    if (!in || fs::is_directory(f, ec)) throw DataError("input file '" + clip(f) + "' cannot be read");
     const std::size_t before = bytes.size();
     bytes.insert(bytes.end(), std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-    if (in.bad()) throw DataError("input file '" + f + "' could not be read to the end");
+    if (in.bad()) throw DataError("input file '" + clip(f) + "' could not be read to the end");
     std::cout << "  read " << f << " (" << bytes.size() - before << " bytes)\n";
   }
   const auto total = std::int64_t(bytes.size());

@@ -25,7 +25,10 @@ class TokenDataset {
  public:
   // Opens and validates: the file exists and is HDF5, /tokens is a 1-D integer dataset
   // with at least min_tokens entries, vocab_size attribute matches expected_vocab
-  // (when > 0). Throws DataError.
+  // (when > 0), its storage is in proportion to the file (chunks of at most 4 MiB or
+  // one window of min_tokens, every chunk written, at most 256x compression), and
+  // every token is < vocab_size (scanned once, in parallel over comm, in blocks of
+  // about 1 Mi tokens). Throws DataError; limits in docs/data.md.
   //
   // Collective over `comm`: every rank of comm must construct it (same path and
   // arguments). The ranks agree on every failure, so a missing, corrupt or invalid

@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <tuple>
 
 namespace furnace::kernels {
 namespace {
@@ -194,5 +195,53 @@ double measure_sgemm_gflops(int n, int reps) {
 
 int blas_threads() { return openblas_get_num_threads(); }
 void set_blas_threads(int n) { openblas_set_num_threads(n); }
+
+namespace {
+
+std::string& threads_source() {
+  static std::string source = "OpenBLAS default";
+  return source;
+}
+
+// A positive thread count: the whole of `text` (up to a ',' for OMP_NUM_THREADS's
+// per-level list), digits only; 0 when it is anything else.
+int parse_threads(std::string_view text, bool list) {
+  if (list) text = text.substr(0, text.find(','));
+  int n = 0;
+  if (text.empty() || text.size() > 6) return 0;
+  for (char c : text) {
+    if (c < '0' || c > '9') return 0;
+    n = n * 10 + (c - '0');
+  }
+  return n;
+}
+
+}  // namespace
+
+BlasThreadChoice choose_blas_threads(const char* openblas_env, const char* omp_env, int affinity_cpus,
+                                     int ranks_sharing) {
+  const int cpus = std::max(1, affinity_cpus), sharing = std::max(1, ranks_sharing);
+  const int share = std::max(1, cpus / sharing);
+  const std::string cores = std::to_string(cpus) + (cpus == 1 ? " CPU" : " CPUs") +
+                            (sharing > 1 ? " / " + std::to_string(sharing) + " ranks" : "");
+  for (const auto& [name, value, list] : {std::tuple{"OPENBLAS_NUM_THREADS", openblas_env, false},
+                                          std::tuple{"OMP_NUM_THREADS", omp_env, true}}) {
+    if (!value || !*value) continue;
+    const int n = parse_threads(value, list);
+    if (n < 1)
+      return {1, name, std::string(name) + " is set but is not a positive integer; set it to the BLAS threads per "
+                                           "rank (e.g. 1) or unset it"};
+    if (n <= share) return {n, name, ""};
+    return {share, std::string(name) + "=" + std::to_string(n) + " capped to the CPU affinity: " + cores, ""};
+  }
+  return {share, "CPU affinity: " + cores, ""};
+}
+
+void set_blas_threads(const BlasThreadChoice& choice) {
+  set_blas_threads(choice.threads);
+  threads_source() = choice.source;
+}
+
+std::string blas_threads_source() { return threads_source(); }
 
 }  // namespace furnace::kernels

@@ -118,6 +118,9 @@ TEST(ConfigErrors, OutOfRange) {
       {"train", "lr", "inf", "> 0"},                     {"parallel", "ep", "0", ">= 1"},
       {"comm", "alltoall", "\"ring\"", "hierarchical"},  {"data", "train", "\"\"", "non-empty"},
       {"model", "d_model", "3000000000", "at most 2147483647"},
+      // Counts with a sane upper bound (issue 7: eval_batches = 2e9 never ended).
+      {"train", "eval_batches", "2000000000", "[1, 10000]"},  {"comm", "bucket_mb", "100000", "[1, 1024]"},
+      {"checkpoint", "keep", "5000", "[1, 1000]"},  {"checkpoint", "alignment", "2147483647", "[1, 1073741824]"},
   };
   for (const auto& c : cases)
     expect_error("[" + c.section + "]\n" + c.key + " = " + c.value + "\n",
@@ -189,5 +192,56 @@ TEST(Config, DocIsInSync) {
     std::ofstream("build/configuration.md.expected") << expected;
     FAIL() << path << " is out of date with the key table in src/io/config.cpp; update it with\n"
            << "  cp build/configuration.md.expected " << path;
+  }
+}
+
+// Issue 7, bounded input: a config is read up to kMaxConfigBytes and no further, so a
+// device or FIFO that never ends (/dev/zero) is refused at once instead of filling memory.
+TEST(ConfigErrors, ReadIsBounded) {
+  // A regular file just over the limit is refused; one just under it is parsed.
+  const std::string path = "build/test_config_big.toml";
+  std::filesystem::create_directories("build");
+  std::ofstream(path) << "[model]\nd_model = 64\n" << std::string(kMaxConfigBytes, '#') << "\n";
+  ASSERT_THROW(load_config(path), ConfigError);  // before trying the endless inputs below
+  std::ofstream(path) << "[model]\nd_model = 64\n#" << std::string(kMaxConfigBytes - 64, '#') << "\n";
+  EXPECT_EQ(load_config(path).model.d_model, 64);
+  std::filesystem::remove(path);
+  for (const char* endless : {"/dev/zero", "/dev/urandom"}) {
+    try {
+      load_config(endless);
+      ADD_FAILURE() << "no ConfigError for " << endless;
+    } catch (const ConfigError& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find(endless), std::string::npos) << msg;
+      EXPECT_NE(msg.find("larger than 1 MiB"), std::string::npos) << msg;
+    }
+  }
+}
+
+// Issue 7, quoted input: a value of any length is quoted in at most kClipBytes of it, once.
+TEST(ConfigErrors, LongValuesAreQuotedBounded) {
+  const std::string huge(100000, 'a');
+  const std::vector<std::vector<std::string>> cases = {
+      {"model.norm=" + huge},  // a bad choice: the value was echoed twice
+      {"model." + huge + "=1"},  // an unknown key
+      {huge + ".x=1"},  // an unknown section
+      {"model.norm=" + huge + "\nrmsnorm"},  // a newline inside the value
+  };
+  for (const auto& overrides : cases) {
+    try {
+      parse_config("", overrides, "test.toml");
+      ADD_FAILURE() << "no ConfigError";
+    } catch (const ConfigError& e) {
+      const std::string msg = e.what();
+      EXPECT_LT(msg.size(), 3 * 160 + 400) << msg.substr(0, 300);
+      EXPECT_EQ(msg.find('\n'), std::string::npos);
+      EXPECT_NE(msg.find("(100"), std::string::npos) << "no length of the cut value: " << msg;
+    }
+  }
+  try {
+    load_config("/nonexistent/" + huge + ".toml");
+    ADD_FAILURE() << "no ConfigError";
+  } catch (const ConfigError& e) {
+    EXPECT_LT(std::string(e.what()).size(), 400u) << std::string(e.what()).substr(0, 300);
   }
 }

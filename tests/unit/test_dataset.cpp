@@ -47,6 +47,27 @@ void write_raw(const std::string& path, const char* name, hid_t type, std::vecto
   h5::write_attr(d, "vocab_size", vocab);
 }
 
+// Writes a chunked /tokens of n uint8 tokens (value(i) for the first `written`, the
+// rest never written), deflated at `level` when >= 0, with vocab_size 256.
+template <class F>
+void write_chunked(const std::string& path, hsize_t n, hsize_t chunk, int level, hsize_t written, F&& value) {
+  h5::Handle f(H5_CHECKED(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT)), H5Fclose);
+  h5::Handle space(H5_CHECKED(H5Screate_simple(1, &n, nullptr)), H5Sclose);
+  h5::Handle dcpl(H5_CHECKED(H5Pcreate(H5P_DATASET_CREATE)), H5Pclose);
+  H5_CHECKED(H5Pset_chunk(dcpl, 1, &chunk));
+  if (level >= 0) H5_CHECKED(H5Pset_deflate(dcpl, unsigned(level)));
+  h5::Handle d(H5_CHECKED(H5Dcreate2(f, "tokens", H5T_STD_U8LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT)), H5Dclose);
+  if (written > 0) {
+    std::vector<std::uint8_t> t(written);
+    for (hsize_t i = 0; i < written; ++i) t[i] = value(i);
+    const hsize_t zero = 0;
+    h5::Handle mem(H5_CHECKED(H5Screate_simple(1, &written, nullptr)), H5Sclose);
+    H5_CHECKED(H5Sselect_hyperslab(space, H5S_SELECT_SET, &zero, nullptr, &written, nullptr));
+    H5_CHECKED(H5Dwrite(d, H5T_NATIVE_UINT8, mem, space, H5P_DEFAULT, t.data()));
+  }
+  h5::write_attr(d, "vocab_size", 256);
+}
+
 // Runs f expecting a one-line DataError containing every needle.
 template <class F>
 void expect_data_error(F&& f, const std::vector<std::string>& needles) {
@@ -114,11 +135,9 @@ TEST_F(DatasetTest, TokenOutOfVocabulary) {
   expect_data_error([&] { write_token_file(file("w.h5"), tokens, 100, "test"); }, {file("w.h5"), "200", "vocab_size 100"});
   EXPECT_FALSE(fs::exists(file("w.h5")));
   EXPECT_FALSE(fs::exists(file("w.h5.tmp")));
+  // Found when the file is opened (issue 7: not when a batch happens to read it).
   write_raw(file("t.h5"), "tokens", H5T_NATIVE_UINT8, {tokens.size()}, tokens.data(), 100);
-  TokenDataset ds(file("t.h5"), 100, 1);
-  std::vector<std::int32_t> out;
-  ds.read_windows({0}, 2, out);  // tokens 0..2 are fine
-  expect_data_error([&] { ds.read_windows({1}, 3, out); }, {file("t.h5"), "token 200 at offset 3"});
+  expect_data_error([&] { TokenDataset(file("t.h5"), 100, 1); }, {file("t.h5"), "token 200 at offset 3"});
 }
 
 TEST_F(DatasetTest, MalformedTokenFiles) {
@@ -188,4 +207,77 @@ TEST(DefaultCorpus, FortuneFiles) {
     EXPECT_NE(fs::path(f).extension(), ".dat") << f;
     EXPECT_FALSE(fs::is_symlink(f)) << f;
   }
+}
+
+// Issue 7: storage out of proportion to the file is refused before any read.
+TEST_F(DatasetTest, StorageOutOfProportion) {
+  auto zero = [](hsize_t) { return std::uint8_t(0); };
+  auto text = [](hsize_t i) { return std::uint8_t(32 + (i * 2654435761u >> 7) % 90); };
+  // (a) One 8 MiB chunk: every batch read would decompress all of it.
+  write_chunked(file("bigchunk.h5"), 8 << 20, 8 << 20, 1, 8 << 20, text);
+  expect_data_error([&] { TokenDataset(file("bigchunk.h5"), 256, 17); },
+                    {file("bigchunk.h5"), "chunks of 8388608 tokens", "8.0 MiB uncompressed", "4.0 MiB"});
+  // ... unless one read window is that large anyway.
+  EXPECT_NO_THROW(TokenDataset(file("bigchunk.h5"), 256, 8 << 20));
+  // (b) Declared but never written (2^40 tokens), or written in part: fill zeros.
+  write_chunked(file("never.h5"), hsize_t(1) << 40, 1 << 16, 4, 0, zero);
+  expect_data_error([&] { TokenDataset(file("never.h5"), 256, 17); },
+                    {file("never.h5"), "only 0 of its 16777216 chunks written", "fill zeros"});
+  write_chunked(file("part.h5"), 1 << 20, 1 << 16, 4, 1000, text);
+  expect_data_error([&] { TokenDataset(file("part.h5"), 256, 17); }, {file("part.h5"), "only 1 of its 16 chunks"});
+  {
+    hsize_t n = hsize_t(1) << 40;
+    h5::Handle f(H5_CHECKED(H5Fcreate(file("contig.h5").c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT)), H5Fclose);
+    h5::Handle space(H5_CHECKED(H5Screate_simple(1, &n, nullptr)), H5Sclose);
+    h5::Handle d(H5_CHECKED(H5Dcreate2(f, "tokens", H5T_STD_U8LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)),
+                 H5Dclose);
+    h5::write_attr(d, "vocab_size", 256);
+  }
+  expect_data_error([&] { TokenDataset(file("contig.h5"), 256, 17); }, {file("contig.h5"), "never written"});
+  // A compression bomb: 16 Mi zero tokens in a few KiB, all chunks written.
+  write_chunked(file("bomb.h5"), 16 << 20, 1 << 16, 9, 16 << 20, zero);
+  expect_data_error([&] { TokenDataset(file("bomb.h5"), 256, 17); }, {file("bomb.h5"), "more than 256x compression"});
+  // Real text-like tokens in the same layout are fine.
+  write_chunked(file("ok.h5"), 1 << 20, 1 << 16, 4, 1 << 20, text);
+  EXPECT_EQ(TokenDataset(file("ok.h5"), 256, 17).size(), 1 << 20);
+}
+
+// (c) A damaged compressed chunk is a DataError at open, naming the file.
+TEST_F(DatasetTest, CorruptCompressedChunk) {
+  std::vector<std::uint8_t> tokens(200000);
+  std::mt19937 gen(3);
+  for (auto& t : tokens) t = std::uint8_t('a' + gen() % 26);
+  write_token_file(file("t.h5"), tokens, 256, "test");
+  haddr_t where = 0;
+  hsize_t size = 0;
+  {
+    h5::Handle f(H5_CHECKED(H5Fopen(file("t.h5").c_str(), H5F_ACC_RDONLY, H5P_DEFAULT)), H5Fclose);
+    h5::Handle d(H5_CHECKED(H5Dopen2(f, "tokens", H5P_DEFAULT)), H5Dclose);
+    h5::Handle space(H5_CHECKED(H5Dget_space(d)), H5Sclose);
+    hsize_t offset[1];
+    unsigned mask = 0;
+    H5_CHECKED(H5Dget_chunk_info(d, space, 1, offset, &mask, &where, &size));  // the second chunk
+  }
+  std::fstream io(file("t.h5"), std::ios::in | std::ios::out | std::ios::binary);
+  io.seekp(std::streamoff(where + size / 2));
+  for (int i = 0; i < 64; ++i) io.put(char(gen()));
+  io.close();
+  expect_data_error([&] { TokenDataset(file("t.h5"), 256, 17); }, {file("t.h5"), "cannot be read at tokens"});
+}
+
+// An attribute that is not one integer is refused before it is read into an int.
+TEST_F(DatasetTest, VocabAttributeNotOneInteger) {
+  std::vector<std::uint8_t> tokens(64, 1);
+  write_raw(file("t.h5"), "tokens", H5T_NATIVE_UINT8, {64}, tokens.data(), 256);
+  {
+    h5::Handle f(H5_CHECKED(H5Fopen(file("t.h5").c_str(), H5F_ACC_RDWR, H5P_DEFAULT)), H5Fclose);
+    h5::Handle d(H5_CHECKED(H5Dopen2(f, "tokens", H5P_DEFAULT)), H5Dclose);
+    H5_CHECKED(H5Adelete(d, "vocab_size"));
+    const hsize_t n = 1000;  // H5Aread would write 4000 bytes into one int
+    std::vector<int> values(n, 256);
+    h5::Handle space(H5_CHECKED(H5Screate_simple(1, &n, nullptr)), H5Sclose);
+    h5::Handle a(H5_CHECKED(H5Acreate2(d, "vocab_size", H5T_NATIVE_INT, space, H5P_DEFAULT, H5P_DEFAULT)), H5Aclose);
+    H5_CHECKED(H5Awrite(a, H5T_NATIVE_INT, values.data()));
+  }
+  expect_data_error([&] { TokenDataset(file("t.h5"), 256, 1); }, {file("t.h5"), "vocab_size attribute of 1000 value(s)"});
 }

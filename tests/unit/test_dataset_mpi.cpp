@@ -117,31 +117,44 @@ TEST_F(MpiDatasetTest, MpiEveryRankReadsItsOwnWindows) {
   expect_windows(out, mine, seq, tokens);
 }
 
-TEST_F(MpiDatasetTest, MpiTokenOutOfVocabularyNamesOffset) {
-  // Token 200 at offset 60 of a file claiming vocab_size 100 (written raw, bypassing
-  // write_token_file's check). Reads are independent: only a rank whose windows cover
-  // offset 60 fails, naming it, even when two of its windows overlap there.
-  std::vector<std::uint8_t> tokens(100, 1);
-  tokens[60] = 200;
-  if (world_rank() == 0) {
-    namespace h5 = furnace::io::h5;
-    hsize_t n = tokens.size();
-    h5::Handle f(H5_CHECKED(H5Fcreate(file("t.h5").c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT)), H5Fclose);
-    h5::Handle space(H5_CHECKED(H5Screate_simple(1, &n, nullptr)), H5Sclose);
-    h5::Handle d(H5_CHECKED(H5Dcreate2(f, "tokens", H5T_STD_U8LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)),
-                 H5Dclose);
-    H5_CHECKED(H5Dwrite(d, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, tokens.data()));
-    h5::write_attr(d, "vocab_size", 100);
-  }
+// Writes a chunked, deflated /tokens (64 Ki-token chunks, as write_token_file does)
+// with vocab_size `vocab`, without write_token_file's check of the tokens.
+void write_unchecked(const std::string& path, const std::vector<std::uint8_t>& tokens, int vocab) {
+  namespace h5 = furnace::io::h5;
+  const hsize_t n = tokens.size(), chunk = 1 << 16;
+  h5::Handle f(H5_CHECKED(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT)), H5Fclose);
+  h5::Handle space(H5_CHECKED(H5Screate_simple(1, &n, nullptr)), H5Sclose);
+  h5::Handle dcpl(H5_CHECKED(H5Pcreate(H5P_DATASET_CREATE)), H5Pclose);
+  H5_CHECKED(H5Pset_chunk(dcpl, 1, &chunk));
+  H5_CHECKED(H5Pset_deflate(dcpl, 1));
+  h5::Handle d(H5_CHECKED(H5Dcreate2(f, "tokens", H5T_STD_U8LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT)), H5Dclose);
+  H5_CHECKED(H5Dwrite(d, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, tokens.data()));
+  h5::write_attr(d, "vocab_size", vocab);
+}
+
+TEST_F(MpiDatasetTest, MpiTokenOutOfVocabularyFoundAtOpen) {
+  // Issue 7: a token outside the vocabulary is found when the file is opened, not when
+  // a batch happens to read it. The ranks scan their own ranges (several scan blocks
+  // each) and agree; every rank names the first bad offset, wherever it lies.
+  const std::size_t n = 3 * (std::size_t(1) << 20) + 12345;  // not a whole number of chunks
+  std::vector<std::uint8_t> tokens(n);
+  for (std::size_t i = 0; i < n; ++i) tokens[i] = std::uint8_t(i * 7 % 100);
+  const std::size_t last = n - 1, second_block = (std::size_t(1) << 20) + 5;
+  if (world_rank() == 0) write_unchecked(file("good.h5"), tokens, 100);
+  tokens[last] = 200;  // the very last token: in the last rank's range
+  if (world_rank() == 0) write_unchecked(file("end.h5"), tokens, 100);
+  tokens[second_block] = 201;  // now also in the second scan block (rank 0 at -n 2, rank 1 at -n 4)
+  if (world_rank() == 0) write_unchecked(file("two.h5"), tokens, 100);
   MPI_Barrier(MPI_COMM_WORLD);
-  TokenDataset ds(file("t.h5"), 100, 1, MPI_COMM_WORLD);
-  std::vector<std::int32_t> out;
-  if (world_rank() == 0) {
-    expect_data_error([&] { ds.read_windows({55, 50, 58}, 9, out); }, {file("t.h5"), "token 200 at offset 60"});
-  } else {
-    ds.read_windows({0, 5, 61, 90}, 9, out);
-    expect_windows(out, {0, 5, 61, 90}, 9, tokens);
-  }
+  auto msg = expect_data_error([&] { TokenDataset(file("end.h5"), 100, 1, MPI_COMM_WORLD); },
+                               {file("end.h5"), "token 200 at offset " + std::to_string(last)});
+  expect_same_on_every_rank(msg);
+  msg = expect_data_error([&] { TokenDataset(file("two.h5"), 100, 1, MPI_COMM_WORLD); },
+                          {file("two.h5"), "token 201 at offset " + std::to_string(second_block)});
+  expect_same_on_every_rank(msg);
+  // Without the bad tokens it opens on every rank.
+  TokenDataset ds(file("good.h5"), 100, 1, MPI_COMM_WORLD);
+  EXPECT_EQ(ds.size(), std::int64_t(n));
 }
 
 TEST_F(MpiDatasetTest, MpiVocabMismatchOnEveryRank) {

@@ -19,7 +19,7 @@ losses() { /usr/bin/python3 -c 'import json,sys; [print(repr(json.loads(l)[sys.a
 expect() {
   local code=$1 pattern=$2; shift 2
   set +e
-  out=$(timeout 60 "$@" 2>&1); rc=$?
+  out=$(timeout -k 5 60 "$@" 2>&1); rc=$?
   set -e
   [ "$rc" -eq "$code" ] || fail "expected exit $code, got $rc from: $* ; output: $out"
   grep -q -- "$pattern" <<<"$out" || fail "expected '$pattern' in output of: $*; got: $out"

@@ -1,0 +1,216 @@
+#include "app/setup_check.hpp"
+
+#include <sched.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <new>
+#include <optional>
+#include <vector>
+
+#include "comm/mpi_check.hpp"
+#include "io/clip.hpp"
+#include "kernels/blas_runtime.hpp"
+
+namespace furnace::app {
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string gib(double bytes) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.1f GiB", bytes / double(1ull << 30));
+  return buf;
+}
+
+}  // namespace
+
+std::string make_run_dir(const std::string& key, const std::string& dir) {
+  const std::string name = key + " = \"" + io::clip(dir) + "\"";
+  // Room for what we create inside: ckpt/step_XXXXXXXX.h5.tmp, metrics.jsonl, ...
+  constexpr std::size_t kRoom = 64;
+  if (dir.size() + kRoom >= PATH_MAX)
+    return name + " is " + std::to_string(dir.size()) + " bytes long; with the files inside it a path must stay under " +
+           std::to_string(PATH_MAX) + " bytes (PATH_MAX): choose a shorter directory";
+  const fs::path path(dir);
+  for (const auto& part : path)
+    if (part.native().size() > NAME_MAX)
+      return name + " has a " + std::to_string(part.native().size()) + "-byte component; names are limited to " +
+             std::to_string(NAME_MAX) + " bytes (NAME_MAX): choose a shorter directory";
+  // Every existing prefix must be a directory (named precisely, before mkdir would
+  // only say "Not a directory"); then the directory is made, as the run would.
+  fs::path prefix;
+  for (const auto& part : path) {
+    prefix /= part;
+    std::error_code ec;
+    const auto st = fs::status(prefix, ec);
+    if (st.type() == fs::file_type::not_found) break;
+    if (ec) return name + ": '" + io::clip(prefix.string()) + "' cannot be examined (" + ec.message() + ")";
+    if (!fs::is_directory(st))
+      return name + ": '" + io::clip(prefix.string()) + "' is an existing file, not a directory; set " + key +
+             " to a directory (it is created when missing)";
+  }
+  std::error_code ec;
+  fs::create_directories(path, ec);
+  if (ec || access(dir.c_str(), W_OK | X_OK) != 0)
+    return name + " cannot be created or written in (" + (ec ? ec.message() : std::strerror(errno)) +
+           "); choose a writable directory";
+  return "";
+}
+
+MemoryEstimate estimate_memory(const io::Config& c, int world) {
+  const auto& m = c.model;
+  const auto& e = c.moe;
+  // In doubles: the products overflow 64-bit integers for absurd sizes.
+  const double d = m.d_model, V = m.vocab_size, T = m.seq_len, H = m.n_heads, L = m.n_layers;
+  const double B = std::max(1, c.train.batch_size / std::max(1, world));  // sequences per rank
+  const double n = B * T, w1 = m.activation == "swiglu" ? 2 : 1;      // tokens per rank; w1 width factor
+  double params = V * d + T * d, ffn = 0;
+  for (int l = 0; l < m.n_layers; ++l) {
+    params += 4 * d * d;  // wqkv, wo
+    if (e.experts > 0 && (l + 1) % e.every == 0) {
+      const double hx = e.expert_hidden, rows = n * e.top_k;
+      params += d * e.experts + double(e.experts / std::max(1, c.parallel.ep)) * (w1 + 1) * d * hx;
+      ffn += rows * (2 * w1 + 2) * hx + 4 * rows * d + 4 * n * e.experts;  // expert buffers, permuted rows, router
+    } else {
+      params += (w1 + 1) * d * m.ffn_hidden;
+      ffn += n * (2 * w1 + 2) * m.ffn_hidden;
+    }
+  }
+  MemoryEstimate est;
+  est.state = 4.0 * 4 * params;                    // params | grads | m | v, fp32
+  est.attention = 4.0 * B * H * T * T * (L + 1);  // probabilities per layer + one gradient
+  est.activations = 4.0 * (L * 8 * n * d + ffn + (L + 9) * n * d + 2 * n * V);  // block, model, logits
+  return est;
+}
+
+namespace {
+
+std::optional<double> read_number(const std::string& path, double scale = 1) {
+  std::ifstream in(path);
+  double x = 0;
+  if (in >> x) return x * scale;
+  return std::nullopt;  // absent, or "max"
+}
+
+// A "Key:   123 kB" line of /proc/meminfo or /proc/self/status, in bytes.
+std::optional<double> proc_kb(const char* file, const std::string& key) {
+  std::ifstream in(file);
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind(key + ":", 0) == 0) return std::atof(line.c_str() + key.size() + 1) * 1024;
+  return std::nullopt;
+}
+
+// The free part of this process's cgroup memory limit (v2, else v1), if it has one.
+std::optional<double> cgroup_free() {
+  std::ifstream in("/proc/self/cgroup");
+  for (std::string line; std::getline(in, line);) {
+    const auto c1 = line.find(':'), c2 = line.find(':', c1 + 1);
+    if (c1 == std::string::npos || c2 == std::string::npos) continue;
+    const std::string controllers = line.substr(c1 + 1, c2 - c1 - 1), rel = line.substr(c2 + 1);
+    const bool v2 = controllers.empty(), v1 = controllers.find("memory") != std::string::npos;
+    if (!v2 && !v1) continue;
+    const std::string root = v2 ? "/sys/fs/cgroup" : "/sys/fs/cgroup/memory";
+    const char* limit = v2 ? "/memory.max" : "/memory.limit_in_bytes";
+    const char* usage = v2 ? "/memory.current" : "/memory.usage_in_bytes";
+    // Inside a container the listed path may not exist under our mount: then the root.
+    for (const std::string& dir : {root + rel, root}) {
+      const auto lim = read_number(dir + limit), use = read_number(dir + usage);
+      if (lim && use && *lim < 1e18) return std::max(0.0, *lim - *use);
+      if (lim || use) break;
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+MemoryBudget rank_memory_budget(int ranks_on_node) {
+  const int ranks = std::max(1, ranks_on_node);
+  MemoryBudget b{std::numeric_limits<double>::infinity(), "no memory limit known"};
+  const std::string per = ranks > 1 ? " / " + std::to_string(ranks) + " ranks on this node" : "";
+  if (auto avail = proc_kb("/proc/meminfo", "MemAvailable"); avail && *avail / ranks < b.bytes)
+    b = {*avail / ranks, "MemAvailable " + gib(*avail) + per};
+  if (auto free = cgroup_free(); free && *free / ranks < b.bytes)
+    b = {*free / ranks, "cgroup memory limit, " + gib(*free) + " free" + per};
+  rlimit as{};
+  if (getrlimit(RLIMIT_AS, &as) == 0 && as.rlim_cur != RLIM_INFINITY) {
+    const double left = std::max(0.0, double(as.rlim_cur) - proc_kb("/proc/self/status", "VmSize").value_or(0));
+    if (left < b.bytes) b = {left, "RLIMIT_AS (ulimit -v), " + gib(left) + " left to this process"};
+  }
+  return b;
+}
+
+std::string memory_problem(const io::Config& c, int world, const MemoryEstimate& need, const MemoryBudget& have) {
+  if (need.total() <= have.bytes) return "";
+  const auto& m = c.model;
+  const int per_rank = std::max(1, c.train.batch_size / std::max(1, world));
+  // The advice follows the largest part.
+  std::string lower = "lower train.batch_size, model.seq_len or model.d_model, or run on more ranks";
+  if (need.attention >= need.state && need.attention >= need.activations)
+    lower = "lower model.seq_len (attention memory grows with its square) or train.batch_size, or run on more ranks";
+  else if (need.state >= need.activations)
+    lower = "lower model.d_model, model.n_layers, moe.experts or moe.expert_hidden, or raise parallel.ep";
+  return "model.seq_len = " + std::to_string(m.seq_len) + ", model.d_model = " + std::to_string(m.d_model) +
+         ", model.n_layers = " + std::to_string(m.n_layers) + ", model.n_heads = " + std::to_string(m.n_heads) +
+         ", train.batch_size = " + std::to_string(c.train.batch_size) + " (" + std::to_string(per_rank) +
+         " per rank) need at least " + gib(need.total()) + " per rank (parameter state " + gib(need.state) +
+         ", attention probabilities [B,H,T,T] " + gib(need.attention) + ", other activations " +
+         gib(need.activations) + ") but a rank can have " + gib(have.bytes) + " (" + have.source + "); " + lower;
+}
+
+void check_run_setup(const io::Config& cfg, int world, int ranks_on_node) {
+  std::string why = make_run_dir("output.dir", cfg.output.dir);
+  if (why.empty())
+    why = cfg.checkpoint.dir.empty() ? make_run_dir("checkpoint.dir (default: output.dir/ckpt)", cfg.output.dir + "/ckpt")
+                                     : make_run_dir("checkpoint.dir", cfg.checkpoint.dir);
+  if (why.empty())
+    why = memory_problem(cfg, world, estimate_memory(cfg, world), rank_memory_budget(ranks_on_node));
+  if (!why.empty()) throw io::ConfigError(why);
+}
+
+bool is_allocation_failure(const std::exception& e) {
+  return dynamic_cast<const std::bad_alloc*>(&e) || std::strstr(e.what(), "failed to allocate");
+}
+
+void throw_allocation_failure(const io::Config& cfg, const std::exception& e) {
+  std::string what = e.what();
+  what = what.substr(0, what.find('\n'));  // Kokkos appends a traceback paragraph
+  throw io::ConfigError("allocating the model's memory failed (" + io::clip(what, 300) +
+                        "): the configuration needs more memory than this rank can have; lower model.seq_len (" +
+                        std::to_string(cfg.model.seq_len) + "), model.d_model (" + std::to_string(cfg.model.d_model) +
+                        "), model.n_layers (" + std::to_string(cfg.model.n_layers) + ") or train.batch_size (" +
+                        std::to_string(cfg.train.batch_size) + "), or run on more ranks");
+}
+
+void set_blas_threads_for(MPI_Comm node) {
+  cpu_set_t mine;
+  CPU_ZERO(&mine);
+  if (sched_getaffinity(0, sizeof mine, &mine) != 0) CPU_SET(0, &mine);  // unknown: assume one CPU
+  int size = 1;
+  mpiCheck(MPI_Comm_size(node, &size));
+  std::vector<cpu_set_t> all(static_cast<std::size_t>(size));
+  mpiCheck(MPI_Allgather(&mine, sizeof mine, MPI_BYTE, all.data(), sizeof mine, MPI_BYTE, node));
+  int sharing = 0;  // ranks of this node that may run on one of our CPUs (ourselves included)
+  for (auto& other : all) {
+    cpu_set_t both;
+    CPU_AND(&both, &mine, &other);
+    sharing += CPU_COUNT(&both) > 0;
+  }
+  const auto choice = kernels::choose_blas_threads(std::getenv("OPENBLAS_NUM_THREADS"), std::getenv("OMP_NUM_THREADS"),
+                                                   CPU_COUNT(&mine), sharing);
+  if (!choice.error.empty()) throw io::ConfigError(choice.error);
+  kernels::set_blas_threads(choice);
+}
+
+}  // namespace furnace::app
