@@ -148,12 +148,13 @@ echo "resume auto, nothing loads: $(grep furnace: "$SCRATCH/auto_none.log" | tai
 
 # 5. A background write that fails ends the run at the next step boundary once the
 # writers are done, with exit 4 and the reason; "checkpoint written" is never said.
-# checkpoint.dir below a regular file cannot be created.
-touch "$SCRATCH/not_a_dir"
+# Rank 1's data writes fail (FURNACE_FAULT, docs/testing.md), as on a full disk.
+export FURNACE_FAULT=ckpt.write.data@1
 train bgfail 2 --set train.steps=1000 --set parallel.ep=2 --set checkpoint.async=true \
-  --set checkpoint.every=10 --set checkpoint.dir="\"$SCRATCH/not_a_dir/ckpt\""
+  --set checkpoint.every=10 --set checkpoint.dir="\"$SCRATCH/bgfail/ckpt\""
+unset FURNACE_FAULT
 [ "$rc" -eq 4 ] || { cat "$SCRATCH/bgfail.log"; fail "failed background write: exit $rc, expected 4"; }
-grep -q "^furnace: background checkpoint failed: .*not_a_dir/ckpt" "$SCRATCH/bgfail.log" || { cat "$SCRATCH/bgfail.log"; fail "no reason given"; }
+grep -q "^furnace: background checkpoint failed: .*bgfail/ckpt/step_00000010.h5' could not be written" "$SCRATCH/bgfail.log" || { cat "$SCRATCH/bgfail.log"; fail "no reason given"; }
 grep -q "^checkpoint .*step_00000010.h5: background write started" "$SCRATCH/bgfail.log" || fail "no background write started"
 ! grep -q "^checkpoint written" "$SCRATCH/bgfail.log" || fail "a checkpoint that was never written was announced"
 n=$(wc -l < "$SCRATCH/bgfail/metrics.jsonl")
