@@ -3,7 +3,11 @@
 // checks: the header, the manifest, every dataset, every checksum block and value.
 #include <nlohmann/json.hpp>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <bit>
+#include <cerrno>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -145,8 +149,8 @@ h5::Handle open_tensor(hid_t file, const std::string& path, const TensorEntry& t
   if (info.type != H5O_TYPE_DATASET) fail(path, "has " + name + ", but it is not a dataset");
   h5::Handle d(H5_CHECKED(H5Dopen2(file, name.c_str(), H5P_DEFAULT)), H5Dclose);
   h5::Handle type(H5_CHECKED(H5Dget_type(d)), H5Tclose);
-  if (H5Tget_class(type) != H5T_FLOAT || H5Tget_size(type) != 4)
-    fail(path, "has dataset " + name + " that is not float32");
+  if (H5Tget_class(type) != H5T_FLOAT || H5Tget_size(type) != 4 || H5Tget_order(type) != H5T_ORDER_LE)
+    fail(path, "has dataset " + name + " that is not float32 little-endian");
   h5::Handle space(H5_CHECKED(H5Dget_space(d)), H5Sclose);
   const int nd = H5_CHECKED(H5Sget_simple_extent_ndims(space));
   std::vector<hsize_t> dims(std::size_t(std::max(nd, 0)), 0);
@@ -210,32 +214,36 @@ struct HashState {
 
 }  // namespace
 
-std::string read_verified(hid_t d, const TensorEntry& t, Family f, const std::vector<std::uint64_t>& sums,
-                          hsize_t row0, hsize_t nrows, float* dst, bool scratch, hid_t xfer, ValueStats* stats) {
+std::string read_verified(int fd, hid_t d, const TensorEntry& t, Family f, const std::vector<std::uint64_t>& sums,
+                          hsize_t row0, hsize_t nrows, float* dst, bool scratch, ValueStats* stats) {
+  static_assert(std::endian::native == std::endian::little, "checkpoint data is float32 little-endian");
   const std::string name = dataset_path(t.name, f);
   const hsize_t per_row = row_elems(t.shape), brows = std::max<hsize_t>(block_rows(t), 1);
   const hsize_t piece_rows = std::max<hsize_t>(1, kPieceBytes / 4 / std::max<hsize_t>(per_row, 1));
   const bool fault = comm::fault::hit("ckpt.read.data");
+  // Raw data is read with pread at the dataset's address: the format is contiguous
+  // float32 LE (open_tensor checked layout, type, order and bounds), so this is
+  // exactly what H5Dread would fetch, without its per-call selection machinery
+  // (measured: 0.6 of a plain read through H5Dread and MPI-IO at 1 rank).
+  haddr_t base = 0;
+  {
+    h5::LibraryLock lock;
+    base = H5Dget_offset(d);
+  }
   ValueStats st;
   HashState hash;
-  h5::Handle fspace(H5_CHECKED(H5Dget_space(d)), H5Sclose);
   for (hsize_t r = row0; r < row0 + nrows;) {
     const hsize_t n = std::min(piece_rows, row0 + nrows - r);
     float* out = scratch ? dst : dst + (r - row0) * per_row;
     const hsize_t count = n * per_row;
-    if (count > 0) {
-      if (!t.shape.empty()) {
-        std::vector<hsize_t> start(t.shape.size(), 0), cnt(t.shape);
-        start[0] = r, cnt[0] = n;
-        H5_CHECKED(H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start.data(), nullptr, cnt.data(), nullptr));
-      }
-      h5::Handle mspace(H5_CHECKED(H5Screate_simple(1, &count, nullptr)), H5Sclose);
-      try {
-        H5_CHECKED(H5Dread(d, H5T_NATIVE_FLOAT, mspace, fspace, xfer, out));
-      } catch (const h5::Error& e) {
+    for (std::size_t done = 0, want = count * 4; done < want;) {
+      const ssize_t got = ::pread(fd, reinterpret_cast<char*>(out) + done, want - done,
+                                  off_t(base + r * per_row * 4 + done));
+      if (got < 0 && errno == EINTR) continue;
+      if (got <= 0)
         return "dataset " + name + " cannot be read (rows " + std::to_string(r) + ".." + std::to_string(r + n) +
-               "): " + e.what();
-      }
+               "): " + (got == 0 ? std::string("unexpected end of file") : std::strerror(errno));
+      done += std::size_t(got);
     }
     // Hash each block's part of this piece; a block ends on a row multiple of brows.
     for (hsize_t q = r; q < r + n;) {

@@ -80,11 +80,11 @@ h5::Handle open_tensor(hid_t file, const std::string& path, const TensorEntry& t
                        std::uint64_t file_bytes, std::vector<std::uint64_t>* sums);
 
 // Reads rows [row0, row0 + nrows) of dataset d (tensor t; row0 and nrows block-aligned)
-// in pieces of about kPieceBytes, verifies every checksum block in the range against
-// sums and every value (finite; >= 0 for exp_avg_sq), and adds to *stats when given.
-// dst holds the whole range, or (scratch) one piece that every piece reuses. Returns
-// "" or the first problem, naming the dataset.
-std::string read_verified(hid_t d, const TensorEntry& t, Family f, const std::vector<std::uint64_t>& sums,
-                          hsize_t row0, hsize_t nrows, float* dst, bool scratch, hid_t xfer, ValueStats* stats);
+// from the file open as fd, in pieces of about kPieceBytes, verifies every checksum
+// block in the range against sums and every value (finite; >= 0 for exp_avg_sq), and
+// adds to *stats when given. dst holds the whole range, or (scratch) one piece that
+// every piece reuses. Returns "" or the first problem, naming the dataset.
+std::string read_verified(int fd, hid_t d, const TensorEntry& t, Family f, const std::vector<std::uint64_t>& sums,
+                          hsize_t row0, hsize_t nrows, float* dst, bool scratch, ValueStats* stats);
 
 }  // namespace furnace::io::ckpt

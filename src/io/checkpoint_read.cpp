@@ -7,6 +7,11 @@
 //   3. independent reads of this rank's slabs, straight into the store, each block's
 //      checksum and values verified while the piece is in cache
 //   4. collective close
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -50,6 +55,17 @@ h5::Handle open_file(const std::string& path, hid_t fapl) {
   }
   return file;
 }
+
+// The file's raw bytes, for the data reads (read_verified).
+struct RawFile {
+  int fd;
+  explicit RawFile(const std::string& path) : fd(::open(path.c_str(), O_RDONLY)) {
+    if (fd < 0) fail(path, std::string("cannot be opened for reading: ") + std::strerror(errno));
+  }
+  ~RawFile() { ::close(fd); }
+  RawFile(const RawFile&) = delete;
+  RawFile& operator=(const RawFile&) = delete;
+};
 
 // The model's tensors must be exactly the manifest's, in any order.
 void match_model(const memory::ParamStore& ps, const CheckpointHeader& h, const std::string& path) {
@@ -103,15 +119,15 @@ CheckpointMeta read_checkpoint(const std::string& path, memory::ParamStore& ps, 
   //    state buffer cost more than the read itself).
   float* bufs[3] = {ps.params().data(), ps.exp_avg().data(), ps.exp_avg_sq().data()};
   std::optional<std::string> error = error_of(path, [&] {
-    h5::Handle xfer = dxpl(false);
+    const RawFile raw(path);
     for (std::size_t i = 0; i < ps.infos().size(); ++i) {
       const auto& p = ps.info(int(i));
       const hsize_t row0 = p.kind == memory::ParamKind::Expert ? hsize_t(p.global_offset0) : 0;
       const hsize_t nrows = p.shape.empty() ? 1 : hsize_t(p.shape[0]);
       for (int k = 0; k < 3; ++k) {
         const std::size_t j = 3 * i + std::size_t(k);
-        const std::string problem = read_verified(dsets[j], *entries[j], kFamilies[k], sums[j], row0, nrows,
-                                                  bufs[k] + p.offset, false, xfer, nullptr);
+        const std::string problem = read_verified(raw.fd, dsets[j], *entries[j], kFamilies[k], sums[j], row0,
+                                                  nrows, bufs[k] + p.offset, false, nullptr);
         if (!problem.empty()) fail(path, problem);
       }
     }
@@ -136,6 +152,7 @@ CheckpointReport inspect_checkpoint(const std::string& path, bool read_data) {
     report.file_bytes = check_path(path);
     h5::Handle file = open_file(path, H5P_DEFAULT);
     report.header = read_header(file, path);
+    const RawFile raw(path);
     std::vector<float> scratch(kPieceBytes / 4);
     for (const auto& t : report.header.tensors)
       for (Family f : kFamilies) {
@@ -147,7 +164,7 @@ CheckpointReport inspect_checkpoint(const std::string& path, bool read_data) {
           // dataset's storage, which open_tensor checked against the file size).
           scratch.resize(std::max<std::size_t>(scratch.size(), row_elems(t.shape)));
           const std::string problem =
-              read_verified(d, t, f, sums, 0, rows_of(t.shape), scratch.data(), true, H5P_DEFAULT, &r.stats);
+              read_verified(raw.fd, d, t, f, sums, 0, rows_of(t.shape), scratch.data(), true, &r.stats);
           if (!problem.empty()) fail(path, problem);
         }
         report.datasets.push_back(std::move(r));
