@@ -54,11 +54,14 @@ PY
 }
 
 # 1. Bit-exact resume after SIGUSR1 (sent to one rank only), sync and async writes.
-train full 2 --set train.steps=400 --set parallel.ep=2
+# 3000 steps (about 2 s on a quiet machine): 400 took 0.3 s, and the run could end
+# before the signal was sent.
+STEPS=3000
+train full 2 --set train.steps=$STEPS --set parallel.ep=2
 [ "$rc" -eq 0 ] || { cat "$SCRATCH/full.log"; fail "uninterrupted run"; }
 for mode in false true; do
   name=sig_$mode
-  train "$name" 2 --set train.steps=400 --set parallel.ep=2 --set checkpoint.async=$mode &
+  train "$name" 2 --set train.steps=$STEPS --set parallel.ep=2 --set checkpoint.async=$mode &
   pid=$!
   for _ in $(seq 200); do
     [ -s "$SCRATCH/$name/metrics.jsonl" ] && [ "$(wc -l < "$SCRATCH/$name/metrics.jsonl")" -ge 40 ] && break
@@ -75,11 +78,11 @@ for mode in false true; do
   [ "$(cat "$SCRATCH/$name.rc")" = 75 ] || fail "exit code $(cat "$SCRATCH/$name.rc") after SIGUSR1, expected 75"
   [ "$(wc -l < "$SCRATCH/$name/metrics.jsonl")" -eq "$stopped" ] || fail "metrics do not end at step $stopped"
   cp "$SCRATCH/$name/metrics.jsonl" "$SCRATCH/$name.before"
-  train "$name" 2 --set train.steps=400 --set parallel.ep=2 --set checkpoint.async=$mode --resume auto
+  train "$name" 2 --set train.steps=$STEPS --set parallel.ep=2 --set checkpoint.async=$mode --resume auto
   [ "$rc" -eq 0 ] || { cat "$SCRATCH/$name.log"; fail "resume ($mode)"; }
-  echo "async=$mode: SIGUSR1 stopped the run after step $stopped (exit 75), resumed to 400:"
-  check_resumed "$name" "$stopped" "$SCRATCH/$name.before" 400
-  same_losses full "$name" 1 400 0 || fail "resumed losses differ from the uninterrupted run (async=$mode)"
+  echo "async=$mode: SIGUSR1 stopped the run after step $stopped (exit 75), resumed to $STEPS:"
+  check_resumed "$name" "$stopped" "$SCRATCH/$name.before" $STEPS
+  same_losses full "$name" 1 $STEPS 0 || fail "resumed losses differ from the uninterrupted run (async=$mode)"
 done
 
 # 2. Resharding: 4 ranks ep 4 -> 2 ranks ep 2 -> 1 rank.
@@ -158,7 +161,7 @@ grep -q "^furnace: background checkpoint failed: .*bgfail/ckpt/step_00000010.h5'
 grep -q "^checkpoint .*step_00000010.h5: background write started" "$SCRATCH/bgfail.log" || fail "no background write started"
 ! grep -q "^checkpoint written" "$SCRATCH/bgfail.log" || fail "a checkpoint that was never written was announced"
 n=$(wc -l < "$SCRATCH/bgfail/metrics.jsonl")
-# The writers end within milliseconds; the old behaviour (reported at the next save,
-# step 20) is what this bound tells apart.
-[ "$n" -ge 10 ] && [ "$n" -lt 15 ] || fail "the run went on to step $n after the write of step 10 failed"
+# The writers end within milliseconds (step 13 here); the old behaviour (reported at
+# the next save, step 20) is what this bound tells apart, with room for a slow machine.
+[ "$n" -ge 10 ] && [ "$n" -lt 20 ] || fail "the run went on to step $n after the write of step 10 failed"
 echo "failed background write of step 10: run ended after step $n, exit 4: $(grep '^furnace:' "$SCRATCH/bgfail.log" | cut -c1-140)"
