@@ -24,9 +24,11 @@
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "comm/agree.hpp"
 #include "comm/groups.hpp"
 #include "comm/mpi_check.hpp"
 #include "io/checkpoint.hpp"
@@ -51,17 +53,8 @@ namespace fs = std::filesystem;
 double timed(MPI_Comm world, const std::function<std::string()>& fn, std::string& error) {
   std::string err;
   const double tmax = slowest_rank_time(world, [&] { err = fn(); });
-  int rank = 0, first = 0;
-  MPI_Comm_rank(world, &rank);
-  int mine = err.empty() ? 1 << 30 : rank;
-  mpiCheck(MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, world));
-  if (first != 1 << 30 && error.empty()) {
-    int len = int(err.size());
-    mpiCheck(MPI_Bcast(&len, 1, MPI_INT, first, world));
-    err.resize(std::size_t(len));
-    mpiCheck(MPI_Bcast(err.data(), len, MPI_CHAR, first, world));
-    error = err;
-  }
+  const auto agreed = comm::agree_on_error(world, err.empty() ? std::nullopt : std::optional(err), 1);
+  if (agreed && error.empty()) error = *agreed;
   return tmax;
 }
 

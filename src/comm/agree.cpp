@@ -83,12 +83,15 @@ std::optional<std::string> agree_on_error(MPI_Comm comm, const std::optional<std
     std::this_thread::sleep_for(std::chrono::microseconds(100));
   }
   if (first == size) return std::nullopt;
-  std::string message = rank == first ? *error : std::string();
-  int len = int(message.size());
-  mpiCheck(MPI_Bcast(&len, 1, MPI_INT, first, comm));
-  message.resize(std::size_t(len));
-  mpiCheck(MPI_Bcast(message.data(), len, MPI_CHAR, first, comm));
-  return message;
+  return broadcast_string(rank == first ? *error : std::string(), first, comm);
+}
+
+std::string broadcast_string(std::string s, int root, MPI_Comm comm) {
+  int len = int(s.size());
+  mpiCheck(MPI_Bcast(&len, 1, MPI_INT, root, comm));
+  s.resize(std::size_t(len));
+  mpiCheck(MPI_Bcast(s.data(), len, MPI_CHAR, root, comm));
+  return s;
 }
 
 }  // namespace furnace::comm

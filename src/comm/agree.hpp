@@ -12,6 +12,9 @@
 
 namespace furnace::comm {
 
+// Rank `root`'s string on every rank of comm (collective).
+std::string broadcast_string(std::string s, int root, MPI_Comm comm);
+
 // FURNACE_AGREE_TIMEOUT_S (seconds, default 10): how long a failing rank waits.
 double agree_timeout_s();
 

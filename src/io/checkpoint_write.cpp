@@ -18,6 +18,7 @@
 #include <numeric>
 #include <vector>
 
+#include "comm/agree.hpp"
 #include "comm/fault.hpp"
 #include "comm/mpi_check.hpp"
 #include "io/checkpoint_internal.hpp"
@@ -44,15 +45,6 @@ std::string iso_now() {
   char buf[32];
   std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
   return buf;
-}
-
-// Rank 0's string on every rank of comm (attribute values must agree across ranks).
-std::string bcast(MPI_Comm comm, std::string s) {
-  int len = int(s.size());
-  mpiCheck(MPI_Bcast(&len, 1, MPI_INT, 0, comm));
-  s.resize(std::size_t(len));
-  mpiCheck(MPI_Bcast(s.data(), len, MPI_CHAR, 0, comm));
-  return s;
 }
 
 // fsync a file or directory by path; "" or the reason.
@@ -307,7 +299,7 @@ std::string write_checkpoint(const std::string& dir, const memory::ParamStore& p
       fs::remove(tmp, ec);
     });
   agree(comm, error, kWriteAbort);
-  const std::string created = bcast(comm, iso_now());
+  const std::string created = comm::broadcast_string(iso_now(), 0, comm);  // attribute values must agree
   const Plan plan = make_plan(ps, g);
   const auto sums = checksums(ps, b, plan, g);
 

@@ -8,6 +8,7 @@
 #include <optional>
 #include <regex>
 
+#include "comm/agree.hpp"
 #include "comm/mpi_check.hpp"
 #include "io/hdf5_util.hpp"
 
@@ -15,15 +16,6 @@ namespace furnace::train {
 namespace fs = std::filesystem;
 
 namespace {
-
-// Rank 0's string on every rank of comm.
-std::string broadcast(std::string s, MPI_Comm comm) {
-  int len = int(s.size());
-  mpiCheck(MPI_Bcast(&len, 1, MPI_INT, 0, comm));
-  s.resize(std::size_t(len));
-  mpiCheck(MPI_Bcast(s.data(), len, MPI_CHAR, 0, comm));
-  return s;
-}
 
 // The file `latest` names, or nullopt with the reason in *why.
 std::optional<std::string> latest_target(const fs::path& dir, std::string* why) {
@@ -90,7 +82,7 @@ Resumed resume_auto(const std::string& dir, memory::ParamStore& ps, const comm::
     }
   }
   if (auto agreed = io::h5::agree_on_error(g.world(), error)) throw io::CheckpointError(*agreed);
-  listing = broadcast(listing, g.world());
+  listing = comm::broadcast_string(listing, 0, g.world());
   for (std::size_t at = 0, nl; (nl = listing.find('\n', at)) != std::string::npos; at = nl + 1)
     candidates.push_back(listing.substr(at, nl - at));
   if (root)

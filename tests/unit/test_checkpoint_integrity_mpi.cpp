@@ -76,6 +76,16 @@ void edit_h5(const std::string& path, const std::function<void(hid_t)>& f) {
   H5Fclose(file);
 }
 
+// Replaces attribute `name` of obj by a 1-D one of n elements.
+void rewrite_attr(hid_t obj, const char* name, hid_t file_type, hid_t mem_type, const void* data, hsize_t n) {
+  H5Adelete(obj, name);
+  hid_t space = H5Screate_simple(1, &n, nullptr);
+  hid_t a = H5Acreate2(obj, name, file_type, space, H5P_DEFAULT, H5P_DEFAULT);
+  H5Awrite(a, mem_type, data);
+  H5Aclose(a);
+  H5Sclose(space);
+}
+
 }  // namespace
 
 TEST_F(MpiCheckpointIntegrity, IntactFilePassesLoadAndInspect) {
@@ -122,14 +132,8 @@ TEST_F(MpiCheckpointIntegrity, MetaAttributeOfWrongShapeRefused) {
   on_rank0([&] {
     edit_h5(path, [](hid_t file) {
       hid_t m = H5Oopen(file, "meta", H5P_DEFAULT);
-      H5Adelete(m, "step");
-      const hsize_t n = 4096;
-      hid_t space = H5Screate_simple(1, &n, nullptr);
-      hid_t a = H5Acreate2(m, "step", H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT);
-      std::vector<long long> big(n, 7);
-      H5Awrite(a, H5T_NATIVE_LLONG, big.data());
-      H5Aclose(a);
-      H5Sclose(space);
+      const std::vector<long long> big(4096, 7);
+      rewrite_attr(m, "step", H5T_STD_I64LE, H5T_NATIVE_LLONG, big.data(), big.size());
       H5Oclose(m);
     });
   });
@@ -175,14 +179,8 @@ TEST_F(MpiCheckpointIntegrity, ChecksumAttributeOfWrongLengthRefused) {
   on_rank0([&] {
     edit_h5(path, [](hid_t file) {
       hid_t d = H5Dopen2(file, "/model/layers.1.moe.w1", H5P_DEFAULT);
-      H5Adelete(d, "xxh3_64");
-      const hsize_t n = 2;  // 4 experts need 4
-      hid_t space = H5Screate_simple(1, &n, nullptr);
-      hid_t a = H5Acreate2(d, "xxh3_64", H5T_STD_U64LE, space, H5P_DEFAULT, H5P_DEFAULT);
-      const unsigned long long v[2] = {1, 2};
-      H5Awrite(a, H5T_NATIVE_ULLONG, v);
-      H5Aclose(a);
-      H5Sclose(space);
+      const unsigned long long v[2] = {1, 2};  // 4 experts need 4
+      rewrite_attr(d, "xxh3_64", H5T_STD_U64LE, H5T_NATIVE_ULLONG, v, 2);
       H5Dclose(d);
     });
   });
