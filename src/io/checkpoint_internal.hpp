@@ -10,13 +10,15 @@
 
 #include "io/checkpoint.hpp"
 #include "io/hdf5_util.hpp"
+#include "io/read_ahead.hpp"
 
 namespace furnace::io::ckpt {
 
 inline constexpr const char* kFormat = "furnace-checkpoint";
 inline constexpr int kFormatVersion = 2;
 inline constexpr hsize_t kAlignThreshold = 64 << 10;     // objects >= 64 KiB are aligned
-inline constexpr std::size_t kPieceBytes = 4 << 20;      // read/verify granularity (cache-sized)
+inline constexpr std::size_t kPieceBytes = 4 << 20;      // read granularity
+inline constexpr std::size_t kVerifyBytes = 256 << 10;   // verify granularity (in a core's L2)
 inline constexpr std::size_t kMaxJsonBytes = 64 << 20;   // config_json, manifest_json
 inline constexpr const char* kChecksumAttr = "xxh3_64";
 
@@ -83,8 +85,18 @@ h5::Handle open_tensor(hid_t file, const std::string& path, const TensorEntry& t
 // from the file open as fd, in pieces of about kPieceBytes, verifies every checksum
 // block in the range against sums and every value (finite; >= 0 for exp_avg_sq), and
 // adds to *stats when given. dst holds the whole range, or (scratch) one piece that
-// every piece reuses. Returns "" or the first problem, naming the dataset.
+// every piece reuses. With `prefetched`, the bytes are not read here: range
+// prefetched->range of its reader brings them into dst (not scratch), and each piece
+// is verified as soon as it is in. Returns "" or the first problem, naming the dataset.
+struct Prefetched {
+  ReadAhead* reader;
+  std::size_t range;
+};
 std::string read_verified(int fd, hid_t d, const TensorEntry& t, Family f, const std::vector<std::uint64_t>& sums,
-                          hsize_t row0, hsize_t nrows, float* dst, bool scratch, ValueStats* stats);
+                          hsize_t row0, hsize_t nrows, float* dst, bool scratch, ValueStats* stats,
+                          const Prefetched* prefetched = nullptr);
+
+// The file address of dataset d's raw data (contiguous; open_tensor checked that).
+std::uint64_t data_offset(hid_t d);
 
 }  // namespace furnace::io::ckpt

@@ -120,20 +120,45 @@ CheckpointMeta read_checkpoint(const std::string& path, memory::ParamStore& ps, 
   float* bufs[3] = {ps.params().data(), ps.exp_avg().data(), ps.exp_avg_sq().data()};
   std::optional<std::string> error = error_of(path, [&] {
     const RawFile raw(path);
+    // Read in file order (HDF5's allocation order, not the store's: out-of-order
+    // pieces defeat the kernel's readahead) on a ReadAhead thread, and verify each
+    // piece here as it arrives, so checksums and value checks overlap the reads.
+    // Measured with bench io --fsync: 0.35-0.5 of a plain read before, 0.8-0.9 after.
+    struct Slab {
+      std::size_t dataset;  // index into dsets: 3 * tensor + family
+      hsize_t row0, nrows;
+      std::uint64_t offset, bytes;
+    };
+    std::vector<Slab> slabs;
     for (std::size_t i = 0; i < ps.infos().size(); ++i) {
       const auto& p = ps.info(int(i));
       const hsize_t row0 = p.kind == memory::ParamKind::Expert ? hsize_t(p.global_offset0) : 0;
       const hsize_t nrows = p.shape.empty() ? 1 : hsize_t(p.shape[0]);
-      for (int k = 0; k < 3; ++k) {
-        const std::size_t j = 3 * i + std::size_t(k);
-        const std::string problem = read_verified(raw.fd, dsets[j], *entries[j], kFamilies[k], sums[j], row0,
-                                                  nrows, bufs[k] + p.offset, false, nullptr);
-        if (!problem.empty()) fail(path, problem);
+      for (std::size_t k = 0; k < 3; ++k) {
+        const std::size_t j = 3 * i + k;
+        const std::uint64_t row_bytes = 4 * row_elems(entries[j]->shape);
+        slabs.push_back({j, row0, nrows, data_offset(dsets[j]) + row0 * row_bytes, nrows * row_bytes});
       }
+    }
+    std::sort(slabs.begin(), slabs.end(), [](const Slab& a, const Slab& b) { return a.offset < b.offset; });
+    std::vector<ReadAhead::Range> ranges;
+    for (const Slab& s : slabs) {
+      const auto& p = ps.info(int(s.dataset / 3));
+      ranges.push_back({s.offset, s.bytes, reinterpret_cast<char*>(bufs[s.dataset % 3] + p.offset)});
+    }
+    ReadAhead reader(raw.fd, std::move(ranges), kPieceBytes);
+    for (std::size_t i = 0; i < slabs.size(); ++i) {
+      const Slab& s = slabs[i];
+      const auto& p = ps.info(int(s.dataset / 3));
+      const int k = int(s.dataset % 3);
+      const Prefetched ahead{&reader, i};
+      const std::string problem = read_verified(raw.fd, dsets[s.dataset], *entries[s.dataset], kFamilies[k],
+                                                sums[s.dataset], s.row0, s.nrows, bufs[k] + p.offset, false,
+                                                nullptr, &ahead);
+      if (!problem.empty()) fail(path, problem);
     }
   });
   agree(comm, error, kReadAbort);
-
   // 4. Collective close.
   agree(comm, error_of(path, [&] {
     dsets.clear();
