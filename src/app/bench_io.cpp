@@ -33,7 +33,7 @@
 #include "comm/mpi_check.hpp"
 #include "io/checkpoint.hpp"
 #include "io/config.hpp"
-#include "memory/param_store.hpp"
+#include "memory/state_store.hpp"
 #include "train/checkpointer.hpp"
 
 namespace furnace::app {
@@ -88,7 +88,7 @@ io::Config bench_config(const Shape& s, const std::string& dir) {
   return c;
 }
 
-void build_store(memory::ParamStore& ps, const Shape& s, const comm::Groups& g) {
+void build_store(memory::StateStore& ps, memory::Ledger& ledger, const Shape& s, const comm::Groups& g) {
   const std::int64_t d = s.d, E = s.experts;
   auto dense = [&](const std::string& name, std::vector<std::int64_t> shape, bool decay = true) {
     memory::ParamInfo p;
@@ -118,11 +118,11 @@ void build_store(memory::ParamStore& ps, const Shape& s, const comm::Groups& g) 
     expert(pre + ".moe.w2", {E, d, d});
   }
   norm("lnf");
-  ps.allocate();
+  ps.allocate(ledger);
 }
 
 // Distinct, layout-independent values (element `global` of a tensor, buffer k).
-void fill(const memory::ParamStore& ps) {
+void fill(const memory::StateStore& ps) {
   float* bufs[3] = {ps.params().data(), ps.exp_avg().data(), ps.exp_avg_sq().data()};
   int t = 0;
   for (const auto& p : ps.infos()) {
@@ -184,8 +184,9 @@ int bench_io(const BenchIoOptions& opt) {
     s.d = d;
   }
 
-  memory::ParamStore ps;
-  build_store(ps, s, g);
+  memory::Ledger ledger;
+  memory::StateStore ps;
+  build_store(ps, ledger, s, g);
   fill(ps);
   const std::size_t n = std::size_t(ps.total());
   const io::Config cfg = bench_config(s, opt.dir);

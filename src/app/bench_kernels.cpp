@@ -121,9 +121,10 @@ struct Result {
 };
 
 Result run_shape(const ExpertBenchShape& s, int reps) {
-  memory::Arena arena("bench_kernels");
-  Problem p = make_problem(s, arena);
-  moe::ExpertFFN ffn(s.experts, s.d_model, s.hidden, s.activation, s.rows(), arena);
+  memory::Ledger ledger;
+  memory::Arenas arenas("bench_kernels", ledger);
+  Problem p = make_problem(s, arenas.workspace);
+  moe::ExpertFFN ffn(s.experts, s.d_model, s.hidden, s.activation, s.rows(), arenas);
   auto ffn_step = [&] {
     ffn.forward(p.x, p.offsets, p.w1, p.w2, p.y);
     ffn.backward(p.dy, p.x, p.w1, p.w2, p.dx, p.dw1, p.dw2);

@@ -32,7 +32,7 @@ void write(hid_t loc, const std::string& name, hid_t type, const std::vector<hsi
 }
 
 // Every tensor of `buf` (params or grads) under `group`/<name>, in logical shape.
-void write_tensors(hid_t file, const std::string& group, const memory::ParamStore& ps,
+void write_tensors(hid_t file, const std::string& group, const memory::StateStore& ps,
                    kernels::View1<float> buf) {
   for (int i = 0; i < int(ps.infos().size()); ++i) {
     const auto& p = ps.info(i);

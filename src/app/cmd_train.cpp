@@ -85,18 +85,30 @@ int cmd_train(const TrainOptions& opt) {
   // The user's thread variables, else this rank's share of the CPUs it may run on.
   if (int rc = agree([&] { set_blas_threads_for(groups.node_comm()); }, kBadConfig)) return rc;
   // Directories and memory, before anything is allocated or written.
-  if (int rc = agree([&] { check_run_setup(cfg, world, groups.node_size()); }, kBadConfig)) return rc;
+  if (int rc = agree([&] { check_run_setup(cfg); }, kBadConfig)) return rc;
   print_banner(groups.describe());
   std::unique_ptr<train::Trainer> trainer;
   if (int rc = agree([&] {
-        with_allocation_errors_as_config(cfg, [&] { trainer = std::make_unique<train::Trainer>(cfg, groups); });
+        with_allocation_errors_as_config(cfg, [&] {
+          trainer = std::make_unique<train::Trainer>(cfg, groups, memory_check(cfg, groups.node_size()));
+        });
       }, kBadData))
     return rc;
+  {
+    const std::string report = trainer->memory_report("after set-up");
+    if (world_rank() == 0) std::printf("%s", report.c_str()), std::fflush(stdout);
+  }
+  if (opt.dry_run) {
+    if (world_rank() == 0) std::printf("dry run: everything is built; not training (--dry-run)\n");
+    return kOk;
+  }
   if (!opt.resume.empty())
     if (int rc = agree([&] { trainer->resume(opt.resume); }, kBadData)) return rc;
   try {
     using End = train::Trainer::RunResult::End;
     const auto result = trainer->run();
+    const std::string report = trainer->memory_report("at the end");  // collective: every rank returned from run()
+    if (world_rank() == 0) std::printf("%s", report.c_str()), std::fflush(stdout);
     if (result.end == End::Failed && world_rank() == 0) std::fprintf(stderr, "furnace: %s\n", result.error.c_str());
     switch (result.end) {
       case End::Completed: return kOk;

@@ -17,6 +17,7 @@ struct TrainOptions {
   std::string config;
   std::vector<std::string> overrides;
   std::string resume;  // "", "auto" or a checkpoint path
+  bool dry_run = false;  // build everything, print the memory report, do not train
 };
 int cmd_train(const TrainOptions& opt);
 

@@ -69,6 +69,8 @@ int run(int argc, char** argv) {
   t->add_option("-s,--set", train.overrides, "override a key: section.key=value (repeatable)");
   auto* resume = t->add_option("-r,--resume", train.resume,
                                "resume: 'auto' (the latest checkpoint in checkpoint.dir, if any) or a checkpoint file");
+  t->add_flag("--dry-run", train.dry_run,
+              "build the model, state and buffers, print the memory report per rank and exit without training");
 
   auto* data = cli.add_subcommand("data", "prepare datasets");
   data->require_subcommand(1);

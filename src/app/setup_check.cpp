@@ -21,6 +21,7 @@
 #include "comm/mpi_check.hpp"
 #include "io/clip.hpp"
 #include "kernels/blas_runtime.hpp"
+#include "kernels/views.hpp"
 
 namespace furnace::app {
 namespace fs = std::filesystem;
@@ -66,32 +67,6 @@ std::string make_run_dir(const std::string& key, const std::string& dir) {
     return name + " cannot be created or written in (" + (ec ? ec.message() : std::strerror(errno)) +
            "); choose a writable directory";
   return "";
-}
-
-MemoryEstimate estimate_memory(const io::Config& c, int world) {
-  const auto& m = c.model;
-  const auto& e = c.moe;
-  // In doubles: the products overflow 64-bit integers for absurd sizes.
-  const double d = m.d_model, V = m.vocab_size, T = m.seq_len, H = m.n_heads, L = m.n_layers;
-  const double B = std::max(1, c.train.batch_size / std::max(1, world));  // sequences per rank
-  const double n = B * T, w1 = m.activation == "swiglu" ? 2 : 1;      // tokens per rank; w1 width factor
-  double params = V * d + T * d, ffn = 0;
-  for (int l = 0; l < m.n_layers; ++l) {
-    params += 4 * d * d;  // wqkv, wo
-    if (e.experts > 0 && (l + 1) % e.every == 0) {
-      const double hx = e.expert_hidden, rows = n * e.top_k;
-      params += d * e.experts + double(e.experts / std::max(1, c.parallel.ep)) * (w1 + 1) * d * hx;
-      ffn += rows * (2 * w1 + 2) * hx + 4 * rows * d + 4 * n * e.experts;  // expert buffers, permuted rows, router
-    } else {
-      params += (w1 + 1) * d * m.ffn_hidden;
-      ffn += n * (2 * w1 + 2) * m.ffn_hidden;
-    }
-  }
-  MemoryEstimate est;
-  est.state = 4.0 * 4 * params;                    // params | grads | m | v, fp32
-  est.attention = 4.0 * B * H * T * T * (L + 1);  // probabilities per layer + one gradient
-  est.activations = 4.0 * (L * 8 * n * d + ffn + (L + 9) * n * d + 2 * n * V);  // block, model, logits
-  return est;
 }
 
 namespace {
@@ -151,31 +126,61 @@ MemoryBudget rank_memory_budget(int ranks_on_node) {
   return b;
 }
 
-std::string memory_problem(const io::Config& c, int world, const MemoryEstimate& need, const MemoryBudget& have) {
-  if (need.total() <= have.bytes) return "";
-  const auto& m = c.model;
-  const int per_rank = std::max(1, c.train.batch_size / std::max(1, world));
-  // The advice follows the largest part.
-  std::string lower = "lower train.batch_size, model.seq_len or model.d_model, or run on more ranks";
-  if (need.attention >= need.state && need.attention >= need.activations)
-    lower = "lower model.seq_len (attention memory grows with its square) or train.batch_size, or run on more ranks";
-  else if (need.state >= need.activations)
-    lower = "lower model.d_model, model.n_layers, moe.experts or moe.expert_hidden, or raise parallel.ep";
-  return "model.seq_len = " + std::to_string(m.seq_len) + ", model.d_model = " + std::to_string(m.d_model) +
-         ", model.n_layers = " + std::to_string(m.n_layers) + ", model.n_heads = " + std::to_string(m.n_heads) +
-         ", train.batch_size = " + std::to_string(c.train.batch_size) + " (" + std::to_string(per_rank) +
-         " per rank) need at least " + gib(need.total()) + " per rank (parameter state " + gib(need.state) +
-         ", attention probabilities [B,H,T,T] " + gib(need.attention) + ", other activations " +
-         gib(need.activations) + ") but a rank can have " + gib(have.bytes) + " (" + have.source + "); " + lower;
+std::string memory_problem(const io::Config& c, const memory::Ledger& planned, const MemoryBudget& have) {
+  using memory::Category;
+  using memory::Tier;
+  const std::uint64_t dev = planned.peak(Tier::Device), host = planned.peak(Tier::Host);
+  std::string over;
+  if (c.memory.device_budget_gb > 0 && double(dev) > c.memory.device_budget_gb * double(1ull << 30))
+    over = "the device tier needs " + memory::format_bytes(dev) + " per rank, over memory.device_budget_gb = " +
+           gib(c.memory.device_budget_gb * double(1ull << 30));
+  else if (c.memory.host_budget_gb > 0 && double(host) > c.memory.host_budget_gb * double(1ull << 30))
+    over = "the host tier needs " + memory::format_bytes(host) + " per rank, over memory.host_budget_gb = " +
+           gib(c.memory.host_budget_gb * double(1ull << 30));
+  else if (kernels::device_is_host() && double(dev + host) > have.bytes)
+    over = "the run needs " + memory::format_bytes(dev + host) + " per rank but a rank can have " + gib(have.bytes) +
+           " (" + have.source + ")";
+  if (over.empty()) return "";
+  // What the bytes are, and advice that follows the largest category.
+  std::string parts;
+  Category largest = Category::Parameters;
+  std::uint64_t most = 0;
+  for (Category cat : memory::kCategories) {
+    const std::uint64_t b = planned.peak(cat, Tier::Device) + planned.peak(cat, Tier::Host);
+    if (b == 0) continue;
+    parts += std::string(parts.empty() ? "" : ", ") + memory::category_name(cat) + " " + memory::format_bytes(b);
+    if (b > most) most = b, largest = cat;
+  }
+  std::string lower;
+  switch (largest) {
+    case Category::Activations:
+    case Category::Workspace:
+      lower = "lower train.batch_size or model.seq_len (attention's [B,H,T,T] grows with its square), set "
+              "memory.recompute, or run on more ranks";
+      break;
+    case Category::Communication:
+      lower = "lower moe.capacity_factor (or memory.moe_buffer_mb when dropless) or train.batch_size";
+      break;
+    default:
+      lower = "lower model.d_model, model.n_layers, moe.experts or moe.expert_hidden, or raise parallel.ep";
+  }
+  return over + " (" + parts + "; model.d_model = " + std::to_string(c.model.d_model) + ", model.seq_len = " +
+         std::to_string(c.model.seq_len) + ", train.batch_size = " + std::to_string(c.train.batch_size) + "); " +
+         lower + "; `furnace train --dry-run` prints the whole memory report";
 }
 
-void check_run_setup(const io::Config& cfg, int world, int ranks_on_node) {
+train::MemoryCheck memory_check(const io::Config& cfg, int ranks_on_node) {
+  return [&cfg, ranks_on_node](const memory::Ledger& planned) {
+    const std::string why = memory_problem(cfg, planned, rank_memory_budget(ranks_on_node));
+    if (!why.empty()) throw io::ConfigError(why);
+  };
+}
+
+void check_run_setup(const io::Config& cfg) {
   std::string why = make_run_dir("output.dir", cfg.output.dir);
   if (why.empty())
     why = cfg.checkpoint.dir.empty() ? make_run_dir("checkpoint.dir (default: output.dir/ckpt)", cfg.output.dir + "/ckpt")
                                      : make_run_dir("checkpoint.dir", cfg.checkpoint.dir);
-  if (why.empty())
-    why = memory_problem(cfg, world, estimate_memory(cfg, world), rank_memory_budget(ranks_on_node));
   if (!why.empty()) throw io::ConfigError(why);
 }
 

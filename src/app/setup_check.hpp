@@ -9,6 +9,8 @@
 #include <string>
 
 #include "io/config.hpp"
+#include "memory/ledger.hpp"
+#include "train/trainer.hpp"
 
 namespace furnace::app {
 
@@ -20,18 +22,9 @@ namespace furnace::app {
 std::string make_run_dir(const std::string& key, const std::string& dir);
 
 // --- Memory -------------------------------------------------------------------------
-// An up-front estimate of the big allocations of one rank, so that a model that
-// cannot fit is refused with the keys to change instead of a Kokkos allocation
-// failure. A lower bound (the terms that dominate, in fp32), kept in this one place:
-// the memory planner (`furnace plan`, from the byte tables of src/memory) will
-// replace it.
-struct MemoryEstimate {
-  double state = 0;        // parameters, gradients, AdamW moments
-  double attention = 0;    // attention probabilities and their gradient, [B, H, T, T] per layer
-  double activations = 0;  // the other activations and logits
-  double total() const { return state + attention + activations; }
-};
-MemoryEstimate estimate_memory(const io::Config& cfg, int world);
+// What a run needs is measured, not estimated: train::measure_memory builds the model
+// and state in Measure mode (the same code that sizes the allocations) and the
+// trainer hands that ledger to memory_check before its first large allocation.
 
 // The memory one rank can have: the least of MemAvailable and the cgroup's free
 // limit, divided by the ranks on the node, and of RLIMIT_AS (per process).
@@ -41,13 +34,17 @@ struct MemoryBudget {
 };
 MemoryBudget rank_memory_budget(int ranks_on_node);
 
-// "" when the estimate fits the budget, else the one-line problem naming the keys.
-std::string memory_problem(const io::Config& cfg, int world, const MemoryEstimate& need,
-                           const MemoryBudget& have);
+// "" when the measured ledger fits memory.device_budget_gb, memory.host_budget_gb and
+// (on a build whose device is the host) what a rank can have; else one line naming
+// the tier, the bytes per category and the keys to change.
+std::string memory_problem(const io::Config& cfg, const memory::Ledger& planned, const MemoryBudget& have);
+// The trainer's MemoryCheck: memory_problem against rank_memory_budget(ranks_on_node),
+// thrown as io::ConfigError. `cfg` must outlive it.
+train::MemoryCheck memory_check(const io::Config& cfg, int ranks_on_node);
 
-// make_run_dir for output.dir and the checkpoint directory, then memory_problem;
-// throws io::ConfigError with the first problem. Not collective: callers agree.
-void check_run_setup(const io::Config& cfg, int world, int ranks_on_node);
+// make_run_dir for output.dir and the checkpoint directory; throws io::ConfigError
+// with the first problem. Not collective: callers agree.
+void check_run_setup(const io::Config& cfg);
 
 // True for an allocation failure: std::bad_alloc, or Kokkos's "failed to allocate"
 // error (a std::runtime_error in Kokkos 3.4 and 4.x).

@@ -4,7 +4,7 @@
 
 namespace furnace::comm {
 
-GradSync::GradSync(const memory::ParamStore& ps, const Groups& groups, std::size_t bucket_bytes)
+GradSync::GradSync(const memory::StateStore& ps, const Groups& groups, std::size_t bucket_bytes)
     : ps_(ps), bucket_of_(ps.infos().size(), -1) {
   const auto& infos = ps.infos();
   auto comm_of = [&](const memory::ParamInfo& p) {

@@ -10,13 +10,13 @@
 #include <vector>
 
 #include "comm/groups.hpp"
-#include "memory/param_store.hpp"
+#include "memory/state_store.hpp"
 
 namespace furnace::comm {
 
 class GradSync {
  public:
-  GradSync(const memory::ParamStore& ps, const Groups& groups, std::size_t bucket_bytes);
+  GradSync(const memory::StateStore& ps, const Groups& groups, std::size_t bucket_bytes);
 
   // Start of a backward pass: every bucket waits for all its tensors again.
   void begin();
@@ -36,7 +36,7 @@ class GradSync {
   };
   void start(Bucket& b);
 
-  const memory::ParamStore& ps_;
+  const memory::StateStore& ps_;
   std::vector<Bucket> buckets_;
   std::vector<int> bucket_of_;  // per tensor; -1 when its group has one rank
 };

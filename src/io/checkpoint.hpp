@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "comm/groups.hpp"
-#include "memory/param_store.hpp"
+#include "memory/state_store.hpp"
 
 namespace furnace::io {
 
@@ -50,13 +50,13 @@ struct CheckpointWriteOptions {
 // durably, and deletes the oldest step_*.h5 beyond opt.keep (and older .tmp files).
 // Returns the final path; CheckpointError (same on every rank) on failure, leaving no
 // file under the final name.
-std::string write_checkpoint(const std::string& dir, const memory::ParamStore& ps, const CheckpointBuffers& b,
+std::string write_checkpoint(const std::string& dir, const memory::StateStore& ps, const CheckpointBuffers& b,
                              const CheckpointMeta& meta, const comm::Groups& g,
                              const CheckpointWriteOptions& opt);
 
 // Which world rank writes each Dense tensor (-1 for Expert tensors, which their
 // dp_rank-0 holders write): largest first onto the least-loaded rank. Not collective.
-std::vector<int> dense_writers(const memory::ParamStore& ps, const comm::Groups& g);
+std::vector<int> dense_writers(const memory::StateStore& ps, const comm::Groups& g);
 
 // Collective over g.world(). Checks the file's metadata (format, version, /meta, the
 // manifest) and that the model's tensors are exactly the manifest's (names, shapes),
@@ -66,7 +66,7 @@ std::vector<int> dense_writers(const memory::ParamStore& ps, const comm::Groups&
 // returns the stored meta. A metadata failure leaves ps untouched; a data failure
 // (checksum, value, read error) leaves it partly overwritten: load another checkpoint
 // or re-initialise it. Either way every rank throws the same CheckpointError.
-CheckpointMeta read_checkpoint(const std::string& path, memory::ParamStore& ps, const comm::Groups& g,
+CheckpointMeta read_checkpoint(const std::string& path, memory::StateStore& ps, const comm::Groups& g,
                                long* optimizer_step);
 
 // What to resume from. spec "auto": the file named by <dir>/latest, or "" when there is

@@ -68,7 +68,7 @@ struct RawFile {
 };
 
 // The model's tensors must be exactly the manifest's, in any order.
-void match_model(const memory::ParamStore& ps, const CheckpointHeader& h, const std::string& path) {
+void match_model(const memory::StateStore& ps, const CheckpointHeader& h, const std::string& path) {
   for (const auto& p : ps.infos()) {
     const auto it = std::find_if(h.tensors.begin(), h.tensors.end(), [&](const TensorEntry& t) { return t.name == p.name; });
     if (it == h.tensors.end())
@@ -85,7 +85,7 @@ void match_model(const memory::ParamStore& ps, const CheckpointHeader& h, const 
 
 }  // namespace
 
-CheckpointMeta read_checkpoint(const std::string& path, memory::ParamStore& ps, const comm::Groups& g,
+CheckpointMeta read_checkpoint(const std::string& path, memory::StateStore& ps, const comm::Groups& g,
                                long* optimizer_step) {
   h5::silence();
   const MPI_Comm comm = g.world();

@@ -65,7 +65,7 @@ struct Plan {
   bool expert_writer = false;
 };
 
-Plan make_plan(const memory::ParamStore& ps, const comm::Groups& g) {
+Plan make_plan(const memory::StateStore& ps, const comm::Groups& g) {
   Plan plan;
   plan.writer.assign(ps.infos().size(), -1);
   plan.expert_writer = g.dp_rank() == 0;
@@ -89,7 +89,7 @@ Plan make_plan(const memory::ParamStore& ps, const comm::Groups& g) {
 
 }  // namespace
 
-std::vector<int> dense_writers(const memory::ParamStore& ps, const comm::Groups& g) {
+std::vector<int> dense_writers(const memory::StateStore& ps, const comm::Groups& g) {
   return make_plan(ps, g).writer;
 }
 
@@ -101,7 +101,7 @@ TensorEntry entry_of(const memory::ParamInfo& p) {
 
 // Checksums of every block of every dataset, [tensor][family][block] flattened, the
 // same on every rank: each rank hashes the blocks it writes, a BOR allreduce merges.
-std::vector<std::vector<std::uint64_t>> checksums(const memory::ParamStore& ps, const CheckpointBuffers& b,
+std::vector<std::vector<std::uint64_t>> checksums(const memory::StateStore& ps, const CheckpointBuffers& b,
                                                   const Plan& plan, const comm::Groups& g) {
   const float* bufs[3] = {b.params, b.exp_avg, b.exp_avg_sq};
   std::vector<std::size_t> start;
@@ -187,7 +187,7 @@ h5::Handle string_type(const std::string& s) {
 
 // Everything inside the file. Returns this rank's data-write error, if any; an HDF5
 // metadata failure throws.
-std::optional<std::string> write_contents(hid_t file, const std::string& path, const memory::ParamStore& ps,
+std::optional<std::string> write_contents(hid_t file, const std::string& path, const memory::StateStore& ps,
                                           const CheckpointBuffers& b, const CheckpointMeta& meta,
                                           const comm::Groups& g, const std::string& created, const Plan& plan,
                                           const std::vector<std::vector<std::uint64_t>>& sums) {
@@ -281,7 +281,7 @@ void publish(const std::string& dir, const std::string& name, const std::string&
 
 }  // namespace
 
-std::string write_checkpoint(const std::string& dir, const memory::ParamStore& ps, const CheckpointBuffers& b,
+std::string write_checkpoint(const std::string& dir, const memory::StateStore& ps, const CheckpointBuffers& b,
                              const CheckpointMeta& meta, const comm::Groups& g, const CheckpointWriteOptions& opt) {
   h5::silence();
   const MPI_Comm comm = g.world();

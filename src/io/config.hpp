@@ -81,6 +81,13 @@ struct CheckpointConfig {
   int alignment = 1 << 20;  // H5Pset_alignment for objects >= 64 KiB (bytes)
 };
 
+struct MemoryConfig {
+  std::string recompute = "none";  // none | attention | block
+  int moe_buffer_mb = 64;          // dropless MoE: exchange buffer budget per layer side (MiB)
+  double device_budget_gb = 0;     // refuse a run whose device-tier peak exceeds this; 0 = no limit
+  double host_budget_gb = 0;       // the same for the host tier
+};
+
 struct Config {
   ModelConfig model;
   MoeConfig moe;
@@ -90,6 +97,7 @@ struct Config {
   ParallelConfig parallel;
   CommConfig comm;
   CheckpointConfig checkpoint;
+  MemoryConfig memory;
 };
 
 // A config error: one line naming the key and what is accepted. The app prints it

@@ -5,6 +5,7 @@
 #pragma once
 #include <Kokkos_Core.hpp>
 #include <cstdint>
+#include <type_traits>
 
 namespace furnace::kernels {
 
@@ -18,6 +19,10 @@ template <class T> using View1 = Kokkos::View<T*, Kokkos::LayoutRight, MemSpace,
 template <class T> using View2 = Kokkos::View<T**, Kokkos::LayoutRight, MemSpace, Unmanaged>;
 template <class T> using View3 = Kokkos::View<T***, Kokkos::LayoutRight, MemSpace, Unmanaged>;
 template <class T> using View4 = Kokkos::View<T****, Kokkos::LayoutRight, MemSpace, Unmanaged>;
+
+// True when the default memory space is host memory (Serial/OpenMP builds): the
+// device and host tiers are then the same memory.
+constexpr bool device_is_host() { return std::is_same_v<MemSpace, Kokkos::HostSpace>; }
 
 // Token ids and routing indices are 32-bit signed integers everywhere.
 using index_t = std::int32_t;

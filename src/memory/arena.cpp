@@ -4,16 +4,40 @@
 
 namespace furnace::memory {
 
-Arena::Arena(std::string label, std::size_t chunk_bytes)
-    : label_(std::move(label)), chunk_bytes_(chunk_bytes) {}
+Arena::Arena(std::string label, Category category, Ledger& ledger, Mode mode, std::size_t chunk_bytes)
+    : label_(std::move(label)), category_(category), ledger_(ledger), mode_(mode), chunk_bytes_(chunk_bytes) {}
+
+Arena::~Arena() {
+  if (reserved_ > 0) ledger_.release(category_, Tier::Device, label_, reserved_);
+}
+
+namespace {
+constexpr std::size_t kAlign = 64;
+}
+
+void Arena::reserve(std::size_t bytes) {
+  if (mode_ == Mode::Measure || bytes == 0) return;
+  chunks_.emplace_back(Kokkos::view_alloc(label_ + "::chunk", Kokkos::WithoutInitializing), bytes);
+  ledger_.add(category_, Tier::Device, label_, bytes);
+  chunk_size_ = bytes;
+  offset_ = 0;
+  reserved_ += bytes;
+}
 
 void* Arena::allocate_bytes(std::size_t bytes) {
-  constexpr std::size_t kAlign = 64;
   bytes = (bytes + kAlign - 1) / kAlign * kAlign;
-  if (chunks_.empty() || offset_ + bytes > chunks_.back().extent(0)) {
+  if (mode_ == Mode::Measure) {  // exact bytes, no chunks
+    ledger_.add(category_, Tier::Device, label_, bytes);
+    reserved_ += bytes;
+    used_ += bytes;
+    return nullptr;
+  }
+  if (reserved_ == 0 || offset_ + bytes > chunk_size_) {
     // A request larger than a chunk gets a chunk of its own size.
     const std::size_t size = std::max(bytes, chunk_bytes_);
     chunks_.emplace_back(Kokkos::view_alloc(label_ + "::chunk", Kokkos::WithoutInitializing), size);
+    ledger_.add(category_, Tier::Device, label_, size);
+    chunk_size_ = size;
     offset_ = 0;
     reserved_ += size;
   }
@@ -21,6 +45,15 @@ void* Arena::allocate_bytes(std::size_t bytes) {
   offset_ += bytes;
   used_ += bytes;
   return p;
+}
+
+Arenas::Arenas(const std::string& owner, Ledger& ledger, Mode mode)
+    : activations(owner + "::activations", Category::Activations, ledger, mode),
+      communication(owner + "::communication", Category::Communication, ledger, mode),
+      workspace(owner + "::workspace", Category::Workspace, ledger, mode) {}
+
+void Arenas::reserve(const Ledger& measured) {
+  for (Arena* a : {&activations, &communication, &workspace}) a->reserve(measured.label_peak(a->label()));
 }
 
 }  // namespace furnace::memory

@@ -1,18 +1,32 @@
-// A bump allocator over large pooled Kokkos allocations. Activations, scratch and
-// routing buffers of the model are carved from it once at set-up, so a training step
-// never allocates, and the arena's byte count is what `plan` reports for them.
+// Bump allocators over large pooled Kokkos allocations, one per byte category.
+// Activations, communication buffers and workspace of the model are carved from them
+// once at set-up, so a training step never allocates, and every byte is in the
+// Ledger under its category, which is what the memory report, the budgets and
+// `furnace plan` count.
+//
+// Measure mode allocates nothing: views come back with their extents over a null
+// pointer (touching one is a bug) and the Ledger records the exact bytes asked for.
+// The trainer builds the model once this way to check the budgets, then reserve()s
+// each arena exactly that much, so the real build holds no chunk slack either.
 #pragma once
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "kernels/views.hpp"
+#include "memory/ledger.hpp"
 
 namespace furnace::memory {
 
+enum class Mode { Allocate, Measure };
+
 class Arena {
  public:
-  explicit Arena(std::string label, std::size_t chunk_bytes = std::size_t(64) << 20);
+  Arena(std::string label, Category category, Ledger& ledger, Mode mode = Mode::Allocate,
+        std::size_t chunk_bytes = std::size_t(64) << 20);
+  ~Arena();
+  Arena(const Arena&) = delete;
+  Arena& operator=(const Arena&) = delete;
 
   // Uninitialised, 64-byte aligned storage for n elements of T, valid as long as the arena.
   template <class T>
@@ -32,17 +46,38 @@ class Arena {
     return kernels::View4<T>(allocate<T>(a * b * c * d), a, b, c, d);
   }
 
+  // One chunk of exactly `bytes` for the allocations to come (what a Measure build of
+  // the same objects asked for); later requests that do not fit get chunks as usual.
+  void reserve(std::size_t bytes);
+
+  const std::string& label() const { return label_; }
+  Category category() const { return category_; }
+  Mode mode() const { return mode_; }
   std::size_t bytes_used() const { return used_; }
-  std::size_t bytes_reserved() const { return reserved_; }
+  std::size_t bytes_reserved() const { return reserved_; }  // what the Ledger holds for it
 
  private:
   void* allocate_bytes(std::size_t bytes);
 
   std::string label_;
+  Category category_;
+  Ledger& ledger_;
+  Mode mode_;
   std::size_t chunk_bytes_;
   std::vector<Kokkos::View<std::uint8_t*, kernels::MemSpace>> chunks_;
-  std::size_t offset_ = 0;  // within the last chunk
+  std::size_t chunk_size_ = 0;  // of the last chunk
+  std::size_t offset_ = 0;      // within the last chunk
   std::size_t used_ = 0, reserved_ = 0;
+};
+
+// The model's three arenas: what the backward reads back (per layer), the token
+// exchange's buffers, and scratch whose lifetime is one kernel sequence (shared by
+// the layers, since one layer runs at a time).
+struct Arenas {
+  Arenas(const std::string& owner, Ledger& ledger, Mode mode = Mode::Allocate);
+  Arena activations, communication, workspace;
+  // Each arena reserve()s the bytes `measured` holds under its label.
+  void reserve(const Ledger& measured);
 };
 
 }  // namespace furnace::memory

@@ -13,9 +13,9 @@ using k::View1;
 using k::View2;
 using memory::ParamInfo;
 using memory::ParamKind;
-using memory::ParamStore;
+using memory::StateStore;
 
-NormParams register_norm(const GptSpec& s, ParamStore& ps, const std::string& prefix) {
+NormParams register_norm(const GptSpec& s, StateStore& ps, const std::string& prefix) {
   NormParams p;
   p.w = ps.add({.name = prefix + ".w", .shape = {s.d_model}, .decay = false, .init_std = -1,
                 .init_value = 1.0f});
@@ -25,7 +25,7 @@ NormParams register_norm(const GptSpec& s, ParamStore& ps, const std::string& pr
   return p;
 }
 
-void norm_forward(const GptSpec& s, const ParamStore& ps, const NormParams& p, View2<const float> x,
+void norm_forward(const GptSpec& s, const StateStore& ps, const NormParams& p, View2<const float> x,
                   View2<float> y, View1<float> mean, View1<float> rstd) {
   auto w = ps.v1(ps.params(), p.w);
   if (s.rmsnorm)
@@ -34,7 +34,7 @@ void norm_forward(const GptSpec& s, const ParamStore& ps, const NormParams& p, V
     k::layernorm_forward<float>(x, w, ps.v1(ps.params(), p.b), s.norm_eps, y, mean, rstd);
 }
 
-void norm_backward(const GptSpec& s, const ParamStore& ps, const NormParams& p,
+void norm_backward(const GptSpec& s, const StateStore& ps, const NormParams& p,
                    View2<const float> dy, View2<const float> x, View1<const float> mean,
                    View1<const float> rstd, View2<float> dx) {
   auto w = ps.v1(ps.params(), p.w);
@@ -45,7 +45,7 @@ void norm_backward(const GptSpec& s, const ParamStore& ps, const NormParams& p,
                                  ps.v1(ps.grads(), p.b));
 }
 
-Block::Block(const GptSpec& s, int layer, ParamStore& ps, memory::Arena& arena) : s_(s) {
+Block::Block(const GptSpec& s, int layer, StateStore& ps, memory::Arenas& arenas) : s_(s) {
   const std::string pre = "blocks." + std::to_string(layer);
   const std::int64_t d = s.d_model, n = std::int64_t(s.batch) * s.seq;
   // Residual projections get a smaller init so the residual stream's variance does
@@ -68,30 +68,31 @@ Block::Block(const GptSpec& s, int layer, ParamStore& ps, memory::Arena& arena) 
                   .global_offset0 = s.first_expert, .kind = ParamKind::Expert,
                   .init_std = out_std});
     moe_ = std::make_unique<moe::MoeLayer>(s.router, s.d_model, s.expert_hidden, s.activation, n,
-                                           arena, s.exchange, s.ep_size);
+                                           arenas, s.exchange, s.ep_size);
   } else {
     const std::int64_t H = s.ffn_hidden, H1 = swiglu ? 2 * H : H;
     // Stored [d, H1] / [H, d]; viewed as a group of one expert.
     w1_ = ps.add({.name = pre + ".ffn.w1", .shape = {d, H1}, .init_std = s.init_std});
     w2_ = ps.add({.name = pre + ".ffn.w2", .shape = {H, d}, .init_std = out_std});
-    dense_ = std::make_unique<moe::ExpertFFN>(1, s.d_model, s.ffn_hidden, s.activation, n, arena);
+    dense_ = std::make_unique<moe::ExpertFFN>(1, s.d_model, s.ffn_hidden, s.activation, n, arenas);
     dense_offsets_ = {0, n};
   }
   last_param_ = int(ps.infos().size()) - 1;
-  h1_ = arena.view2<float>(n, d);
-  qkv_ = arena.view2<float>(n, 3 * d);
-  att_ = arena.view2<float>(n, d);
-  mid_ = arena.view2<float>(n, d);
-  h2_ = arena.view2<float>(n, d);
-  ffn_out_ = arena.view2<float>(n, d);
-  mean1_ = arena.view1<float>(n);
-  rstd1_ = arena.view1<float>(n);
-  mean2_ = arena.view1<float>(n);
-  rstd2_ = arena.view1<float>(n);
-  probs_ = arena.view4<float>(s.batch, s.heads, s.seq, s.seq);
+  auto& act = arenas.activations;
+  h1_ = act.view2<float>(n, d);
+  qkv_ = act.view2<float>(n, 3 * d);
+  att_ = act.view2<float>(n, d);
+  mid_ = act.view2<float>(n, d);
+  h2_ = act.view2<float>(n, d);
+  ffn_out_ = act.view2<float>(n, d);
+  mean1_ = act.view1<float>(n);
+  rstd1_ = act.view1<float>(n);
+  mean2_ = act.view1<float>(n);
+  rstd2_ = act.view1<float>(n);
+  probs_ = act.view4<float>(s.batch, s.heads, s.seq, s.seq);
 }
 
-moe::MoeWeights Block::moe_weights(const ParamStore& ps, View1<float> buf) const {
+moe::MoeWeights Block::moe_weights(const StateStore& ps, View1<float> buf) const {
   if (moe_) return {ps.v2(buf, router_), ps.v3(buf, w1_), ps.v3(buf, w2_)};
   // A dense FFN is a group of one expert: view the matrices as [1, rows, cols].
   auto as3 = [&](int i) {
@@ -101,7 +102,7 @@ moe::MoeWeights Block::moe_weights(const ParamStore& ps, View1<float> buf) const
   return {{}, as3(w1_), as3(w2_)};
 }
 
-void Block::forward(const ParamStore& ps, View2<const float> x, View2<float> out) {
+void Block::forward(const StateStore& ps, View2<const float> x, View2<float> out) {
   const int n = x.extent(0), d = s_.d_model;
   const auto& P = ps.params();
   norm_forward(s_, ps, norm1_, x, h1_, mean1_, rstd1_);
@@ -123,7 +124,7 @@ void Block::forward(const ParamStore& ps, View2<const float> x, View2<float> out
       KOKKOS_LAMBDA(const std::int64_t i) { out.data()[i] = mid.data()[i] + f.data()[i]; });
 }
 
-void Block::backward(const ParamStore& ps, View2<const float> x, View2<float> dres,
+void Block::backward(const StateStore& ps, View2<const float> x, View2<float> dres,
                      BlockScratch& sc) {
   const int n = x.extent(0), d = s_.d_model;
   const auto& P = ps.params();

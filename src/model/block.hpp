@@ -6,7 +6,7 @@
 #include <string>
 
 #include "memory/arena.hpp"
-#include "memory/param_store.hpp"
+#include "memory/state_store.hpp"
 #include "model/spec.hpp"
 #include "moe/moe_layer.hpp"
 
@@ -18,14 +18,14 @@ struct NormParams {
 };
 
 // Forward/backward of LayerNorm or RMSNorm, as the spec says.
-void norm_forward(const GptSpec& s, const memory::ParamStore& ps, const NormParams& p,
+void norm_forward(const GptSpec& s, const memory::StateStore& ps, const NormParams& p,
                   kernels::View2<const float> x, kernels::View2<float> y,
                   kernels::View1<float> mean, kernels::View1<float> rstd);
-void norm_backward(const GptSpec& s, const memory::ParamStore& ps, const NormParams& p,
+void norm_backward(const GptSpec& s, const memory::StateStore& ps, const NormParams& p,
                    kernels::View2<const float> dy, kernels::View2<const float> x,
                    kernels::View1<const float> mean, kernels::View1<const float> rstd,
                    kernels::View2<float> dx);
-NormParams register_norm(const GptSpec& s, memory::ParamStore& ps, const std::string& prefix);
+NormParams register_norm(const GptSpec& s, memory::StateStore& ps, const std::string& prefix);
 
 // Scratch shared by all blocks' backward passes (one block runs at a time).
 struct BlockScratch {
@@ -35,13 +35,13 @@ struct BlockScratch {
 
 class Block {
  public:
-  Block(const GptSpec& s, int layer, memory::ParamStore& ps, memory::Arena& arena);
+  Block(const GptSpec& s, int layer, memory::StateStore& ps, memory::Arenas& arenas);
 
   void set_reducer(moe::SumReducer r) { if (moe_) moe_->set_reducer(std::move(r)); }
   // out = block(x). x must stay unchanged until backward.
-  void forward(const memory::ParamStore& ps, kernels::View2<const float> x, kernels::View2<float> out);
+  void forward(const memory::StateStore& ps, kernels::View2<const float> x, kernels::View2<float> out);
   // On entry dres = dL/d(out); on exit dres = dL/dx. Parameter grads accumulate.
-  void backward(const memory::ParamStore& ps, kernels::View2<const float> x,
+  void backward(const memory::StateStore& ps, kernels::View2<const float> x,
                 kernels::View2<float> dres, BlockScratch& scratch);
 
   const moe::MoeLayer* moe() const { return moe_.get(); }
@@ -50,7 +50,7 @@ class Block {
   int last_param() const { return last_param_; }
 
  private:
-  moe::MoeWeights moe_weights(const memory::ParamStore& ps, kernels::View1<float> buf) const;
+  moe::MoeWeights moe_weights(const memory::StateStore& ps, kernels::View1<float> buf) const;
 
   const GptSpec& s_;
   NormParams norm1_, norm2_;

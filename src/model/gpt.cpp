@@ -10,27 +10,31 @@ namespace k = furnace::kernels;
 using k::View1;
 using k::View2;
 
-Gpt::Gpt(const GptSpec& spec, memory::ParamStore& ps, memory::Arena& arena)
+Gpt::Gpt(const GptSpec& spec, memory::StateStore& ps, memory::Arenas& arenas)
     : spec_(spec), ps_(ps) {
   const std::int64_t n = std::int64_t(spec.batch) * spec.seq, d = spec.d_model, V = spec.vocab;
   wte_ = ps.add({.name = "wte", .shape = {V, d}, .init_std = spec.init_std});
   wpe_ = ps.add({.name = "wpe", .shape = {spec.seq, d}, .init_std = spec.init_std});
   for (int l = 0; l < spec.layers; ++l)
-    blocks_.push_back(std::make_unique<Block>(spec_, l, ps, arena));
+    blocks_.push_back(std::make_unique<Block>(spec_, l, ps, arenas));
   normf_ = register_norm(spec_, ps, "lnf");
-  for (int l = 0; l <= spec.layers; ++l) x_.push_back(arena.view2<float>(n, d));
-  hf_ = arena.view2<float>(n, d);
-  dhf_ = arena.view2<float>(n, d);
-  dres_ = arena.view2<float>(n, d);
-  logits_ = arena.view2<float>(n, V);
-  dlogits_ = arena.view2<float>(n, V);
-  meanf_ = arena.view1<float>(n);
-  rstdf_ = arena.view1<float>(n);
-  losses_ = arena.view1<float>(n);
-  scratch_.dh = arena.view2<float>(n, d);
-  scratch_.datt = arena.view2<float>(n, d);
-  scratch_.dqkv = arena.view2<float>(n, 3 * d);
-  scratch_.dprobs = arena.view4<float>(spec.batch, spec.heads, spec.seq, spec.seq);
+  // Saved for the backward: the residual stream, the final norm and the logits.
+  auto& act = arenas.activations;
+  for (int l = 0; l <= spec.layers; ++l) x_.push_back(act.view2<float>(n, d));
+  hf_ = act.view2<float>(n, d);
+  logits_ = act.view2<float>(n, V);
+  meanf_ = act.view1<float>(n);
+  rstdf_ = act.view1<float>(n);
+  // Scratch of the loss and the backward, shared by every block.
+  auto& ws = arenas.workspace;
+  dhf_ = ws.view2<float>(n, d);
+  dres_ = ws.view2<float>(n, d);
+  dlogits_ = ws.view2<float>(n, V);
+  losses_ = ws.view1<float>(n);
+  scratch_.dh = ws.view2<float>(n, d);
+  scratch_.datt = ws.view2<float>(n, d);
+  scratch_.dqkv = ws.view2<float>(n, 3 * d);
+  scratch_.dprobs = ws.view4<float>(spec.batch, spec.heads, spec.seq, spec.seq);
 }
 
 void Gpt::set_reducer(const moe::SumReducer& r) {

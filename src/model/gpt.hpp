@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "memory/arena.hpp"
-#include "memory/param_store.hpp"
+#include "memory/state_store.hpp"
 #include "model/block.hpp"
 #include "model/spec.hpp"
 
@@ -25,7 +25,7 @@ struct LossParts {
 class Gpt {
  public:
   // Registers every parameter in `ps`; the caller then allocates and initialises it.
-  Gpt(const GptSpec& spec, memory::ParamStore& ps, memory::Arena& arena);
+  Gpt(const GptSpec& spec, memory::StateStore& ps, memory::Arenas& arenas);
 
   const GptSpec& spec() const { return spec_; }
   void set_reducer(const moe::SumReducer& r);
@@ -45,7 +45,7 @@ class Gpt {
 
  private:
   GptSpec spec_;
-  memory::ParamStore& ps_;
+  memory::StateStore& ps_;
   int wte_ = -1, wpe_ = -1;
   NormParams normf_;
   std::vector<std::unique_ptr<Block>> blocks_;

@@ -7,13 +7,13 @@ namespace furnace::moe {
 namespace k = furnace::kernels;
 
 Dispatcher::Dispatcher(comm::RowExchange& exchange, int ep_size, int local_experts, int d_model,
-                       std::int64_t max_send_rows, memory::Arena& arena)
+                       std::int64_t max_send_rows, memory::Arena& comm_arena)
     : exchange_(exchange), ep_(ep_size), el_(local_experts), d_(d_model),
       // Worst case: every rank of the group sends all its copies to this rank.
       max_recv_(max_send_rows * ep_size) {
-  to_expert_order_ = arena.view1<k::index_t>(max_recv_);
-  to_source_order_ = arena.view1<k::index_t>(max_recv_);
-  staging_ = arena.view2<float>(max_recv_, d_model);
+  to_expert_order_ = comm_arena.view1<k::index_t>(max_recv_);
+  to_source_order_ = comm_arena.view1<k::index_t>(max_recv_);
+  staging_ = comm_arena.view2<float>(max_recv_, d_model);
 }
 
 const std::vector<std::int64_t>& Dispatcher::plan(const std::vector<std::int64_t>& off) {

@@ -19,7 +19,7 @@ class Dispatcher {
  public:
   // max_send_rows: the most rows this rank can send (tokens * top_k).
   Dispatcher(comm::RowExchange& exchange, int ep_size, int local_experts, int d_model,
-             std::int64_t max_send_rows, memory::Arena& arena);
+             std::int64_t max_send_rows, memory::Arena& comm_arena);
 
   // From the global expert offsets [E+1] of this rank's grouped copies: exchanges
   // counts and prepares the plan. Returns the local expert offsets [El+1] of the

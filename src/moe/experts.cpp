@@ -14,12 +14,12 @@ using kernels::Op;
 using kernels::View2;
 
 ExpertFFN::ExpertFFN(int experts, int d_model, int hidden, Activation act, std::int64_t max_rows,
-                     memory::Arena& arena)
+                     memory::Arenas& arenas)
     : experts_(experts), d_(d_model), hidden_(hidden), act_(act) {
-  a_ = arena.view2<float>(max_rows, hidden_in());
-  da_ = arena.view2<float>(max_rows, hidden_in());
-  h_ = arena.view2<float>(max_rows, hidden_);
-  dh_ = arena.view2<float>(max_rows, hidden_);
+  a_ = arenas.activations.view2<float>(max_rows, hidden_in());
+  h_ = arenas.activations.view2<float>(max_rows, hidden_);
+  da_ = arenas.workspace.view2<float>(max_rows, hidden_in());
+  dh_ = arenas.workspace.view2<float>(max_rows, hidden_);
 }
 
 namespace {

@@ -20,7 +20,7 @@ class ExpertFFN {
  public:
   // max_rows: the most rows any step will pass (sizes the saved activations).
   ExpertFFN(int experts, int d_model, int hidden, Activation act, std::int64_t max_rows,
-            memory::Arena& arena);
+            memory::Arenas& arenas);
 
   int experts() const { return experts_; }
   int hidden_in() const { return act_ == Activation::Swiglu ? 2 * hidden_ : hidden_; }

@@ -10,34 +10,37 @@ using k::View2;
 namespace {
 
 std::unique_ptr<Dispatcher> make_dispatcher(comm::RowExchange* ex, int ep, const RouterConfig& cfg,
-                                            int d, std::int64_t max_tokens, memory::Arena& arena) {
+                                            int d, std::int64_t max_tokens, memory::Arena& comm_arena) {
   if (!ex || ep == 1) return nullptr;
-  return std::make_unique<Dispatcher>(*ex, ep, cfg.experts / ep, d, max_tokens * cfg.top_k, arena);
+  return std::make_unique<Dispatcher>(*ex, ep, cfg.experts / ep, d, max_tokens * cfg.top_k, comm_arena);
 }
 
 }  // namespace
 
 MoeLayer::MoeLayer(const RouterConfig& cfg, int d_model, int hidden, Activation act,
-                   std::int64_t max_tokens, memory::Arena& arena, comm::RowExchange* exchange,
+                   std::int64_t max_tokens, memory::Arenas& arenas, comm::RowExchange* exchange,
                    int ep_size)
     : d_(d_model),
-      router_(cfg, d_model, max_tokens, arena),
-      dispatch_(make_dispatcher(exchange, ep_size, cfg, d_model, max_tokens, arena)),
+      router_(cfg, d_model, max_tokens, arenas),
+      dispatch_(make_dispatcher(exchange, ep_size, cfg, d_model, max_tokens, arenas.communication)),
       experts_(cfg.experts / (dispatch_ ? ep_size : 1), d_model, hidden, act,
-               dispatch_ ? dispatch_->max_recv_rows() : max_tokens * cfg.top_k, arena) {
+               dispatch_ ? dispatch_->max_recv_rows() : max_tokens * cfg.top_k, arenas) {
   const std::int64_t max_rows = max_tokens * cfg.top_k;
   if (dispatch_) {
     const std::int64_t R = dispatch_->max_recv_rows();
-    xe_ = arena.view2<float>(R, d_model);
-    ye_ = arena.view2<float>(R, d_model);
-    dxe_ = arena.view2<float>(R, d_model);
-    dye_ = arena.view2<float>(R, d_model);
+    // The expert side of the exchange: received rows (kept for the backward) and results.
+    auto& comm = arenas.communication;
+    xe_ = comm.view2<float>(R, d_model);
+    ye_ = comm.view2<float>(R, d_model);
+    dxe_ = comm.view2<float>(R, d_model);
+    dye_ = comm.view2<float>(R, d_model);
   }
-  xp_ = arena.view2<float>(max_rows, d_model);
-  yp_ = arena.view2<float>(max_rows, d_model);
-  dxp_ = arena.view2<float>(max_rows, d_model);
-  dyp_ = arena.view2<float>(max_rows, d_model);
-  dweight_ = arena.view2<float>(max_tokens, cfg.top_k);
+  // Token copies grouped by expert, and their combine (the backward reads both).
+  xp_ = arenas.activations.view2<float>(max_rows, d_model);
+  yp_ = arenas.activations.view2<float>(max_rows, d_model);
+  dxp_ = arenas.workspace.view2<float>(max_rows, d_model);
+  dyp_ = arenas.workspace.view2<float>(max_rows, d_model);
+  dweight_ = arenas.workspace.view2<float>(max_tokens, cfg.top_k);
 }
 
 void MoeLayer::forward(View2<const float> x, const MoeWeights& w, View2<float> y) {

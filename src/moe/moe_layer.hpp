@@ -27,7 +27,7 @@ class MoeLayer {
  public:
   // exchange == nullptr: one process holds all experts.
   MoeLayer(const RouterConfig& cfg, int d_model, int hidden, Activation act,
-           std::int64_t max_tokens, memory::Arena& arena, comm::RowExchange* exchange = nullptr,
+           std::int64_t max_tokens, memory::Arenas& arenas, comm::RowExchange* exchange = nullptr,
            int ep_size = 1);
 
   void set_reducer(SumReducer reduce) { reduce_ = std::move(reduce); }

@@ -12,21 +12,23 @@ namespace k = furnace::kernels;
 using k::View1;
 using k::View2;
 
-Router::Router(const RouterConfig& cfg, int d_model, std::int64_t max_tokens, memory::Arena& arena)
+Router::Router(const RouterConfig& cfg, int d_model, std::int64_t max_tokens, memory::Arenas& arenas)
     : cfg_(cfg), d_(d_model) {
   const int E = cfg.experts, K = cfg.top_k;
-  logits_ = arena.view2<float>(max_tokens, E);
-  probs_ = arena.view2<float>(max_tokens, E);
-  dprobs_ = arena.view2<float>(max_tokens, E);
-  dlogits_ = arena.view2<float>(max_tokens, E);
-  weight_ = arena.view2<float>(max_tokens, K);
-  idx_ = arena.view2<k::index_t>(max_tokens, K);
-  slot_ = arena.view2<k::index_t>(max_tokens, K);
-  src_ = arena.view1<k::index_t>(max_tokens * K);
-  demand_ = arena.view1<k::index_t>(E);
-  counts_ = arena.view1<k::index_t>(E);
-  offsets_ = arena.view1<k::index_t>(E + 1);
-  prob_sum_ = arena.view1<float>(E);
+  // The routing decision and what its backward reads; the gradients are scratch.
+  auto& act = arenas.activations;
+  logits_ = act.view2<float>(max_tokens, E);
+  probs_ = act.view2<float>(max_tokens, E);
+  weight_ = act.view2<float>(max_tokens, K);
+  idx_ = act.view2<k::index_t>(max_tokens, K);
+  slot_ = act.view2<k::index_t>(max_tokens, K);
+  src_ = act.view1<k::index_t>(max_tokens * K);
+  demand_ = act.view1<k::index_t>(E);
+  counts_ = act.view1<k::index_t>(E);
+  offsets_ = act.view1<k::index_t>(E + 1);
+  prob_sum_ = act.view1<float>(E);
+  dprobs_ = arenas.workspace.view2<float>(max_tokens, E);
+  dlogits_ = arenas.workspace.view2<float>(max_tokens, E);
   offsets_host_.assign(E + 1, 0);
 }
 

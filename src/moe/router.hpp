@@ -34,7 +34,7 @@ struct RouterStats {
 
 class Router {
  public:
-  Router(const RouterConfig& cfg, int d_model, std::int64_t max_tokens, memory::Arena& arena);
+  Router(const RouterConfig& cfg, int d_model, std::int64_t max_tokens, memory::Arenas& arenas);
 
   void forward(kernels::View2<const float> x, kernels::View2<const float> w,
                const SumReducer& reduce);

@@ -14,14 +14,22 @@ double now() {
 }  // namespace
 
 Checkpointer::Checkpointer(const io::Config& cfg, const comm::Groups& groups,
-                           const memory::ParamStore& ps)
+                           const memory::StateStore& ps, memory::Ledger* ledger)
     : cfg_(cfg), groups_(groups), ps_(ps) {
   dir_ = cfg.checkpoint.dir.empty() ? cfg.output.dir + "/ckpt" : cfg.checkpoint.dir;
   if (cfg.checkpoint.async) {
     // Collectives of the writer thread must never interleave with the training
     // thread's on the same communicator: it gets duplicates of its own.
     io_groups_ = std::make_unique<comm::Groups>(groups.world(), groups.ep(), cfg.comm.ranks_per_node);
+    snapshot_.resize(snapshot_bytes(cfg, ps) / sizeof(float));
+    ledger_ = ledger;
+    if (ledger_)
+      ledger_->add(memory::Category::Workspace, memory::Tier::Host, kSnapshotLabel, snapshot_bytes(cfg, ps));
   }
+}
+
+std::uint64_t Checkpointer::snapshot_bytes(const io::Config& cfg, const memory::StateStore& ps) {
+  return cfg.checkpoint.async ? 3 * std::uint64_t(ps.total()) * sizeof(float) : 0;
 }
 
 double Checkpointer::hold_until_snapshot() {
@@ -33,6 +41,8 @@ double Checkpointer::hold_until_snapshot() {
 
 Checkpointer::~Checkpointer() {
   if (writer_.joinable()) writer_.join();
+  if (ledger_)
+    ledger_->release(memory::Category::Workspace, memory::Tier::Host, kSnapshotLabel, snapshot_bytes(cfg_, ps_));
 }
 
 Checkpointer::Outcome Checkpointer::collect() {
@@ -62,7 +72,6 @@ double Checkpointer::save(long step, long optimizer_step, long long tokens_seen)
   }
   if (writer_.joinable()) throw std::logic_error("Checkpointer::save: the previous background write was not collected");
   const std::size_t n = std::size_t(ps_.total());
-  snapshot_.resize(3 * n);
   io::CheckpointBuffers b{snapshot_.data(), snapshot_.data() + n, snapshot_.data() + 2 * n,
                           optimizer_step};
   last_path_ = dir_ + "/" + io::checkpoint_file_name(step);

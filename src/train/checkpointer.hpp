@@ -20,14 +20,19 @@
 #include "comm/groups.hpp"
 #include "io/checkpoint.hpp"
 #include "io/config.hpp"
-#include "memory/param_store.hpp"
+#include "memory/state_store.hpp"
 
 namespace furnace::train {
 
 class Checkpointer {
  public:
   // Collective (async mode builds its own communicators for the writer thread).
-  Checkpointer(const io::Config& cfg, const comm::Groups& groups, const memory::ParamStore& ps);
+  // Async mode allocates its host snapshot here, recorded in `ledger` when given.
+  Checkpointer(const io::Config& cfg, const comm::Groups& groups, const memory::StateStore& ps,
+               memory::Ledger* ledger = nullptr);
+  // The host snapshot's bytes (0 unless checkpoint.async): what the constructor allocates.
+  static std::uint64_t snapshot_bytes(const io::Config& cfg, const memory::StateStore& ps);
+  static constexpr const char* kSnapshotLabel = "Checkpointer::snapshot";
   ~Checkpointer();
 
   std::string dir() const { return dir_; }
@@ -60,10 +65,11 @@ class Checkpointer {
  private:
   const io::Config& cfg_;
   const comm::Groups& groups_;
-  const memory::ParamStore& ps_;
+  const memory::StateStore& ps_;
   std::string dir_;
   std::unique_ptr<comm::Groups> io_groups_;  // async: the writer thread's own communicators
   std::vector<float> snapshot_;              // async: params | exp_avg | exp_avg_sq on the host
+  memory::Ledger* ledger_ = nullptr;
   std::thread writer_;
   std::mutex mutex_;
   std::condition_variable copied_cv_;

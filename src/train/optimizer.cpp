@@ -4,21 +4,21 @@
 
 namespace furnace::train {
 
-double AdamW::grad_sq_sum(const memory::ParamStore& ps, memory::ParamKind kind) {
+double AdamW::grad_sq_sum(const memory::StateStore& ps, memory::ParamKind kind) {
   double s = 0;
   for (int i = 0; i < int(ps.infos().size()); ++i)
     if (ps.info(i).kind == kind) s += kernels::sum_squares<float>(ps.slice(ps.grads(), i));
   return s;
 }
 
-double AdamW::clip(memory::ParamStore& ps, double global_norm) const {
+double AdamW::clip(memory::StateStore& ps, double global_norm) const {
   if (cfg_.grad_clip <= 0 || global_norm <= cfg_.grad_clip) return 1.0;
   const double f = cfg_.grad_clip / (global_norm + 1e-6);
   kernels::scale<float>(ps.grads(), float(f));
   return f;
 }
 
-void AdamW::update(memory::ParamStore& ps, double lr) {
+void AdamW::update(memory::StateStore& ps, double lr) {
   ++step_;
   kernels::AdamWParams hp{.lr = lr, .beta1 = cfg_.beta1, .beta2 = cfg_.beta2, .eps = cfg_.eps,
                           .weight_decay = 0, .step = step_};

@@ -1,9 +1,9 @@
-// AdamW over a ParamStore: global-norm clipping, then one update per tensor with
+// AdamW over a StateStore: global-norm clipping, then one update per tensor with
 // weight decay only where the tensor asks for it (matrices, not norms).
 #pragma once
 #include <functional>
 
-#include "memory/param_store.hpp"
+#include "memory/state_store.hpp"
 
 namespace furnace::train {
 
@@ -17,12 +17,12 @@ class AdamW {
 
   // Sum of squared gradients of the tensors of one kind on this rank (the caller
   // reduces over ranks so that every parameter is counted exactly once).
-  static double grad_sq_sum(const memory::ParamStore& ps, memory::ParamKind kind);
+  static double grad_sq_sum(const memory::StateStore& ps, memory::ParamKind kind);
   // Scale all gradients so that the global norm is at most grad_clip; returns the
   // factor applied (1 when no clipping).
-  double clip(memory::ParamStore& ps, double global_norm) const;
+  double clip(memory::StateStore& ps, double global_norm) const;
   // One AdamW step (increments the step counter).
-  void update(memory::ParamStore& ps, double lr);
+  void update(memory::StateStore& ps, double lr);
 
   long step() const { return step_; }
   void set_step(long s) { step_ = s; }

@@ -67,7 +67,7 @@ std::vector<std::string> resume_candidates(const std::string& dir, std::vector<s
   return out;
 }
 
-Resumed resume_auto(const std::string& dir, memory::ParamStore& ps, const comm::Groups& g) {
+Resumed resume_auto(const std::string& dir, memory::StateStore& ps, const comm::Groups& g) {
   const bool root = g.rank() == 0;
   // Every rank must try the same files in the same order (each read is collective):
   // rank 0 lists the directory for all.

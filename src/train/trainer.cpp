@@ -39,7 +39,32 @@ model::GptSpec make_spec(const io::Config& c, const comm::Groups& g) {
   return s;
 }
 
-Trainer::Trainer(const io::Config& cfg, comm::Groups& groups)
+namespace {
+
+// The trainer's own buffers besides the model's: this rank's input and target tokens.
+void allocate_batch(memory::Arenas& arenas, const model::GptSpec& s, kernels::View1<kernels::index_t>& inputs,
+                    kernels::View1<kernels::index_t>& targets) {
+  const std::int64_t n = std::int64_t(s.batch) * s.seq;
+  inputs = arenas.activations.view1<kernels::index_t>(n);
+  targets = arenas.activations.view1<kernels::index_t>(n);
+}
+
+}  // namespace
+
+memory::Ledger measure_memory(const io::Config& cfg, const model::GptSpec& spec) {
+  memory::Ledger planned;
+  memory::StateStore ps;
+  memory::Arenas arenas("Trainer", planned, memory::Mode::Measure);
+  model::Gpt model(spec, ps, arenas);
+  ps.allocate(planned, {}, memory::Mode::Measure);
+  kernels::View1<kernels::index_t> inputs, targets;
+  allocate_batch(arenas, spec, inputs, targets);
+  if (const auto b = Checkpointer::snapshot_bytes(cfg, ps))
+    planned.add(memory::Category::Workspace, memory::Tier::Host, Checkpointer::kSnapshotLabel, b);
+  return planned;
+}
+
+Trainer::Trainer(const io::Config& cfg, comm::Groups& groups, const MemoryCheck& check)
     : cfg_(cfg),
       groups_(groups),
       exchange_(groups.ep() > 1 && cfg.moe.experts > 0
@@ -55,8 +80,11 @@ Trainer::Trainer(const io::Config& cfg, comm::Groups& groups)
       schedule_({.lr = cfg.train.lr, .min_lr = cfg.train.min_lr, .warmup = cfg.train.warmup_steps,
                  .total = cfg.train.steps}) {
   spec_.exchange = exchange_.get();
-  model_ = std::make_unique<model::Gpt>(spec_, ps_, arena_);
-  ps_.allocate();
+  const memory::Ledger planned = measure_memory(cfg, spec_);
+  if (check) check(planned);
+  arenas_.reserve(planned);
+  model_ = std::make_unique<model::Gpt>(spec_, ps_, arenas_);
+  ps_.allocate(ledger_);
   grad_sync_ = std::make_unique<comm::GradSync>(ps_, groups, std::size_t(cfg.comm.bucket_mb) << 20);
   ps_.initialize(cfg.train.seed);
   comm::fault::maybe_throw("trainer.setup");  // testers: one rank fails before the collective opens below
@@ -70,7 +98,7 @@ Trainer::Trainer(const io::Config& cfg, comm::Groups& groups)
                                                        groups.world());
   valid_data_ = std::make_unique<io::TokenDataset>(cfg.data.valid, cfg.model.vocab_size, min_tokens,
                                                        groups.world());
-  ckpt_ = std::make_unique<Checkpointer>(cfg, groups, ps_);
+  ckpt_ = std::make_unique<Checkpointer>(cfg, groups, ps_, &ledger_);
   if (const char* fault = std::getenv("FURNACE_TEST_NAN_GRAD")) {
     std::istringstream in(fault);
     std::getline(in, fault_tensor_, '@');
@@ -78,9 +106,14 @@ Trainer::Trainer(const io::Config& cfg, comm::Groups& groups)
     if (ps_.find(fault_tensor_) < 0)
       throw std::invalid_argument("FURNACE_TEST_NAN_GRAD names no tensor '" + fault_tensor_ + "'");
   }
-  const std::int64_t n = std::int64_t(spec_.batch) * spec_.seq;
-  inputs_ = decltype(inputs_)("Trainer::inputs", n);
-  targets_ = decltype(targets_)("Trainer::targets", n);
+  allocate_batch(arenas_, spec_, inputs_, targets_);
+}
+
+std::string Trainer::memory_report(const std::string& when) const {
+  unsigned long long mine = ledger_.peak(memory::Tier::Device) + ledger_.peak(memory::Tier::Host), most = 0;
+  mpiCheck(MPI_Allreduce(&mine, &most, 1, MPI_UNSIGNED_LONG_LONG, MPI_MAX, groups_.world()));
+  return ledger_.report("memory " + when + " (rank " + std::to_string(groups_.rank()) + "; largest peak over " +
+                        std::to_string(groups_.size()) + " rank(s): " + memory::format_bytes(most) + ")");
 }
 
 void Trainer::load_local_batch(const io::TokenDataset& data, int stream, long index,

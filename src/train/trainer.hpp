@@ -2,6 +2,7 @@
 // reduction, clipping, AdamW, evaluation, progress lines and metrics.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -12,7 +13,8 @@
 #include "io/config.hpp"
 #include "io/dataset.hpp"
 #include "memory/arena.hpp"
-#include "memory/param_store.hpp"
+#include "memory/ledger.hpp"
+#include "memory/state_store.hpp"
 #include "model/gpt.hpp"
 #include "train/checkpointer.hpp"
 #include "train/optimizer.hpp"
@@ -33,6 +35,15 @@ struct StepResult {
 // Maps the run configuration onto the model's shape for this rank.
 model::GptSpec make_spec(const io::Config& cfg, const comm::Groups& groups);
 
+// Every byte a Trainer for `cfg` allocates on this rank, by category and tier, found
+// by building its model and state in Measure mode (nothing allocated): the same code
+// that sizes the real allocations. `spec.exchange` may be null (it is only stored).
+memory::Ledger measure_memory(const io::Config& cfg, const model::GptSpec& spec);
+
+// Checks the measured ledger before anything large is allocated; throws (an
+// io::ConfigError naming the keys) to refuse the run.
+using MemoryCheck = std::function<void(const memory::Ledger& planned)>;
+
 // What an evaluation gave: the mean cross-entropy over the batches it ran.
 struct EvalResult {
   double loss = 0;
@@ -42,7 +53,8 @@ struct EvalResult {
 
 class Trainer {
  public:
-  Trainer(const io::Config& cfg, comm::Groups& groups);
+  // `check` sees measure_memory's ledger before the first large allocation.
+  Trainer(const io::Config& cfg, comm::Groups& groups, const MemoryCheck& check = {});
 
   // Forward + backward on the global batch of `step`; gradients are left reduced
   // (summed over ranks) in the parameter store, not yet clipped. `batch` receives
@@ -73,7 +85,11 @@ class Trainer {
   // The whole run with progress output, metrics and checkpoints.
   RunResult run();
 
-  memory::ParamStore& params() { return ps_; }
+  memory::StateStore& params() { return ps_; }
+  const memory::Ledger& memory() const { return ledger_; }
+  // The memory report of this rank (current and peak per category and tier), with the
+  // largest total over the ranks. Collective.
+  std::string memory_report(const std::string& when) const;
   model::Gpt& model() { return *model_; }
   const io::Config& config() const { return cfg_; }
   double lr_at(long step) const { return schedule_.at(step); }
@@ -108,14 +124,15 @@ class Trainer {
   comm::Groups& groups_;
   std::unique_ptr<comm::RowExchange> exchange_;  // ep > 1
   model::GptSpec spec_;
-  memory::ParamStore ps_;
-  memory::Arena arena_{"Trainer::activations"};
+  memory::Ledger ledger_;  // before everything that allocates: outlives their releases
+  memory::StateStore ps_;
+  memory::Arenas arenas_{"Trainer", ledger_};
   std::unique_ptr<model::Gpt> model_;
   std::unique_ptr<io::TokenDataset> train_data_, valid_data_;
   std::unique_ptr<comm::GradSync> grad_sync_;
   AdamW opt_;
   LrSchedule schedule_;
-  Kokkos::View<kernels::index_t*, kernels::MemSpace> inputs_, targets_;
+  kernels::View1<kernels::index_t> inputs_, targets_;
   std::vector<std::int32_t> batch_;
   std::unique_ptr<Checkpointer> ckpt_;
   long start_step_ = 0;  // steps already done (resume)

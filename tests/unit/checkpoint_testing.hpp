@@ -25,8 +25,8 @@ constexpr int kExperts = 4;  // divisible by every ep used at 1, 2 and 4 ranks
 // A small store registered the way the model does: Dense tensors whole on every rank,
 // Expert tensors [E, ...] sharded over the ep group along dim 0. `vocab` changes a
 // global shape (for the mismatch test); `scale` makes it larger (throughput).
-inline std::unique_ptr<memory::ParamStore> make_store(const comm::Groups& g, int vocab = 10, int scale = 1) {
-  auto ps = std::make_unique<memory::ParamStore>();
+inline std::unique_ptr<memory::StateStore> make_store(const comm::Groups& g, int vocab = 10, int scale = 1) {
+  auto ps = std::make_unique<memory::StateStore>();
   const int d = 6 * scale, h = 5 * scale;
   auto dense = [&](const std::string& name, std::vector<std::int64_t> shape) {
     memory::ParamInfo p;
@@ -43,7 +43,8 @@ inline std::unique_ptr<memory::ParamStore> make_store(const comm::Groups& g, int
   dense("layers/1/attn.wqkv", {d, 3 * d});  // a name with '/' nests groups
   expert("layers.1.moe.w1", {kExperts, d, h});
   expert("layers.1.moe.b1", {kExperts, h});
-  ps->allocate();
+  static memory::Ledger ledger;  // outlives every store the tests make
+  ps->allocate(ledger);
   return ps;
 }
 
@@ -53,11 +54,11 @@ inline float value(const std::string& name, std::int64_t global, int k) {
   return float(hn) * 0.25f + float(global % 4096) * 0.5f + float(k) * 10000.0f + 1.0f;
 }
 
-inline float* buf(const memory::ParamStore& ps, int k) {
+inline float* buf(const memory::StateStore& ps, int k) {
   return k == 0 ? ps.params().data() : k == 1 ? ps.exp_avg().data() : ps.exp_avg_sq().data();
 }
 
-inline void fill(memory::ParamStore& ps) {
+inline void fill(memory::StateStore& ps) {
   for (const auto& p : ps.infos()) {
     const std::int64_t per_row = p.shape.empty() ? 1 : p.size / p.shape[0];
     for (int k = 0; k < 3; ++k)
@@ -66,7 +67,7 @@ inline void fill(memory::ParamStore& ps) {
 }
 
 // Every element of every tensor holds its global value (failures name the tensor).
-inline void expect_filled(const memory::ParamStore& ps, const std::string& where) {
+inline void expect_filled(const memory::StateStore& ps, const std::string& where) {
   for (const auto& p : ps.infos()) {
     const std::int64_t per_row = p.shape.empty() ? 1 : p.size / p.shape[0];
     int bad = 0;
@@ -77,14 +78,14 @@ inline void expect_filled(const memory::ParamStore& ps, const std::string& where
   }
 }
 
-inline void expect_all(const memory::ParamStore& ps, float x, const std::string& where) {
+inline void expect_all(const memory::StateStore& ps, float x, const std::string& where) {
   int bad = 0;
   for (int k = 0; k < 3; ++k)
     for (std::int64_t j = 0; j < ps.total(); ++j) bad += buf(ps, k)[j] != x;
   EXPECT_EQ(bad, 0) << where << " on rank " << world_rank();
 }
 
-inline CheckpointBuffers buffers(const memory::ParamStore& ps, long opt_step) {
+inline CheckpointBuffers buffers(const memory::StateStore& ps, long opt_step) {
   return {ps.params().data(), ps.exp_avg().data(), ps.exp_avg_sq().data(), opt_step};
 }
 

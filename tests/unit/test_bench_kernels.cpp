@@ -63,8 +63,10 @@ TEST(BenchKernels, ExpertFfnFlopCountIsItsSixGemms) {
   for (auto act : {moe::Activation::Gelu, moe::Activation::Swiglu}) {
     const int E = 3, d = 8, h = 12, h1 = act == moe::Activation::Swiglu ? 2 * h : h;
     const std::vector<std::int64_t> offsets = {0, 5, 5, 12};  // uneven, one empty expert
-    memory::Arena arena("test");
-    moe::ExpertFFN ffn(E, d, h, act, offsets.back(), arena);
+    memory::Ledger ledger;
+    memory::Arenas arenas("test", ledger);
+    auto& arena = arenas.workspace;
+    moe::ExpertFFN ffn(E, d, h, act, offsets.back(), arenas);
     auto buf2 = [&](int r, int c) {
       auto v = arena.view2<float>(r, c);
       Kokkos::deep_copy(v, 0.5f);

@@ -29,7 +29,7 @@ class MpiCheckpointIntegrity : public furnace::testing::MpiScratchDirTest {
  protected:
   comm::Groups g{MPI_COMM_WORLD, world_size(), 0};
 
-  std::string write_filled(const std::function<void(memory::ParamStore&)>& edit = {}) {
+  std::string write_filled(const std::function<void(memory::StateStore&)>& edit = {}) {
     auto ps = make_store(g);
     fill(*ps);
     if (edit) edit(*ps);
@@ -115,12 +115,12 @@ TEST_F(MpiCheckpointIntegrity, FlippedBitInDenseTensor) {
 
 // Checksums match (the writer hashed these values): the value checks must refuse them.
 TEST_F(MpiCheckpointIntegrity, NonFiniteParameterAndNegativeMomentRefused) {
-  const std::string nan_path = write_filled([](memory::ParamStore& ps) {
+  const std::string nan_path = write_filled([](memory::StateStore& ps) {
     const auto& p = ps.info(ps.find("layers.1.moe.b1"));
     ps.params().data()[p.offset + p.size - 1] = std::numeric_limits<float>::quiet_NaN();
   });
   expect_refused(nan_path, {"/model/layers.1.moe.b1", "non-finite"}, "NaN parameter");
-  const std::string neg_path = write_filled([](memory::ParamStore& ps) {
+  const std::string neg_path = write_filled([](memory::StateStore& ps) {
     ps.exp_avg_sq().data()[ps.info(ps.find("embed")).offset + 3] = -1.0f;
   });
   expect_refused(neg_path, {"/optim/embed/exp_avg_sq", "negative second moments"}, "negative v");

@@ -33,7 +33,6 @@ namespace {
 
 using furnace::comm::Groups;
 using furnace::comm::RowExchange;
-using furnace::memory::Arena;
 using furnace::moe::Activation;
 using furnace::moe::MoeLayer;
 using furnace::moe::MoeWeights;
@@ -133,8 +132,9 @@ Result run_layer(MoeLayer& layer, const Problem& p, Data& data, std::int64_t fir
 // One process, all experts, over tokens [first, first + n) (all tokens by default).
 Result reference(const Problem& p, Data& data, std::int64_t first = 0, std::int64_t n = -1) {
   if (n < 0) n = p.total();
-  Arena arena("moe-ref", std::size_t(4) << 20);
-  MoeLayer layer(p.router_config(), p.d, p.hidden, p.act, std::max<std::int64_t>(n, 1), arena);
+  furnace::memory::Ledger ledger;
+  furnace::memory::Arenas arenas("moe-ref", ledger);
+  MoeLayer layer(p.router_config(), p.d, p.hidden, p.act, std::max<std::int64_t>(n, 1), arenas);
   return run_layer(layer, p, data, first, n, 0, p.experts);
 }
 
@@ -146,8 +146,9 @@ Result distributed(const Problem& p, Data& data, Algo algo, int ranks_per_node) 
   if (algo == Algo::Hierarchical && P == 4) {  // 2 nodes x 2 ranks: really two phases
     EXPECT_EQ(exchange.algorithm(), Algo::Hierarchical) << exchange.note();
   }
-  Arena arena("moe-ep", std::size_t(4) << 20);
-  MoeLayer layer(p.router_config(), p.d, p.hidden, p.act, p.max_tokens(), arena, &exchange, P);
+  furnace::memory::Ledger ledger;
+  furnace::memory::Arenas arenas("moe-ep", ledger);
+  MoeLayer layer(p.router_config(), p.d, p.hidden, p.act, p.max_tokens(), arenas, &exchange, P);
   MPI_Comm world = groups.world();
   layer.set_reducer([world](double* v, int n) {  // as src/train/trainer.cpp does
     MPI_Allreduce(MPI_IN_PLACE, v, n, MPI_DOUBLE, MPI_SUM, world);

@@ -10,8 +10,9 @@
 #include <filesystem>
 #include <fstream>
 
+#include "comm/groups.hpp"
 #include "memory/arena.hpp"
-#include "memory/param_store.hpp"
+#include "memory/state_store.hpp"
 #include "model/gpt.hpp"
 
 using namespace furnace;
@@ -35,22 +36,6 @@ void expect_contains(const std::string& msg, const std::vector<std::string>& nee
   for (const auto& n : needles) EXPECT_NE(msg.find(n), std::string::npos) << "'" << n << "' not in: " << msg;
 }
 
-// What the model really allocates for `c` in one process: its state (params, grads,
-// m, v) and its activation arena, built exactly as the trainer builds them.
-double actual_bytes(const io::Config& c) {
-  model::GptSpec s;
-  s.vocab = c.model.vocab_size, s.seq = c.model.seq_len, s.d_model = c.model.d_model;
-  s.layers = c.model.n_layers, s.heads = c.model.n_heads, s.ffn_hidden = c.model.ffn_hidden;
-  s.activation = c.model.activation == "swiglu" ? moe::Activation::Swiglu : moe::Activation::Gelu;
-  s.moe_every = c.moe.every, s.expert_hidden = c.moe.expert_hidden;
-  s.router.experts = c.moe.experts, s.router.top_k = c.moe.top_k;
-  s.local_experts = c.moe.experts, s.batch = c.train.batch_size;
-  memory::ParamStore ps;
-  memory::Arena arena("test");
-  model::Gpt gpt(s, ps, arena);
-  return 16.0 * double(ps.total()) + double(arena.bytes_used());
-}
-
 }  // namespace
 
 TEST_F(SetupCheckTest, RunDirectories) {
@@ -70,40 +55,43 @@ TEST_F(SetupCheckTest, RunDirectories) {
   EXPECT_EQ(app::make_run_dir("output.dir", ok), "");
 }
 
-// The estimate is a lower bound of what the model allocates, and close to it (within
-// a factor 2), for dense and MoE, gelu and swiglu, short and long sequences.
-TEST(SetupCheck, MemoryEstimateIsATightLowerBound) {
-  std::vector<io::Config> cases(4);
-  cases[1].model.seq_len = 512, cases[1].model.n_heads = 8;  // attention-dominated
-  cases[2].moe.experts = 0, cases[2].model.activation = "swiglu";
-  cases[3].moe.experts = 16, cases[3].moe.expert_hidden = 512, cases[3].model.d_model = 64;  // state-dominated
-  for (const auto& c : cases) {
-    const auto est = app::estimate_memory(c, 1);
-    const double actual = actual_bytes(c);
-    EXPECT_LE(est.total(), actual) << "seq " << c.model.seq_len << " experts " << c.moe.experts;
-    EXPECT_GE(est.total(), 0.5 * actual) << "seq " << c.model.seq_len << " experts " << c.moe.experts;
-  }
-  // Per rank: the batch and the experts divide over the ranks.
+// The refusal names the tier, the bytes per category and advice for the largest.
+TEST(SetupCheck, MemoryProblemNamesTheTierAndTheKeys) {
+  using memory::Category;
+  using memory::Tier;
   io::Config c;
-  c.parallel.ep = 2;
-  EXPECT_LT(app::estimate_memory(c, 2).total(), app::estimate_memory(c, 1).total());
+  memory::Ledger big_activations;
+  big_activations.add(Category::Parameters, Tier::Device, "p", 1ull << 20);
+  big_activations.add(Category::Activations, Tier::Device, "a", 10ull << 30);
+  const std::string msg = app::memory_problem(c, big_activations, {1e9, "MemAvailable 1.0 GiB"});
+  expect_contains(msg, {"needs 10.00 GiB", "MemAvailable 1.0 GiB", "activations 10.00 GiB", "parameters 1.0 MiB",
+                        "memory.recompute", "--dry-run"});
+  EXPECT_EQ(app::memory_problem(c, big_activations, {20e9, "test"}), "");
+  // A budget refuses what the machine would hold, and names its key.
+  memory::Ledger big_state;
+  big_state.add(Category::Optimizer, Tier::Device, "m", 2ull << 30);
+  c.memory.device_budget_gb = 1.5;
+  expect_contains(app::memory_problem(c, big_state, {1e12, "test"}),
+                  {"device tier needs 2.00 GiB", "memory.device_budget_gb = 1.5 GiB", "optimizer 2.00 GiB", "parallel.ep"});
+  c.memory.device_budget_gb = 2.5;
+  EXPECT_EQ(app::memory_problem(c, big_state, {1e12, "test"}), "");
 }
 
-TEST(SetupCheck, MemoryProblemNamesTheKeys) {
+// The measured plan: a million-token context is refused before anything is allocated
+// (Measure mode allocates nothing, so this is instant), the default config fits here.
+TEST(SetupCheck, MeasuredPlanRefusesWhatCannotFit) {
   io::Config c;
-  c.model.seq_len = 1000000;
-  const auto need = app::estimate_memory(c, 1);
-  EXPECT_GT(need.attention, need.state);
-  const std::string msg = app::memory_problem(c, 1, need, {1e9, "MemAvailable 1.0 GiB"});
-  expect_contains(msg, {"model.seq_len = 1000000", "train.batch_size = 16", "[B,H,T,T]", "MemAvailable 1.0 GiB",
-                        "lower model.seq_len"});
-  EXPECT_EQ(app::memory_problem(c, 1, need, {need.total() * 1.01, "test"}), "");
-  // This machine: the default config fits, a million-token context does not.
+  comm::Groups g(MPI_COMM_SELF, 1, 1);
+  const auto fits = train::measure_memory(c, train::make_spec(c, g));
   const auto here = app::rank_memory_budget(1);
-  EXPECT_GT(here.bytes, 0);
-  EXPECT_EQ(app::memory_problem(io::Config{}, 1, app::estimate_memory(io::Config{}, 1), here), "");
-  EXPECT_NE(app::memory_problem(c, 1, need, here), "");
-  EXPECT_THROW(app::check_run_setup(c, 1, 1), io::ConfigError);
+  EXPECT_EQ(app::memory_problem(c, fits, here), "");
+  c.model.seq_len = 1000000;
+  const auto huge = train::measure_memory(c, train::make_spec(c, g));
+  // [B, H, T, T] float32 per layer, saved: the activations dominate.
+  EXPECT_GE(huge.peak(memory::Category::Activations, memory::Tier::Device),
+            std::uint64_t(4) * c.model.n_layers * c.train.batch_size * c.model.n_heads * 1000000ull * 1000000ull);
+  expect_contains(app::memory_problem(c, huge, here), {"activations", "lower train.batch_size or model.seq_len"});
+  EXPECT_THROW(app::memory_check(c, 1)(huge), io::ConfigError);
 }
 
 // An allocation that fails anyway during set-up (the estimate is only a lower bound)

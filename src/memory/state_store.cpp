@@ -1,0 +1,129 @@
+#include "memory/state_store.hpp"
+
+#include <numeric>
+#include <stdexcept>
+
+#include "kernels/random.hpp"
+
+namespace furnace::memory {
+
+ParamInfo expert_slab(std::string name, std::vector<std::int64_t> global_shape, int ep, int ep_rank) {
+  ParamInfo p;
+  p.name = std::move(name);
+  p.kind = ParamKind::Expert;
+  p.shape = global_shape;
+  p.shape[0] = global_shape[0] / ep;
+  p.global_offset0 = p.shape[0] * ep_rank;
+  p.global_shape = std::move(global_shape);
+  return p;
+}
+
+const char* family_name(Family f) {
+  switch (f) {
+    case Family::Param: return "param";
+    case Family::Grad: return "grad";
+    case Family::ExpAvg: return "exp_avg";
+    case Family::ExpAvgSq: return "exp_avg_sq";
+  }
+  return "?";
+}
+
+Category category_of(Family f) {
+  switch (f) {
+    case Family::Param: return Category::Parameters;
+    case Family::Grad: return Category::Gradients;
+    default: return Category::Optimizer;
+  }
+}
+
+Tier Placement::of(Family f) const {
+  switch (f) {
+    case Family::Param: return params;
+    case Family::Grad: return grads;
+    default: return optimizer;
+  }
+}
+
+StateStore::~StateStore() {
+  if (!ledger_) return;
+  for (Family f : kStateFamilies)
+    ledger_->release(category_of(f), tier(f), std::string("StateStore::") + family_name(f), family_bytes(f));
+}
+
+int StateStore::add(ParamInfo info) {
+  if (allocated_) throw std::logic_error("StateStore::add after allocate: " + info.name);
+  if (by_name_.count(info.name)) throw std::logic_error("duplicate parameter " + info.name);
+  if (info.global_shape.empty()) info.global_shape = info.shape;
+  info.size = std::accumulate(info.shape.begin(), info.shape.end(), std::int64_t(1),
+                              std::multiplies<std::int64_t>());
+  // Keep every tensor 64-byte aligned inside the buffers (16 floats).
+  info.offset = (total_ + 15) / 16 * 16;
+  total_ = info.offset + info.size;
+  by_name_[info.name] = static_cast<int>(infos_.size());
+  infos_.push_back(std::move(info));
+  return static_cast<int>(infos_.size()) - 1;
+}
+
+void StateStore::allocate(Ledger& ledger, const Placement& placement, Mode mode) {
+  if (allocated_) throw std::logic_error("StateStore::allocate twice");
+  for (Family f : kStateFamilies)
+    if (placement.of(f) != Tier::Device)
+      throw std::logic_error(std::string("StateStore: the ") + tier_name(placement.of(f)) + " tier for " +
+                             family_name(f) + " is not implemented");
+  total_ = (total_ + 15) / 16 * 16;
+  placement_ = placement;
+  for (Family f : kStateFamilies) {
+    const std::string label = std::string("StateStore::") + family_name(f);
+    ledger.add(category_of(f), tier(f), label, family_bytes(f));
+    if (mode == Mode::Allocate) {
+      buffers_[std::size_t(f)] = Kokkos::View<float*, kernels::MemSpace>(label, total_);  // zeroed
+      views_[std::size_t(f)] = kernels::View1<float>(buffers_[std::size_t(f)].data(), total_);
+    } else {
+      views_[std::size_t(f)] = kernels::View1<float>(nullptr, total_);
+    }
+  }
+  ledger_ = &ledger;
+  allocated_ = true;
+}
+
+void StateStore::initialize(std::uint64_t seed) {
+  for (const auto& p : infos_) {
+    auto x = slice(params(), int(&p - infos_.data()));
+    if (p.init_std > 0) {
+      std::int64_t per_row = p.size / (p.shape.empty() ? 1 : p.shape[0]);
+      kernels::fill_normal(x, kernels::stream_key(seed, p.name), p.global_offset0 * per_row,
+                           p.init_std);
+    } else {
+      kernels::fill(x, p.init_value);
+    }
+  }
+}
+
+int StateStore::find(const std::string& name) const {
+  auto it = by_name_.find(name);
+  return it == by_name_.end() ? -1 : it->second;
+}
+
+kernels::View1<float> StateStore::slice(kernels::View1<float> buf, int i) const {
+  return kernels::View1<float>(buf.data() + infos_[i].offset, infos_[i].size);
+}
+
+kernels::View1<float> StateStore::v1(kernels::View1<float> buf, int i) const {
+  const auto& s = infos_[i].shape;
+  if (s.size() != 1) throw std::logic_error(infos_[i].name + " is not 1-D");
+  return slice(buf, i);
+}
+
+kernels::View2<float> StateStore::v2(kernels::View1<float> buf, int i) const {
+  const auto& s = infos_[i].shape;
+  if (s.size() != 2) throw std::logic_error(infos_[i].name + " is not 2-D");
+  return kernels::View2<float>(buf.data() + infos_[i].offset, s[0], s[1]);
+}
+
+kernels::View3<float> StateStore::v3(kernels::View1<float> buf, int i) const {
+  const auto& s = infos_[i].shape;
+  if (s.size() != 3) throw std::logic_error(infos_[i].name + " is not 3-D");
+  return kernels::View3<float>(buf.data() + infos_[i].offset, s[0], s[1], s[2]);
+}
+
+}  // namespace furnace::memory
