@@ -126,6 +126,14 @@ MemoryBudget rank_memory_budget(int ranks_on_node) {
   return b;
 }
 
+namespace {
+std::string number(double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", x);
+  return buf;
+}
+}  // namespace
+
 std::string memory_problem(const io::Config& c, const memory::Ledger& planned, const MemoryBudget& have) {
   using memory::Category;
   using memory::Tier;
@@ -133,10 +141,10 @@ std::string memory_problem(const io::Config& c, const memory::Ledger& planned, c
   std::string over;
   if (c.memory.device_budget_gb > 0 && double(dev) > c.memory.device_budget_gb * double(1ull << 30))
     over = "the device tier needs " + memory::format_bytes(dev) + " per rank, over memory.device_budget_gb = " +
-           gib(c.memory.device_budget_gb * double(1ull << 30));
+           number(c.memory.device_budget_gb) + " GiB";
   else if (c.memory.host_budget_gb > 0 && double(host) > c.memory.host_budget_gb * double(1ull << 30))
     over = "the host tier needs " + memory::format_bytes(host) + " per rank, over memory.host_budget_gb = " +
-           gib(c.memory.host_budget_gb * double(1ull << 30));
+           number(c.memory.host_budget_gb) + " GiB";
   else if (kernels::device_is_host() && double(dev + host) > have.bytes)
     over = "the run needs " + memory::format_bytes(dev + host) + " per rank but a rank can have " + gib(have.bytes) +
            " (" + have.source + ")";

@@ -29,9 +29,10 @@ class Arena {
   Arena& operator=(const Arena&) = delete;
 
   // Uninitialised, 64-byte aligned storage for n elements of T, valid as long as the arena.
+  // Sizes are checked (std::overflow_error) before they are multiplied out.
   template <class T>
   T* allocate(std::size_t n) {
-    return static_cast<T*>(allocate_bytes(n * sizeof(T)));
+    return static_cast<T*>(allocate_bytes(checked_product(n, sizeof(T), label_)));
   }
   template <class T>
   kernels::View1<T> view1(std::size_t n) {
@@ -39,11 +40,12 @@ class Arena {
   }
   template <class T>
   kernels::View2<T> view2(std::size_t r, std::size_t c) {
-    return kernels::View2<T>(allocate<T>(r * c), r, c);
+    return kernels::View2<T>(allocate<T>(checked_product(r, c, label_)), r, c);
   }
   template <class T>
   kernels::View4<T> view4(std::size_t a, std::size_t b, std::size_t c, std::size_t d) {
-    return kernels::View4<T>(allocate<T>(a * b * c * d), a, b, c, d);
+    const std::size_t n = checked_product(checked_product(checked_product(a, b, label_), c, label_), d, label_);
+    return kernels::View4<T>(allocate<T>(n), a, b, c, d);
   }
 
   // One chunk of exactly `bytes` for the allocations to come (what a Measure build of

@@ -1,6 +1,8 @@
 #include "memory/ledger.hpp"
 
 #include <cstdio>
+#include <cstdlib>
+#include <fstream>
 #include <stdexcept>
 #include <vector>
 
@@ -27,7 +29,16 @@ const char* tier_name(Tier t) {
   return "?";
 }
 
+std::uint64_t checked_product(std::uint64_t a, std::uint64_t b, const std::string& what) {
+  constexpr std::uint64_t kLimit = std::uint64_t(1) << 62;
+  if (a != 0 && b > kLimit / a)
+    throw std::overflow_error(what + " needs more than 2^62 bytes (" + std::to_string(a) + " x " + std::to_string(b) + ")");
+  return a * b;
+}
+
 void Ledger::add(Category c, Tier t, const std::string& label, std::uint64_t bytes) {
+  if (bytes > (std::uint64_t(1) << 62) || current_total() + current(Tier::Nvme) > (std::uint64_t(1) << 62) - bytes)
+    throw std::overflow_error(label + ": the byte count exceeds 2^62");
   cells_[std::size_t(c)][std::size_t(t)].add(bytes);
   tier_peak_[std::size_t(t)] = std::max(tier_peak_[std::size_t(t)], current(t));
   labels_[label].add(bytes);
@@ -59,6 +70,13 @@ std::uint64_t Ledger::current(Tier t) const {
 }
 
 std::uint64_t Ledger::current_total() const { return current(Tier::Device) + current(Tier::Host); }
+
+std::uint64_t process_status_bytes(const std::string& key) {
+  std::ifstream in("/proc/self/status");
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind(key + ":", 0) == 0) return std::uint64_t(std::strtoull(line.c_str() + key.size() + 1, nullptr, 10)) * 1024;
+  return 0;
+}
 
 std::string format_bytes(std::uint64_t bytes) {
   char buf[32];

@@ -57,6 +57,14 @@ class Ledger {
   std::map<std::string, Cell> labels_;
 };
 
+// A "Key:  123 kB" line of /proc/self/status in bytes ("VmRSS", "VmHWM"), 0 when the
+// system has none: what the process really holds, to check the ledger against.
+std::uint64_t process_status_bytes(const std::string& key);
+
+// a * b, or std::overflow_error naming `what` when the product does not fit 2^62 (a
+// byte count that large is a configuration error, not a wrapped-around small number).
+std::uint64_t checked_product(std::uint64_t a, std::uint64_t b, const std::string& what);
+
 // "1.5 GiB", "12.0 MiB", "512 B".
 std::string format_bytes(std::uint64_t bytes);
 

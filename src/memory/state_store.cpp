@@ -54,8 +54,10 @@ int StateStore::add(ParamInfo info) {
   if (allocated_) throw std::logic_error("StateStore::add after allocate: " + info.name);
   if (by_name_.count(info.name)) throw std::logic_error("duplicate parameter " + info.name);
   if (info.global_shape.empty()) info.global_shape = info.shape;
-  info.size = std::accumulate(info.shape.begin(), info.shape.end(), std::int64_t(1),
-                              std::multiplies<std::int64_t>());
+  std::uint64_t size = 1;
+  for (std::int64_t extent : info.shape) size = checked_product(size, std::uint64_t(extent), "tensor " + info.name);
+  checked_product(size, 4 * sizeof(float), "tensor " + info.name + "'s state");  // every family of it
+  info.size = std::int64_t(size);
   // Keep every tensor 64-byte aligned inside the buffers (16 floats).
   info.offset = (total_ + 15) / 16 * 16;
   total_ = info.offset + info.size;

@@ -80,7 +80,14 @@ Trainer::Trainer(const io::Config& cfg, comm::Groups& groups, const MemoryCheck&
       schedule_({.lr = cfg.train.lr, .min_lr = cfg.train.min_lr, .warmup = cfg.train.warmup_steps,
                  .total = cfg.train.steps}) {
   spec_.exchange = exchange_.get();
-  const memory::Ledger planned = measure_memory(cfg, spec_);
+  memory::Ledger planned;
+  try {
+    planned = measure_memory(cfg, spec_);
+  } catch (const std::overflow_error& e) {
+    throw io::ConfigError(std::string(e.what()) + ": model.d_model = " + std::to_string(cfg.model.d_model) +
+                          ", model.seq_len = " + std::to_string(cfg.model.seq_len) + ", train.batch_size = " +
+                          std::to_string(cfg.train.batch_size) + " are far beyond any machine; lower them");
+  }
   if (check) check(planned);
   arenas_.reserve(planned);
   model_ = std::make_unique<model::Gpt>(spec_, ps_, arenas_);
@@ -112,8 +119,18 @@ Trainer::Trainer(const io::Config& cfg, comm::Groups& groups, const MemoryCheck&
 std::string Trainer::memory_report(const std::string& when) const {
   unsigned long long mine = ledger_.peak(memory::Tier::Device) + ledger_.peak(memory::Tier::Host), most = 0;
   mpiCheck(MPI_Allreduce(&mine, &most, 1, MPI_UNSIGNED_LONG_LONG, MPI_MAX, groups_.world()));
+  // The check of the ledger against the process: resident growth since set-up began
+  // (libraries, MPI and HDF5 buffers count there too, so it is a little larger).
+  const std::uint64_t hwm = memory::process_status_bytes("VmHWM");
+  const std::uint64_t growth = hwm > resident_at_start_ ? hwm - resident_at_start_ : 0;
+  char resident[256];
+  std::snprintf(resident, sizeof resident,
+                "  resident (rank %d): peak VmHWM %s, %s more than when set-up began; ledger peak %s (ratio %.3f)\n",
+                groups_.rank(), memory::format_bytes(hwm).c_str(), memory::format_bytes(growth).c_str(),
+                memory::format_bytes(mine).c_str(), mine > 0 ? double(growth) / double(mine) : 0.0);
   return ledger_.report("memory " + when + " (rank " + std::to_string(groups_.rank()) + "; largest peak over " +
-                        std::to_string(groups_.size()) + " rank(s): " + memory::format_bytes(most) + ")");
+                        std::to_string(groups_.size()) + " rank(s): " + memory::format_bytes(most) + ")") +
+         resident;
 }
 
 void Trainer::load_local_batch(const io::TokenDataset& data, int stream, long index,

@@ -70,7 +70,7 @@ expect_line 2 "output.dir = \"$SCRATCH/a-file\": '$SCRATCH/a-file' is an existin
 expect_line 2 "checkpoint.dir = .*existing file" mpiexec -n 2 "$BIN" train "${TINY[@]}" \
   --set output.dir="\"$SCRATCH/run\"" --set checkpoint.dir="\"$SCRATCH/a-file/ckpt\""
 expect_line 2 "output.dir = .* is 5005 bytes long" "$BIN" train "${TINY[@]}" --set output.dir="/tmp/${HUGE:0:5000}"
-expect_line 2 "model.seq_len = 1000000.*lower model.seq_len" "$BIN" train "${TINY[@]}" --set model.seq_len=1000000
+expect_line 2 "needs .*activations .*model.seq_len = 1000000.*lower train.batch_size or model.seq_len" "$BIN" train "${TINY[@]}" --set model.seq_len=1000000
 expect_line 2 "model.d_model = 2000000000" mpiexec -n 2 "$BIN" train "${TINY[@]}" \
   --set model.d_model=2000000000 --set model.n_heads=1
 
