@@ -249,9 +249,6 @@ void validate_at(const Config& cfg, const std::string& where) {
   if (e.experts > 0 && e.top_k > e.experts)
     inconsistent("moe.top_k = " + std::to_string(e.top_k) + " is larger than moe.experts = " +
                  std::to_string(e.experts) + "; accepted: 1 <= top_k <= experts");
-  if (cfg.memory.recompute != "none")
-    inconsistent("memory.recompute = " + cfg.memory.recompute +
-                 " is not implemented yet; accepted today: none");
   if (e.experts > 0 && e.experts % cfg.parallel.ep != 0)
     inconsistent("moe.experts = " + std::to_string(e.experts) + " is not divisible by parallel.ep = " +
                  std::to_string(cfg.parallel.ep) + "; accepted: ep divides experts");
