@@ -47,16 +47,16 @@ void Gpt::allocate_recompute_buffers(memory::Arenas& arenas) {
     case Recompute::Attention:
       recompute_.act.probs = BlockActivations::allocate_probs(spec_, ws);
       return;
-    case Recompute::Block:
+    case Recompute::Block: {
       recompute_.act = BlockActivations::allocate(spec_, ws, true);
-      for (int l = 0; l < spec_.layers; ++l)
-        if (!spec_.is_moe(l)) {
-          recompute_.dense = std::make_shared<moe::ExpertFFN>(
-              1, spec_.d_model, spec_.ffn_hidden, spec_.activation,
-              std::int64_t(spec_.batch) * spec_.seq, arenas);
-          return;
-        }
+      bool any_dense = false;
+      for (int l = 0; l < spec_.layers; ++l) any_dense |= !spec_.is_moe(l);
+      if (any_dense)
+        recompute_.dense = std::make_shared<moe::ExpertFFN>(
+            1, spec_.d_model, spec_.ffn_hidden, spec_.activation,
+            std::int64_t(spec_.batch) * spec_.seq, arenas);
       return;
+    }
   }
 }
 
