@@ -249,9 +249,6 @@ void validate_at(const Config& cfg, const std::string& where) {
   if (e.experts > 0 && e.top_k > e.experts)
     inconsistent("moe.top_k = " + std::to_string(e.top_k) + " is larger than moe.experts = " +
                  std::to_string(e.experts) + "; accepted: 1 <= top_k <= experts");
-  if (cfg.memory.recompute != "none")
-    inconsistent("memory.recompute = " + cfg.memory.recompute +
-                 " is not implemented yet; accepted today: none");
   if (e.experts > 0 && e.experts % cfg.parallel.ep != 0)
     inconsistent("moe.experts = " + std::to_string(e.experts) + " is not divisible by parallel.ep = " +
                  std::to_string(cfg.parallel.ep) + "; accepted: ep divides experts");
@@ -339,7 +336,7 @@ const std::vector<KeyInfo>& config_keys() {
       FURNACE_KEY(checkpoint, async, boolean(), "Write from a host snapshot in the background while training continues."),
       FURNACE_KEY(checkpoint, fsync, boolean(), "fsync each checkpoint file and its directory before `latest` names it (a node crash then cannot leave a damaged newest checkpoint)."),
       FURNACE_KEY(checkpoint, alignment, in(1, 1 << 30), "Bytes to align HDF5 objects of 64 KiB or more to (H5Pset_alignment); match the file system stripe."),
-      FURNACE_KEY(memory, recompute, one_of({"none", "attention", "block"}), "Activations dropped in the forward and recomputed in the backward: `attention` (the probabilities [B, H, T, T]), `block` (everything inside a block but its input); gradients are bitwise the same."),
+      FURNACE_KEY(memory, recompute, one_of({"none", "attention", "block"}), "Activations dropped in the forward and recomputed in the backward: `attention` (the probabilities [B, H, T, T]), `block` (everything inside a block but its input and an MoE layer's routing and exchanged rows); gradients are bitwise the same; see docs/memory-recompute.md."),
       FURNACE_KEY(memory, moe_buffer_mb, in(1, 1 << 20), "Dropless MoE (moe.capacity_factor <= 0): the exchange buffer budget per MoE layer side in MiB; a step whose routing needs more exchanges in several rounds."),
       FURNACE_KEY(memory, device_budget_gb, at_least(0), "Refuse, before allocating, a run whose device-tier peak per rank (the memory report) exceeds this many GiB; 0 = only the memory the rank can have."),
       FURNACE_KEY(memory, host_budget_gb, at_least(0), "The same for the host tier (on a CPU build the device tier is host memory too)."),

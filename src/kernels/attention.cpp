@@ -86,10 +86,9 @@ void causal_softmax_backward(View4<const T> probs, View4<T> dprobs, T scale) {
 }  // namespace
 
 template <class T>
-void attention_forward(View2<const T> qkv, int batch, int seq, int heads, View4<T> probs,
-                       View2<T> out) {
-  const int d = int(out.extent(1)), hd = d / heads;
-  const Layout<const T, T, T> L{seq, heads, d, hd, qkv.data(), probs.data(), out.data()};
+void attention_probs(View2<const T> qkv, int batch, int seq, int heads, View4<T> probs) {
+  const int d = int(qkv.extent(1)) / 3, hd = d / heads;
+  const Layout<const T, T, T> L{seq, heads, d, hd, qkv.data(), probs.data(), nullptr};
   const T scale = T(1) / fsqrt(T(hd));
   // Scores S = scale * Q K^T, only the columns each row block can see.
   L.for_each_block(batch, [&](int b, int r0, int r1) {
@@ -97,6 +96,14 @@ void attention_forward(View2<const T> qkv, int batch, int seq, int heads, View4<
                          L.ld(), hd, T(0), L.p(b, r0), seq, L.pstride(), heads);
   });
   causal_softmax(probs);
+}
+
+template <class T>
+void attention_forward(View2<const T> qkv, int batch, int seq, int heads, View4<T> probs,
+                       View2<T> out) {
+  const int d = int(out.extent(1)), hd = d / heads;
+  const Layout<const T, T, T> L{seq, heads, d, hd, qkv.data(), probs.data(), out.data()};
+  attention_probs(qkv, batch, seq, heads, probs);
   // out = P V, written into each head's column slice of out.
   L.for_each_block(batch, [&](int b, int r0, int r1) {
     gemm_strided_batched(Op::N, Op::N, r1 - r0, hd, r1, T(1), L.p(b, r0), seq, L.pstride(),
@@ -133,6 +140,7 @@ void attention_backward(View2<const T> qkv, View4<const T> probs, View2<const T>
 }
 
 #define FURNACE_INSTANTIATE(T)                                                                 \
+  template void attention_probs<T>(View2<const T>, int, int, int, View4<T>);                   \
   template void attention_forward<T>(View2<const T>, int, int, int, View4<T>, View2<T>);       \
   template void attention_backward<T>(View2<const T>, View4<const T>, View2<const T>, int, int, \
                                       int, View4<T>, View2<T>);

@@ -12,6 +12,9 @@ namespace furnace::kernels {
 template <class T>
 void attention_forward(View2<const T> qkv, int batch, int seq, int heads, View4<T> probs,
                        View2<T> out);
+// probs alone, bitwise as attention_forward computes them (for a backward that did not keep them).
+template <class T>
+void attention_probs(View2<const T> qkv, int batch, int seq, int heads, View4<T> probs);
 // dqkv += gradient w.r.t. qkv; dprobs [B, heads, seq, seq] is scratch.
 template <class T>
 void attention_backward(View2<const T> qkv, View4<const T> probs, View2<const T> dout, int batch,

@@ -45,7 +45,31 @@ void norm_backward(const GptSpec& s, const StateStore& ps, const NormParams& p,
                                  ps.v1(ps.grads(), p.b));
 }
 
-Block::Block(const GptSpec& s, int layer, StateStore& ps, memory::Arenas& arenas) : s_(s) {
+BlockActivations BlockActivations::allocate(const GptSpec& s, memory::Arena& arena,
+                                            bool with_probs) {
+  const std::int64_t d = s.d_model, n = std::int64_t(s.batch) * s.seq;
+  BlockActivations a;
+  a.h1 = arena.view2<float>(n, d);
+  a.qkv = arena.view2<float>(n, 3 * d);
+  a.att = arena.view2<float>(n, d);
+  a.mid = arena.view2<float>(n, d);
+  a.h2 = arena.view2<float>(n, d);
+  a.ffn_out = arena.view2<float>(n, d);
+  a.mean1 = arena.view1<float>(n);
+  a.rstd1 = arena.view1<float>(n);
+  a.mean2 = arena.view1<float>(n);
+  a.rstd2 = arena.view1<float>(n);
+  if (with_probs) a.probs = allocate_probs(s, arena);
+  return a;
+}
+
+k::View4<float> BlockActivations::allocate_probs(const GptSpec& s, memory::Arena& arena) {
+  return arena.view4<float>(s.batch, s.heads, s.seq, s.seq);
+}
+
+Block::Block(const GptSpec& s, int layer, StateStore& ps, memory::Arenas& arenas,
+             const RecomputeBuffers& shared)
+    : s_(s) {
   const std::string pre = "blocks." + std::to_string(layer);
   const std::int64_t d = s.d_model, n = std::int64_t(s.batch) * s.seq;
   // Residual projections get a smaller init so the residual stream's variance does
@@ -74,22 +98,25 @@ Block::Block(const GptSpec& s, int layer, StateStore& ps, memory::Arenas& arenas
     // Stored [d, H1] / [H, d]; viewed as a group of one expert.
     w1_ = ps.add({.name = pre + ".ffn.w1", .shape = {d, H1}, .init_std = s.init_std});
     w2_ = ps.add({.name = pre + ".ffn.w2", .shape = {H, d}, .init_std = out_std});
-    dense_ = std::make_unique<moe::ExpertFFN>(1, s.d_model, s.ffn_hidden, s.activation, n, arenas);
+    dense_ = s.recompute == Recompute::Block
+                 ? shared.dense
+                 : std::make_shared<moe::ExpertFFN>(1, s.d_model, s.ffn_hidden, s.activation, n,
+                                                    arenas);
     dense_offsets_ = {0, n};
   }
   last_param_ = int(ps.infos().size()) - 1;
-  auto& act = arenas.activations;
-  h1_ = act.view2<float>(n, d);
-  qkv_ = act.view2<float>(n, 3 * d);
-  att_ = act.view2<float>(n, d);
-  mid_ = act.view2<float>(n, d);
-  h2_ = act.view2<float>(n, d);
-  ffn_out_ = act.view2<float>(n, d);
-  mean1_ = act.view1<float>(n);
-  rstd1_ = act.view1<float>(n);
-  mean2_ = act.view1<float>(n);
-  rstd2_ = act.view1<float>(n);
-  probs_ = act.view4<float>(s.batch, s.heads, s.seq, s.seq);
+  switch (s.recompute) {
+    case Recompute::None:
+      a_ = BlockActivations::allocate(s, arenas.activations, true);
+      break;
+    case Recompute::Attention:
+      a_ = BlockActivations::allocate(s, arenas.activations, false);
+      a_.probs = shared.act.probs;
+      break;
+    case Recompute::Block:
+      a_ = shared.act;
+      break;
+  }
 }
 
 moe::MoeWeights Block::moe_weights(const StateStore& ps, View1<float> buf) const {
@@ -102,23 +129,47 @@ moe::MoeWeights Block::moe_weights(const StateStore& ps, View1<float> buf) const
   return {{}, as3(w1_), as3(w2_)};
 }
 
-void Block::forward(const StateStore& ps, View2<const float> x, View2<float> out) {
+void Block::forward_to_ffn(const StateStore& ps, View2<const float> x) {
   const int n = x.extent(0), d = s_.d_model;
   const auto& P = ps.params();
-  norm_forward(s_, ps, norm1_, x, h1_, mean1_, rstd1_);
-  k::gemm<float>(k::Op::N, k::Op::N, n, 3 * d, d, 1.0f, h1_.data(), d, ps.v2(P, wqkv_).data(),
-                 3 * d, 0.0f, qkv_.data(), 3 * d);
-  k::attention_forward<float>(qkv_, s_.batch, s_.seq, s_.heads, probs_, att_);
-  Kokkos::deep_copy(mid_, x);
-  k::gemm<float>(k::Op::N, k::Op::N, n, d, d, 1.0f, att_.data(), d, ps.v2(P, wo_).data(), d, 1.0f,
-                 mid_.data(), d);
-  norm_forward(s_, ps, norm2_, mid_, h2_, mean2_, rstd2_);
-  const auto w = moe_weights(ps, P);
+  norm_forward(s_, ps, norm1_, x, a_.h1, a_.mean1, a_.rstd1);
+  k::gemm<float>(k::Op::N, k::Op::N, n, 3 * d, d, 1.0f, a_.h1.data(), d, ps.v2(P, wqkv_).data(),
+                 3 * d, 0.0f, a_.qkv.data(), 3 * d);
+  k::attention_forward<float>(a_.qkv, s_.batch, s_.seq, s_.heads, a_.probs, a_.att);
+  Kokkos::deep_copy(a_.mid, x);
+  k::gemm<float>(k::Op::N, k::Op::N, n, d, d, 1.0f, a_.att.data(), d, ps.v2(P, wo_).data(), d,
+                 1.0f, a_.mid.data(), d);
+  norm_forward(s_, ps, norm2_, a_.mid, a_.h2, a_.mean2, a_.rstd2);
+}
+
+void Block::recompute(const StateStore& ps, View2<const float> x) {
+  switch (s_.recompute) {
+    case Recompute::None:
+      return;
+    case Recompute::Attention:
+      k::attention_probs<float>(a_.qkv, s_.batch, s_.seq, s_.heads, a_.probs);
+      return;
+    case Recompute::Block:
+      forward_to_ffn(ps, x);
+      // An MoE layer kept its routed rows: running it again would repeat the token
+      // exchange. The dense FFN is shared by the blocks, so it runs again for its
+      // hidden activations (its output lands in the shared ffn_out, unread).
+      if (dense_) {
+        const auto w = moe_weights(ps, ps.params());
+        dense_->forward(a_.h2, dense_offsets_, w.w1, w.w2, a_.ffn_out);
+      }
+      return;
+  }
+}
+
+void Block::forward(const StateStore& ps, View2<const float> x, View2<float> out) {
+  forward_to_ffn(ps, x);
+  const auto w = moe_weights(ps, ps.params());
   if (moe_)
-    moe_->forward(h2_, w, ffn_out_);
+    moe_->forward(a_.h2, w, a_.ffn_out);
   else
-    dense_->forward(h2_, dense_offsets_, w.w1, w.w2, ffn_out_);
-  auto mid = mid_, f = ffn_out_;  // captured by value: no `this` inside device lambdas
+    dense_->forward(a_.h2, dense_offsets_, w.w1, w.w2, a_.ffn_out);
+  auto mid = a_.mid, f = a_.ffn_out;  // captured by value: no `this` inside device lambdas
   Kokkos::parallel_for(
       "Block::forward", k::Range(0, out.size()),
       KOKKOS_LAMBDA(const std::int64_t i) { out.data()[i] = mid.data()[i] + f.data()[i]; });
@@ -129,32 +180,33 @@ void Block::backward(const StateStore& ps, View2<const float> x, View2<float> dr
   const int n = x.extent(0), d = s_.d_model;
   const auto& P = ps.params();
   const auto& G = ps.grads();
+  recompute(ps, x);
   // FFN: dres (= d out = d mid's residual share) -> dh2 -> dres += norm2 backward.
   auto dh = View2<float>(sc.dh.data(), n, d);
   const auto w = moe_weights(ps, P);
   const auto g = moe_weights(ps, G);
   if (moe_) {
     Kokkos::deep_copy(dh, 0.0f);
-    moe_->backward(dres, h2_, w, dh, g);
+    moe_->backward(dres, a_.h2, w, dh, g);
   } else {
-    dense_->backward(dres, h2_, w.w1, w.w2, dh, g.w1, g.w2);
+    dense_->backward(dres, a_.h2, w.w1, w.w2, dh, g.w1, g.w2);
   }
-  norm_backward(s_, ps, norm2_, dh, mid_, mean2_, rstd2_, dres);
+  norm_backward(s_, ps, norm2_, dh, a_.mid, a_.mean2, a_.rstd2, dres);
   // Attention projection: datt = dres wo^T, dwo += att^T dres.
   auto datt = View2<float>(sc.datt.data(), n, d);
   k::gemm<float>(k::Op::N, k::Op::T, n, d, d, 1.0f, dres.data(), d, ps.v2(P, wo_).data(), d, 0.0f,
                  datt.data(), d);
-  k::gemm<float>(k::Op::T, k::Op::N, d, d, n, 1.0f, att_.data(), d, dres.data(), d, 1.0f,
+  k::gemm<float>(k::Op::T, k::Op::N, d, d, n, 1.0f, a_.att.data(), d, dres.data(), d, 1.0f,
                  ps.v2(G, wo_).data(), d);
   auto dqkv = View2<float>(sc.dqkv.data(), n, 3 * d);
   Kokkos::deep_copy(dqkv, 0.0f);
-  k::attention_backward<float>(qkv_, probs_, datt, s_.batch, s_.seq, s_.heads, sc.dprobs, dqkv);
+  k::attention_backward<float>(a_.qkv, a_.probs, datt, s_.batch, s_.seq, s_.heads, sc.dprobs, dqkv);
   // QKV projection: dh1 = dqkv wqkv^T, dwqkv += h1^T dqkv.
   k::gemm<float>(k::Op::N, k::Op::T, n, d, 3 * d, 1.0f, dqkv.data(), 3 * d,
                  ps.v2(P, wqkv_).data(), 3 * d, 0.0f, dh.data(), d);
-  k::gemm<float>(k::Op::T, k::Op::N, d, 3 * d, n, 1.0f, h1_.data(), d, dqkv.data(), 3 * d, 1.0f,
+  k::gemm<float>(k::Op::T, k::Op::N, d, 3 * d, n, 1.0f, a_.h1.data(), d, dqkv.data(), 3 * d, 1.0f,
                  ps.v2(G, wqkv_).data(), 3 * d);
-  norm_backward(s_, ps, norm1_, dh, x, mean1_, rstd1_, dres);
+  norm_backward(s_, ps, norm1_, dh, x, a_.mean1, a_.rstd1, dres);
 }
 
 }  // namespace furnace::model

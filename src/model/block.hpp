@@ -27,6 +27,25 @@ void norm_backward(const GptSpec& s, const memory::StateStore& ps, const NormPar
                    kernels::View2<float> dx);
 NormParams register_norm(const GptSpec& s, memory::StateStore& ps, const std::string& prefix);
 
+// What a block's backward reads back from its forward, [n, ...] with n = batch * seq.
+struct BlockActivations {
+  kernels::View2<float> h1, qkv, att, mid, h2, ffn_out;  // [n, d], [n, 3d], then [n, d]
+  kernels::View1<float> mean1, rstd1, mean2, rstd2;     // [n]
+  kernels::View4<float> probs;                          // [B, heads, T, T]
+
+  // Every view from `arena`; probs only when `with_probs`.
+  static BlockActivations allocate(const GptSpec& s, memory::Arena& arena, bool with_probs);
+  static kernels::View4<float> allocate_probs(const GptSpec& s, memory::Arena& arena);
+};
+
+// One copy, for all blocks, of what spec.recompute drops from each block: the backward
+// recomputes its own block's share into it before reading it (one block runs at a time).
+struct RecomputeBuffers {
+  BlockActivations act;  // attention: probs only; block: all
+  // block: the FFN of every dense block, whose hidden activations the recompute refills.
+  std::shared_ptr<moe::ExpertFFN> dense;
+};
+
 // Scratch shared by all blocks' backward passes (one block runs at a time).
 struct BlockScratch {
   kernels::View2<float> dh, datt, dqkv;  // [n, d], [n, d], [n, 3d]
@@ -35,7 +54,9 @@ struct BlockScratch {
 
 class Block {
  public:
-  Block(const GptSpec& s, int layer, memory::StateStore& ps, memory::Arenas& arenas);
+  // `shared` holds the views of what spec.recompute drops (unused with Recompute::None).
+  Block(const GptSpec& s, int layer, memory::StateStore& ps, memory::Arenas& arenas,
+        const RecomputeBuffers& shared);
 
   void set_reducer(moe::SumReducer r) { if (moe_) moe_->set_reducer(std::move(r)); }
   // out = block(x). x must stay unchanged until backward.
@@ -51,16 +72,17 @@ class Block {
 
  private:
   moe::MoeWeights moe_weights(const memory::StateStore& ps, kernels::View1<float> buf) const;
+  // norm1, attention, residual and norm2: everything of the forward before the FFN.
+  void forward_to_ffn(const memory::StateStore& ps, kernels::View2<const float> x);
+  // Brings back what spec.recompute dropped, bitwise as the forward computed it.
+  void recompute(const memory::StateStore& ps, kernels::View2<const float> x);
 
   const GptSpec& s_;
   NormParams norm1_, norm2_;
   int first_param_ = -1, last_param_ = -1;
   int wqkv_ = -1, wo_ = -1, w1_ = -1, w2_ = -1, router_ = -1;
-  // Saved activations, [n, ...] with n = batch * seq.
-  kernels::View2<float> h1_, qkv_, att_, mid_, h2_, ffn_out_;
-  kernels::View1<float> mean1_, rstd1_, mean2_, rstd2_;
-  kernels::View4<float> probs_;
-  std::unique_ptr<moe::ExpertFFN> dense_;   // one-group FFN for dense blocks
+  BlockActivations a_;  // this block's own, or the shared ones that recompute refills
+  std::shared_ptr<moe::ExpertFFN> dense_;  // one-group FFN for dense blocks
   std::unique_ptr<moe::MoeLayer> moe_;
   std::vector<std::int64_t> dense_offsets_;
 };

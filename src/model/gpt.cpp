@@ -15,8 +15,9 @@ Gpt::Gpt(const GptSpec& spec, memory::StateStore& ps, memory::Arenas& arenas)
   const std::int64_t n = std::int64_t(spec.batch) * spec.seq, d = spec.d_model, V = spec.vocab;
   wte_ = ps.add({.name = "wte", .shape = {V, d}, .init_std = spec.init_std});
   wpe_ = ps.add({.name = "wpe", .shape = {spec.seq, d}, .init_std = spec.init_std});
+  allocate_recompute_buffers(arenas);
   for (int l = 0; l < spec.layers; ++l)
-    blocks_.push_back(std::make_unique<Block>(spec_, l, ps, arenas));
+    blocks_.push_back(std::make_unique<Block>(spec_, l, ps, arenas, recompute_));
   normf_ = register_norm(spec_, ps, "lnf");
   // Saved for the backward: the residual stream, the final norm and the logits.
   auto& act = arenas.activations;
@@ -35,6 +36,28 @@ Gpt::Gpt(const GptSpec& spec, memory::StateStore& ps, memory::Arenas& arenas)
   scratch_.datt = ws.view2<float>(n, d);
   scratch_.dqkv = ws.view2<float>(n, 3 * d);
   scratch_.dprobs = ws.view4<float>(spec.batch, spec.heads, spec.seq, spec.seq);
+}
+
+void Gpt::allocate_recompute_buffers(memory::Arenas& arenas) {
+  // Workspace: what one block's backward recomputes lives only until that backward ends.
+  auto& ws = arenas.workspace;
+  switch (spec_.recompute) {
+    case Recompute::None:
+      return;
+    case Recompute::Attention:
+      recompute_.act.probs = BlockActivations::allocate_probs(spec_, ws);
+      return;
+    case Recompute::Block: {
+      recompute_.act = BlockActivations::allocate(spec_, ws, true);
+      bool any_dense = false;
+      for (int l = 0; l < spec_.layers; ++l) any_dense |= !spec_.is_moe(l);
+      if (any_dense)
+        recompute_.dense = std::make_shared<moe::ExpertFFN>(
+            1, spec_.d_model, spec_.ffn_hidden, spec_.activation,
+            std::int64_t(spec_.batch) * spec_.seq, arenas);
+      return;
+    }
+  }
 }
 
 void Gpt::set_reducer(const moe::SumReducer& r) {

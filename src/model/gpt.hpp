@@ -44,10 +44,14 @@ class Gpt {
   double flops_per_token() const;
 
  private:
+  // Fills recompute_ with one copy of what spec_.recompute drops from every block.
+  void allocate_recompute_buffers(memory::Arenas& arenas);
+
   GptSpec spec_;
   memory::StateStore& ps_;
   int wte_ = -1, wpe_ = -1;
   NormParams normf_;
+  RecomputeBuffers recompute_;
   std::vector<std::unique_ptr<Block>> blocks_;
   std::vector<kernels::View2<float>> x_;  // residual stream x_0 .. x_L
   kernels::View2<float> hf_, logits_, dlogits_, dres_, dhf_;

@@ -7,6 +7,9 @@
 
 namespace furnace::model {
 
+// Activations the forward drops and the backward recomputes (memory.recompute).
+enum class Recompute { None, Attention, Block };
+
 struct GptSpec {
   int vocab = 256, seq = 128, d_model = 128, layers = 4, heads = 4, ffn_hidden = 512;
   bool rmsnorm = false;
@@ -21,6 +24,7 @@ struct GptSpec {
   int batch = 16;            // sequences per step on this rank
   int ep_size = 1;           // ranks sharing the experts of one MoE layer
   comm::RowExchange* exchange = nullptr;  // token exchange of the ep group (ep_size > 1)
+  Recompute recompute = Recompute::None;
 
   bool is_moe(int layer) const { return router.experts > 0 && (layer + 1) % moe_every == 0; }
   int head_dim() const { return d_model / heads; }

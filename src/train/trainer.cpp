@@ -36,6 +36,9 @@ model::GptSpec make_spec(const io::Config& c, const comm::Groups& g) {
   s.first_expert = s.local_experts * g.ep_rank();
   s.batch = c.train.batch_size / g.size();
   s.ep_size = g.ep();
+  s.recompute = c.memory.recompute == "attention" ? model::Recompute::Attention
+                : c.memory.recompute == "block"   ? model::Recompute::Block
+                                                  : model::Recompute::None;
   return s;
 }
 
