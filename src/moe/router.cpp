@@ -22,7 +22,7 @@ std::int64_t expert_capacity(const RouterConfig& cfg, std::int64_t tokens) {
 std::int64_t max_kept_copies(const RouterConfig& cfg, std::int64_t tokens, int experts) {
   const std::int64_t cap = expert_capacity(cfg, tokens);
   const std::int64_t per_expert = cap < 0 ? tokens : std::min(cap, tokens);
-  return std::min(tokens * std::min(cfg.top_k, experts), experts * per_expert);
+  return std::min(tokens * cfg.top_k, experts * per_expert);
 }
 
 Router::Router(const RouterConfig& cfg, int d_model, std::int64_t max_tokens, memory::Arenas& arenas,

@@ -31,9 +31,9 @@ using SumReducer = std::function<void(double* values, int count)>;
 // cuts with exactly this value, so the buffer bounds below hold by construction.
 std::int64_t expert_capacity(const RouterConfig& cfg, std::int64_t tokens);
 // The most copies of at most `tokens` tokens that a group of `experts` of the
-// router's experts can keep together: a token picks top_k distinct experts, so at
-// most min(top_k, experts) of its copies land in the group, and each expert keeps at
-// most min(C, tokens). Sizes the rows of the MoE layer's buffers.
+// router's experts can keep together: at most tokens * top_k in all, and each expert
+// keeps at most min(C, tokens), a token's top_k experts being distinct. Sizes the
+// rows of the MoE layer's buffers.
 std::int64_t max_kept_copies(const RouterConfig& cfg, std::int64_t tokens, int experts);
 
 struct RouterStats {

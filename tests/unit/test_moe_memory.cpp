@@ -30,6 +30,7 @@ using memory::Tier;
 
 constexpr int kExperts = 8, kTopK = 2, kBatchPerRank = 4;
 constexpr double kCapacityFactor = 1.25;
+constexpr std::uint64_t kArenaAlign = 64;  // memory::Arena rounds every request up to it
 
 io::Config moe_config(int layers) {
   io::Config c;
@@ -65,16 +66,18 @@ TEST(MoeMemory, CommunicationBytesDoNotGrowWithEp) {
   EXPECT_EQ(ep1, 0u) << "ep = 1 exchanges nothing";
   EXPECT_GT(ep2, 0u) << "a Measure build without a RowExchange must still count the dispatcher";
   EXPECT_LE(ep4, ep2);
-  // The bound itself: per layer, a rank receives at most E * C rows of d floats, with
-  // C = ceil(cf * n * k / E); xe and ye (per layer), dxe and dye (shared), the
-  // staging rows and two index permutations (per layer), plus 64-byte alignment.
+  // Exactly the bound: each of the ep sources keeps at most (E / ep) * C copies for
+  // this rank's experts, C = ceil(cf * n * k / E), so a rank receives R = E * C rows of
+  // d floats (here (E / ep) * C < n * k for both ep); per layer the staging rows, xe,
+  // ye and two index permutations of R, and once per model the shared dxe and dye.
   const std::int64_t n = std::int64_t(kBatchPerRank) * c.model.seq_len;
-  const std::int64_t rows = kExperts * std::int64_t(std::ceil(kCapacityFactor * n * kTopK / kExperts));
-  const std::uint64_t row_bytes = std::uint64_t(c.model.d_model) * sizeof(float);
-  const std::uint64_t per_layer = 3 * rows * row_bytes + 2 * rows * sizeof(kernels::index_t);
-  const std::uint64_t bound = c.model.n_layers * per_layer + 2 * rows * row_bytes;
-  EXPECT_LE(ep2, bound);
-  EXPECT_LE(ep4, bound);
+  const std::int64_t R = kExperts * std::int64_t(std::ceil(kCapacityFactor * n * kTopK / kExperts));
+  const auto aligned = [](std::uint64_t b) { return (b + kArenaAlign - 1) / kArenaAlign * kArenaAlign; };
+  const std::uint64_t rows = aligned(R * c.model.d_model * sizeof(float));
+  const std::uint64_t index = aligned(R * sizeof(kernels::index_t));
+  const std::uint64_t expected = c.model.n_layers * (3 * rows + 2 * index) + 2 * rows;
+  EXPECT_EQ(ep2, expected);
+  EXPECT_EQ(ep4, expected);
 }
 
 // A second MoE layer adds no backward buffers: workspace (all backward-only there)
@@ -113,6 +116,8 @@ TEST(MoeMemory, KeptCopiesBound) {
   EXPECT_EQ(moe::max_kept_copies(cfg, 100, 8), 200);          // every copy fits
   EXPECT_EQ(moe::max_kept_copies(cfg, 100, 2), 50);           // 2 experts x C
   EXPECT_EQ(moe::max_kept_copies(cfg, 100, 1), 25);
+  cfg.capacity_factor = 8.0;                                  // C = 200 > n
+  EXPECT_EQ(moe::max_kept_copies(cfg, 100, 1), 100);          // a token once per expert
   cfg.capacity_factor = 0;                                    // dropless
   EXPECT_EQ(moe::expert_capacity(cfg, 100), -1);
   EXPECT_EQ(moe::max_kept_copies(cfg, 100, 1), 100);          // one copy per token
