@@ -17,13 +17,17 @@ namespace furnace::moe {
 
 class Dispatcher {
  public:
-  // max_send_rows: the most rows this rank can send (tokens * top_k).
-  Dispatcher(comm::RowExchange& exchange, int ep_size, int local_experts, int d_model,
-             std::int64_t max_send_rows, memory::Arena& comm_arena);
+  // max_recv_rows: the most rows any step can bring to this rank (MoeLayer derives it
+  // from the router's capacity). The buffers depend on the sizes only, so a Measure
+  // build without a RowExchange (exchange == nullptr) counts the same bytes as the
+  // real one; the exchange is needed only to run.
+  Dispatcher(comm::RowExchange* exchange, int ep_size, int local_experts, int d_model,
+             std::int64_t max_recv_rows, memory::Arena& comm_arena);
 
   // From the global expert offsets [E+1] of this rank's grouped copies: exchanges
   // counts and prepares the plan. Returns the local expert offsets [El+1] of the
-  // rows this rank will compute.
+  // rows this rank will compute. Throws std::logic_error when the peers send more
+  // than max_recv_rows (the sizing bound was wrong), before any row moves.
   const std::vector<std::int64_t>& plan(const std::vector<std::int64_t>& global_offsets);
   std::int64_t recv_rows_total() const { return expert_offsets_.back(); }
   std::int64_t max_recv_rows() const { return max_recv_; }
@@ -34,7 +38,7 @@ class Dispatcher {
   void from_experts(kernels::View2<const float> ye, kernels::View2<float> yp);
 
  private:
-  comm::RowExchange& exchange_;
+  comm::RowExchange* exchange_;
   int ep_, el_, d_;
   std::int64_t max_recv_;
   std::vector<std::int64_t> send_rows_, recv_rows_, expert_offsets_;

@@ -14,12 +14,21 @@ using kernels::Op;
 using kernels::View2;
 
 ExpertFFN::ExpertFFN(int experts, int d_model, int hidden, Activation act, std::int64_t max_rows,
-                     memory::Arenas& arenas)
+                     memory::Arenas& arenas, const FfnGradBuffers* shared)
     : experts_(experts), d_(d_model), hidden_(hidden), act_(act) {
   a_ = arenas.activations.view2<float>(max_rows, hidden_in());
   h_ = arenas.activations.view2<float>(max_rows, hidden_);
-  da_ = arenas.workspace.view2<float>(max_rows, hidden_in());
-  dh_ = arenas.workspace.view2<float>(max_rows, hidden_);
+  if (shared) {
+    // The backward views them as [rows, H1] and [rows, H]: the widths must match.
+    if (std::int64_t(shared->da.extent(0)) < max_rows || int(shared->da.extent(1)) != hidden_in() ||
+        std::int64_t(shared->dh.extent(0)) < max_rows || int(shared->dh.extent(1)) != hidden_)
+      throw std::logic_error("ExpertFFN: the shared gradient buffers are smaller than [max_rows, H1 | H]");
+    da_ = shared->da;
+    dh_ = shared->dh;
+  } else {
+    da_ = arenas.workspace.view2<float>(max_rows, hidden_in());
+    dh_ = arenas.workspace.view2<float>(max_rows, hidden_);
+  }
 }
 
 namespace {

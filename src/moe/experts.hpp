@@ -16,11 +16,18 @@ namespace furnace::moe {
 
 enum class Activation { Gelu, Swiglu };
 
+// The backward-only buffers of an ExpertFFN: da [rows, H1], dh [rows, H]. MoE layers
+// of one model share one pair (one layer runs at a time).
+struct FfnGradBuffers {
+  kernels::View2<float> da, dh;
+};
+
 class ExpertFFN {
  public:
   // max_rows: the most rows any step will pass (sizes the saved activations).
+  // shared == nullptr: the gradient buffers come from arenas.workspace.
   ExpertFFN(int experts, int d_model, int hidden, Activation act, std::int64_t max_rows,
-            memory::Arenas& arenas);
+            memory::Arenas& arenas, const FfnGradBuffers* shared = nullptr);
 
   int experts() const { return experts_; }
   int hidden_in() const { return act_ == Activation::Swiglu ? 2 * hidden_ : hidden_; }

@@ -1,5 +1,8 @@
 #include "moe/moe_layer.hpp"
 
+#include <stdexcept>
+#include <string>
+
 #include "kernels/routing.hpp"
 
 namespace furnace::moe {
@@ -9,43 +12,71 @@ using k::View2;
 
 namespace {
 
-std::unique_ptr<Dispatcher> make_dispatcher(comm::RowExchange* ex, int ep, const RouterConfig& cfg,
-                                            int d, std::int64_t max_tokens, memory::Arena& comm_arena) {
-  if (!ex || ep == 1) return nullptr;
-  return std::make_unique<Dispatcher>(*ex, ep, cfg.experts / ep, d, max_tokens * cfg.top_k, comm_arena);
+MoeScratchShape shape_of(const RouterConfig& cfg, int d, int hidden, Activation act,
+                         std::int64_t max_tokens, int ep) {
+  MoeScratchShape s;
+  s.d_model = d;
+  s.experts = cfg.experts;
+  s.top_k = cfg.top_k;
+  s.hidden = hidden;
+  s.hidden_in = act == Activation::Swiglu ? 2 * hidden : hidden;
+  s.tokens = max_tokens;
+  s.rows = max_kept_copies(cfg, max_tokens, cfg.experts);
+  s.exchange = ep > 1;
+  // Each of the ep sources keeps at most max_kept_copies(.., E / ep) copies for this
+  // rank's experts (Dispatcher::plan checks it).
+  s.expert_rows = s.exchange ? ep * max_kept_copies(cfg, max_tokens, cfg.experts / ep) : s.rows;
+  return s;
+}
+
+std::shared_ptr<MoeScratch> make_scratch(const MoeScratchShape& shape, memory::Arenas& arenas,
+                                         MoeScratchSlot* shared) {
+  return shared ? shared->get(shape, arenas) : std::make_shared<MoeScratch>(shape, arenas);
+}
+
+std::unique_ptr<Dispatcher> make_dispatcher(const MoeScratchShape& s, comm::RowExchange* ex, int ep,
+                                            memory::Arena& comm_arena) {
+  if (ep == 1) return nullptr;
+  if (s.experts % ep != 0)
+    throw std::invalid_argument("MoeLayer: " + std::to_string(s.experts) + " experts do not split over " +
+                                std::to_string(ep) + " ep ranks");
+  return std::make_unique<Dispatcher>(ex, ep, s.experts / ep, s.d_model, s.expert_rows, comm_arena);
 }
 
 }  // namespace
 
 MoeLayer::MoeLayer(const RouterConfig& cfg, int d_model, int hidden, Activation act,
                    std::int64_t max_tokens, memory::Arenas& arenas, comm::RowExchange* exchange,
-                   int ep_size)
-    : d_(d_model),
-      router_(cfg, d_model, max_tokens, arenas),
-      dispatch_(make_dispatcher(exchange, ep_size, cfg, d_model, max_tokens, arenas.communication)),
-      experts_(cfg.experts / (dispatch_ ? ep_size : 1), d_model, hidden, act,
-               dispatch_ ? dispatch_->max_recv_rows() : max_tokens * cfg.top_k, arenas) {
-  const std::int64_t max_rows = max_tokens * cfg.top_k;
+                   int ep_size, MoeScratchSlot* shared)
+    : MoeLayer(shape_of(cfg, d_model, hidden, act, max_tokens, ep_size), cfg, act, arenas, exchange,
+               ep_size, shared) {}
+
+MoeLayer::MoeLayer(const MoeScratchShape& shape, const RouterConfig& cfg, Activation act,
+                   memory::Arenas& arenas, comm::RowExchange* exchange, int ep_size,
+                   MoeScratchSlot* shared)
+    : d_(shape.d_model),
+      scratch_(make_scratch(shape, arenas, shared)),
+      router_(cfg, shape.d_model, shape.tokens, arenas, &scratch_->router),
+      dispatch_(make_dispatcher(shape, exchange, ep_size, arenas.communication)),
+      experts_(cfg.experts / ep_size, shape.d_model, shape.hidden, act, shape.expert_rows, arenas,
+               &scratch_->ffn) {
   if (dispatch_) {
-    const std::int64_t R = dispatch_->max_recv_rows();
     // The expert side of the exchange: received rows (kept for the backward) and results.
-    auto& comm = arenas.communication;
-    xe_ = comm.view2<float>(R, d_model);
-    ye_ = comm.view2<float>(R, d_model);
-    dxe_ = comm.view2<float>(R, d_model);
-    dye_ = comm.view2<float>(R, d_model);
+    xe_ = arenas.communication.view2<float>(shape.expert_rows, d_);
+    ye_ = arenas.communication.view2<float>(shape.expert_rows, d_);
   }
   // Token copies grouped by expert, and their combine (the backward reads both).
-  xp_ = arenas.activations.view2<float>(max_rows, d_model);
-  yp_ = arenas.activations.view2<float>(max_rows, d_model);
-  dxp_ = arenas.workspace.view2<float>(max_rows, d_model);
-  dyp_ = arenas.workspace.view2<float>(max_rows, d_model);
-  dweight_ = arenas.workspace.view2<float>(max_tokens, cfg.top_k);
+  xp_ = arenas.activations.view2<float>(shape.rows, d_);
+  yp_ = arenas.activations.view2<float>(shape.rows, d_);
 }
 
 void MoeLayer::forward(View2<const float> x, const MoeWeights& w, View2<float> y) {
   router_.forward(x, w.router, reduce_);
   const std::int64_t rows = router_.rows();
+  if (rows > std::int64_t(xp_.extent(0)))
+    throw std::logic_error("MoeLayer::forward: the router kept " + std::to_string(rows) +
+                           " copies, more than the " + std::to_string(xp_.extent(0)) +
+                           " the buffers were sized for");
   auto xp = View2<float>(xp_.data(), rows, d_);
   auto yp = View2<float>(yp_.data(), rows, d_);
   k::permute_forward<float>(x, router_.src(), xp);
@@ -68,16 +99,16 @@ void MoeLayer::backward(View2<const float> dy, View2<const float> x, const MoeWe
   const std::int64_t n = x.extent(0), rows = router_.rows();
   const int K = router_.config().top_k;
   auto yp = View2<const float>(yp_.data(), rows, d_);
-  auto dyp = View2<float>(dyp_.data(), rows, d_);
-  auto dxp = View2<float>(dxp_.data(), rows, d_);
-  auto dweight = View2<float>(dweight_.data(), n, K);
+  auto dyp = View2<float>(scratch_->dyp.data(), rows, d_);
+  auto dxp = View2<float>(scratch_->dxp.data(), rows, d_);
+  auto dweight = View2<float>(scratch_->dweight.data(), n, K);
   Kokkos::deep_copy(dyp, 0.0f);
   Kokkos::deep_copy(dweight, 0.0f);
   k::unpermute_backward<float>(dy, yp, router_.slot(), router_.weight(), dyp, dweight);
   if (dispatch_) {
     // The same exchanges as the forward, carrying gradients.
     const std::int64_t R = expert_offsets_.back();
-    auto dye = View2<float>(dye_.data(), R, d_), dxe = View2<float>(dxe_.data(), R, d_);
+    auto dye = View2<float>(scratch_->dye.data(), R, d_), dxe = View2<float>(scratch_->dxe.data(), R, d_);
     dispatch_->to_experts(dyp, dye);
     experts_.backward(dye, View2<const float>(xe_.data(), R, d_), w.w1, w.w2, dxe, g.w1, g.w2);
     dispatch_->from_experts(dxe, dxp);

@@ -1,6 +1,8 @@
 #include "moe/router.hpp"
 
+#include <algorithm>
 #include <cmath>
+#include <stdexcept>
 
 #include "kernels/gemm.hpp"
 #include "kernels/routing.hpp"
@@ -12,7 +14,19 @@ namespace k = furnace::kernels;
 using k::View1;
 using k::View2;
 
-Router::Router(const RouterConfig& cfg, int d_model, std::int64_t max_tokens, memory::Arenas& arenas)
+std::int64_t expert_capacity(const RouterConfig& cfg, std::int64_t tokens) {
+  if (cfg.capacity_factor <= 0) return -1;
+  return std::int64_t(std::ceil(cfg.capacity_factor * tokens * cfg.top_k / cfg.experts));
+}
+
+std::int64_t max_kept_copies(const RouterConfig& cfg, std::int64_t tokens, int experts) {
+  const std::int64_t cap = expert_capacity(cfg, tokens);
+  const std::int64_t per_expert = cap < 0 ? tokens : std::min(cap, tokens);
+  return std::min(tokens * cfg.top_k, experts * per_expert);
+}
+
+Router::Router(const RouterConfig& cfg, int d_model, std::int64_t max_tokens, memory::Arenas& arenas,
+               const RouterGradBuffers* shared)
     : cfg_(cfg), d_(d_model) {
   const int E = cfg.experts, K = cfg.top_k;
   // The routing decision and what its backward reads; the gradients are scratch.
@@ -27,8 +41,16 @@ Router::Router(const RouterConfig& cfg, int d_model, std::int64_t max_tokens, me
   counts_ = act.view1<k::index_t>(E);
   offsets_ = act.view1<k::index_t>(E + 1);
   prob_sum_ = act.view1<float>(E);
-  dprobs_ = arenas.workspace.view2<float>(max_tokens, E);
-  dlogits_ = arenas.workspace.view2<float>(max_tokens, E);
+  if (shared) {
+    if (std::int64_t(shared->dprobs.extent(0)) < max_tokens || int(shared->dprobs.extent(1)) != E ||
+        std::int64_t(shared->dlogits.extent(0)) < max_tokens || int(shared->dlogits.extent(1)) != E)
+      throw std::logic_error("Router: the shared gradient buffers are smaller than [max_tokens, experts]");
+    dprobs_ = shared->dprobs;
+    dlogits_ = shared->dlogits;
+  } else {
+    dprobs_ = arenas.workspace.view2<float>(max_tokens, E);
+    dlogits_ = arenas.workspace.view2<float>(max_tokens, E);
+  }
   offsets_host_.assign(E + 1, 0);
 }
 
@@ -44,8 +66,7 @@ void Router::forward(View2<const float> x, View2<const float> w, const SumReduce
                  logits.data(), E);
   k::softmax_forward<float>(logits, probs);
   k::topk_forward<float>(probs, K, idx, weight);
-  const std::int64_t cap =
-      cfg_.capacity_factor > 0 ? std::int64_t(std::ceil(cfg_.capacity_factor * n_ * K / E)) : -1;
+  const std::int64_t cap = expert_capacity(cfg_, n_);
   k::assign_slots(idx, E, static_cast<int>(cap), demand_, counts_, offsets_, slot, src_);
 
   // Global statistics for the auxiliary losses: [demand | prob_sum | n | z_sum].

@@ -26,15 +26,33 @@ struct RouterConfig {
 // loss does not depend on how the batch is split over ranks.
 using SumReducer = std::function<void(double* values, int count)>;
 
+// C, the most copies one expert keeps of a forward over `tokens` tokens:
+// ceil(capacity_factor * tokens * top_k / experts); -1 when unlimited. The router
+// cuts with exactly this value, so the buffer bounds below hold by construction.
+std::int64_t expert_capacity(const RouterConfig& cfg, std::int64_t tokens);
+// The most copies of at most `tokens` tokens that a group of `experts` of the
+// router's experts can keep together: at most tokens * top_k in all, and each expert
+// keeps at most min(C, tokens), a token's top_k experts being distinct. Sizes the
+// rows of the MoE layer's buffers.
+std::int64_t max_kept_copies(const RouterConfig& cfg, std::int64_t tokens, int experts);
+
 struct RouterStats {
   double aux_loss = 0, z_loss = 0;   // unweighted values
   std::int64_t dropped = 0;          // copies cut by capacity (this rank)
   std::vector<double> load;          // demand per expert, global
 };
 
+// The router's backward-only buffers, [max_tokens, experts] each; MoE layers of one
+// model share one pair (one layer runs at a time).
+struct RouterGradBuffers {
+  kernels::View2<float> dprobs, dlogits;
+};
+
 class Router {
  public:
-  Router(const RouterConfig& cfg, int d_model, std::int64_t max_tokens, memory::Arenas& arenas);
+  // shared == nullptr: the router allocates its own gradient buffers from the workspace.
+  Router(const RouterConfig& cfg, int d_model, std::int64_t max_tokens, memory::Arenas& arenas,
+         const RouterGradBuffers* shared = nullptr);
 
   void forward(kernels::View2<const float> x, kernels::View2<const float> w,
                const SumReducer& reduce);
