@@ -167,7 +167,7 @@ std::string memory_problem(const io::Config& c, const memory::Ledger& planned, c
               "memory.recompute, or run on more ranks";
       break;
     case Category::Communication:
-      lower = "lower moe.capacity_factor (or memory.moe_buffer_mb when dropless) or train.batch_size";
+      lower = "lower moe.capacity_factor (a dropless layer, capacity_factor <= 0, sizes for the worst case) or train.batch_size";
       break;
     default:
       lower = "lower model.d_model, model.n_layers, moe.experts or moe.expert_hidden, or raise parallel.ep";

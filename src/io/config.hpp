@@ -83,7 +83,6 @@ struct CheckpointConfig {
 
 struct MemoryConfig {
   std::string recompute = "none";  // none | attention | block
-  int moe_buffer_mb = 64;          // dropless MoE: exchange buffer budget per layer side (MiB)
   double device_budget_gb = 0;     // refuse a run whose device-tier peak exceeds this; 0 = no limit
   double host_budget_gb = 0;       // the same for the host tier
 };
