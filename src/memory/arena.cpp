@@ -17,7 +17,10 @@ constexpr std::size_t kAlign = 64;
 
 void Arena::reserve(std::size_t bytes) {
   if (mode_ == Mode::Measure || bytes == 0) return;
-  chunks_.emplace_back(Kokkos::view_alloc(label_ + "::chunk", Kokkos::WithoutInitializing), bytes);
+  // Zeroed, so every page is touched now: a run that does not fit fails at set-up, not
+  // at the step whose routing first fills a buffer, and the resident memory is what the
+  // ledger says.
+  chunks_.emplace_back(label_ + "::chunk", bytes);
   ledger_.add(category_, Tier::Device, label_, bytes);
   chunk_size_ = bytes;
   offset_ = 0;
@@ -35,7 +38,7 @@ void* Arena::allocate_bytes(std::size_t bytes) {
   if (reserved_ == 0 || offset_ + bytes > chunk_size_) {
     // A request larger than a chunk gets a chunk of its own size.
     const std::size_t size = std::max(bytes, chunk_bytes_);
-    chunks_.emplace_back(Kokkos::view_alloc(label_ + "::chunk", Kokkos::WithoutInitializing), size);
+    chunks_.emplace_back(label_ + "::chunk", size);  // zeroed, as in reserve()
     ledger_.add(category_, Tier::Device, label_, size);
     chunk_size_ = size;
     offset_ = 0;
