@@ -229,6 +229,7 @@ Trainer::RunResult Trainer::run() {
       if (skipped_in_a_row > 0) j["skipped"] = true;  // its update was skipped (non-finite)
       if (skipped > 0) j["skipped_steps"] = skipped;  // so far in this run
       j["memory_peak_bytes"] = nlohmann::json::parse(ledger_.peak_json());  // rank 0's, by category
+      j["resident_bytes"] = memory::process_status_bytes("VmRSS");           // rank 0's process, now
       metrics->write(j.dump());
       if ((step + 1) % std::max(1, tc.log_every) == 0 || evaluated) {
         const double eta = elapsed / double(step + 1 - start_step_) * (tc.steps - step - 1);
