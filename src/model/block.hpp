@@ -54,9 +54,10 @@ struct BlockScratch {
 
 class Block {
  public:
-  // `shared` holds the views of what spec.recompute drops (unused with Recompute::None).
+  // `shared` holds the views of what spec.recompute drops (unused with Recompute::None);
+  // `moe_scratch` is the model's slot for the MoE layers' shared backward buffers.
   Block(const GptSpec& s, int layer, memory::StateStore& ps, memory::Arenas& arenas,
-        const RecomputeBuffers& shared);
+        const RecomputeBuffers& shared, moe::MoeScratchSlot& moe_scratch);
 
   void set_reducer(moe::SumReducer r) { if (moe_) moe_->set_reducer(std::move(r)); }
   // out = block(x). x must stay unchanged until backward.

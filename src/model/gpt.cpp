@@ -17,7 +17,7 @@ Gpt::Gpt(const GptSpec& spec, memory::StateStore& ps, memory::Arenas& arenas)
   wpe_ = ps.add({.name = "wpe", .shape = {spec.seq, d}, .init_std = spec.init_std});
   allocate_recompute_buffers(arenas);
   for (int l = 0; l < spec.layers; ++l)
-    blocks_.push_back(std::make_unique<Block>(spec_, l, ps, arenas, recompute_));
+    blocks_.push_back(std::make_unique<Block>(spec_, l, ps, arenas, recompute_, moe_scratch_));
   normf_ = register_norm(spec_, ps, "lnf");
   // Saved for the backward: the residual stream, the final norm and the logits.
   auto& act = arenas.activations;

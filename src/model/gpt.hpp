@@ -52,6 +52,7 @@ class Gpt {
   int wte_ = -1, wpe_ = -1;
   NormParams normf_;
   RecomputeBuffers recompute_;
+  moe::MoeScratchSlot moe_scratch_;  // the MoE layers' shared backward buffers (before blocks_)
   std::vector<std::unique_ptr<Block>> blocks_;
   std::vector<kernels::View2<float>> x_;  // residual stream x_0 .. x_L
   kernels::View2<float> hf_, logits_, dlogits_, dres_, dhf_;

@@ -4,7 +4,6 @@
 #include "comm/alltoall.hpp"
 #include "moe/experts.hpp"
 #include "moe/router.hpp"
-#include "moe/scratch.hpp"
 
 namespace furnace::model {
 
@@ -26,9 +25,6 @@ struct GptSpec {
   int ep_size = 1;           // ranks sharing the experts of one MoE layer
   comm::RowExchange* exchange = nullptr;  // token exchange of the ep group (ep_size > 1)
   Recompute recompute = Recompute::None;
-  // The MoE layers' shared backward buffers, filled by the first MoE layer of the model
-  // built from this spec; a copy of the spec starts empty (see MoeScratchSlot).
-  mutable moe::MoeScratchSlot moe_scratch;
 
   bool is_moe(int layer) const { return router.experts > 0 && (layer + 1) % moe_every == 0; }
   int head_dim() const { return d_model / heads; }

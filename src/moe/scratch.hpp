@@ -36,17 +36,13 @@ struct MoeScratch {
 };
 
 // Where the MoE layers of one model find their shared MoeScratch: the first layer
-// allocates it, later ones reuse it. A copy starts empty: the model copies its spec,
-// and a Measure build and the real build of the same spec must each allocate their
-// own (the Measure one's views are over nullptr).
+// allocates it, later ones reuse it. The model (model::Gpt) owns the slot, so a
+// Measure build and the real build each allocate their own.
 class MoeScratchSlot {
  public:
   MoeScratchSlot() = default;
-  MoeScratchSlot(const MoeScratchSlot&) {}
-  MoeScratchSlot& operator=(const MoeScratchSlot&) {
-    scratch_.reset();
-    return *this;
-  }
+  MoeScratchSlot(const MoeScratchSlot&) = delete;
+  MoeScratchSlot& operator=(const MoeScratchSlot&) = delete;
   // The slot's scratch, allocated from `arenas` on first use. Throws std::logic_error
   // when a layer does not fit it, or asks from other arenas than the first one did.
   std::shared_ptr<MoeScratch> get(const MoeScratchShape& shape, memory::Arenas& arenas);
