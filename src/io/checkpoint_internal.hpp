@@ -18,6 +18,7 @@ inline constexpr const char* kFormat = "furnace-checkpoint";
 inline constexpr int kFormatVersion = 2;
 inline constexpr hsize_t kAlignThreshold = 64 << 10;     // objects >= 64 KiB are aligned
 inline constexpr std::size_t kPieceBytes = 4 << 20;      // read granularity
+inline constexpr int kReaders = 2;                      // reads in flight per rank
 inline constexpr std::size_t kVerifyBytes = 256 << 10;   // verify granularity (in a core's L2)
 inline constexpr std::size_t kMaxJsonBytes = 64 << 20;   // config_json, manifest_json
 inline constexpr const char* kChecksumAttr = "xxh3_64";

@@ -58,8 +58,11 @@ int StateStore::add(ParamInfo info) {
   for (std::int64_t extent : info.shape) size = checked_product(size, std::uint64_t(extent), "tensor " + info.name);
   checked_product(size, 4 * sizeof(float), "tensor " + info.name + "'s state");  // every family of it
   info.size = std::int64_t(size);
-  // Keep every tensor 64-byte aligned inside the buffers (16 floats).
-  info.offset = (total_ + 15) / 16 * 16;
+  // Keep every tensor 64-byte aligned inside the buffers (16 floats), and large ones
+  // page-aligned, so that checkpoint loads can read them with O_DIRECT straight from
+  // the device (io::ReadAhead): the buffers' views start on a page, see allocate().
+  const std::int64_t align = info.size >= kPageAlignFrom ? kPageFloats : 16;
+  info.offset = (total_ + align - 1) / align * align;
   total_ = info.offset + info.size;
   by_name_[info.name] = static_cast<int>(infos_.size());
   infos_.push_back(std::move(info));
@@ -73,13 +76,16 @@ void StateStore::allocate(Ledger& ledger, const Placement& placement, Mode mode)
       throw std::logic_error(std::string("StateStore: the ") + tier_name(placement.of(f)) + " tier for " +
                              family_name(f) + " is not implemented");
   total_ = (total_ + 15) / 16 * 16;
+  storage_ = total_ + kPageFloats;  // room to start the view on a page
   placement_ = placement;
   for (Family f : kStateFamilies) {
     const std::string label = std::string("StateStore::") + family_name(f);
     ledger.add(category_of(f), tier(f), label, family_bytes(f));
     if (mode == Mode::Allocate) {
-      buffers_[std::size_t(f)] = Kokkos::View<float*, kernels::MemSpace>(label, total_);  // zeroed
-      views_[std::size_t(f)] = kernels::View1<float>(buffers_[std::size_t(f)].data(), total_);
+      buffers_[std::size_t(f)] = Kokkos::View<float*, kernels::MemSpace>(label, storage_);  // zeroed
+      const auto address = reinterpret_cast<std::uintptr_t>(buffers_[std::size_t(f)].data());
+      const std::int64_t lead = std::int64_t((kPageBytes - address % kPageBytes) % kPageBytes / sizeof(float));
+      views_[std::size_t(f)] = kernels::View1<float>(buffers_[std::size_t(f)].data() + lead, total_);
     } else {
       views_[std::size_t(f)] = kernels::View1<float>(nullptr, total_);
     }

@@ -77,7 +77,8 @@ class StateStore {
   // A whole family, flat [total()].
   kernels::View1<float> family(Family f) const { return views_[std::size_t(f)]; }
   Tier tier(Family f) const { return placement_.of(f); }
-  std::uint64_t family_bytes(Family f) const { return std::uint64_t(total_) * sizeof(float); }
+  // Bytes allocated per family: total() and the lead that puts the view on a page.
+  std::uint64_t family_bytes(Family) const { return std::uint64_t(storage_) * sizeof(float); }
   kernels::View1<float> params() const { return family(Family::Param); }
   kernels::View1<float> grads() const { return family(Family::Grad); }
   kernels::View1<float> exp_avg() const { return family(Family::ExpAvg); }
@@ -93,7 +94,11 @@ class StateStore {
  private:
   std::vector<ParamInfo> infos_;
   std::unordered_map<std::string, int> by_name_;
+  static constexpr std::size_t kPageBytes = 4096;
+  static constexpr std::int64_t kPageFloats = kPageBytes / sizeof(float);
+  static constexpr std::int64_t kPageAlignFrom = 64 << 10;  // tensors of at least this many floats
   std::int64_t total_ = 0;
+  std::int64_t storage_ = 0;  // floats allocated per family (total_ + page lead)
   bool allocated_ = false;
   Ledger* ledger_ = nullptr;
   Placement placement_;

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <numeric>
 #include <string>
 #include <vector>
@@ -48,7 +49,7 @@ TEST(ReadAhead, RangesArriveInOrderWithTheFilesBytes) {
   std::vector<ReadAhead::Range> ranges;
   for (auto [off, n] : spans) dst.emplace_back(n + 1, '\x7f');
   for (std::size_t i = 0; i < spans.size(); ++i) ranges.push_back({spans[i].first, spans[i].second, dst[i].data()});
-  ReadAhead reader(file.fd, ranges, 4096);
+  ReadAhead reader(file.fd, ranges, {.piece_bytes = 4096});
   for (std::size_t i = 0; i < spans.size(); ++i) {
     ASSERT_EQ(reader.wait(i, spans[i].second / 2), "");
     ASSERT_EQ(reader.wait(i, spans[i].second), "");
@@ -57,11 +58,51 @@ TEST(ReadAhead, RangesArriveInOrderWithTheFilesBytes) {
   }
 }
 
+// With an O_DIRECT descriptor and three readers: ranges in phase with their
+// destination are read directly (all but an unaligned head and tail), one out of
+// phase goes through the page cache, and every byte is the file's, in order.
+TEST(ReadAhead, DirectReadsFromSeveralReadersGiveTheFilesBytes) {
+  const auto bytes = pattern(1 << 20);
+  TempFile file(bytes);
+  const int direct = ::open(file.path.c_str(), O_RDONLY | O_DIRECT);
+  if (direct < 0) GTEST_SKIP() << "O_DIRECT is not supported for " << file.path;
+  constexpr std::size_t kA = ReadAhead::kDirectAlign;
+  char* room = static_cast<char*>(std::aligned_alloc(4096, 4 << 20));
+  struct Span { std::uint64_t offset, bytes, dst; };
+  const std::vector<Span> spans = {
+      {4096, 300000, 0},             // in phase, no head; tail 300000 % 512
+      {1000, 200000, (1 << 20) + 1000},  // in phase, head of 24 bytes
+      {777, 100000, 2 << 20},        // out of phase: buffered
+      {900000, 148576, (3 << 20) + 900000 % kA}};  // in phase, to the end of the file
+  std::vector<ReadAhead::Range> ranges;
+  std::uint64_t expect_direct = 0;
+  for (const Span& sp : spans) {
+    ranges.push_back({sp.offset, sp.bytes, room + sp.dst});
+    if ((sp.dst - sp.offset) % kA == 0) {
+      const std::uint64_t head = (kA - sp.offset % kA) % kA;
+      expect_direct += (sp.bytes - head) / kA * kA;
+    }
+  }
+  {
+    ReadAhead reader(file.fd, ranges, {.piece_bytes = 4096, .direct_fd = direct, .readers = 3});
+    EXPECT_EQ(reader.direct_bytes(), expect_direct);
+    EXPECT_GT(expect_direct, 0u);
+    for (std::size_t i = 0; i < spans.size(); ++i) {
+      ASSERT_EQ(reader.wait(i, spans[i].bytes), "");
+      EXPECT_TRUE(std::equal(room + spans[i].dst, room + spans[i].dst + spans[i].bytes,
+                             bytes.begin() + long(spans[i].offset)))
+          << "range " << i;
+    }
+  }
+  ::close(direct);
+  std::free(room);
+}
+
 TEST(ReadAhead, ARangePastTheEndReportsTheErrorToItsWait) {
   const auto bytes = pattern(100000);
   TempFile file(bytes);
   std::vector<char> a(1000), b(50000), c(10);
-  ReadAhead reader(file.fd, {{0, 1000, a.data()}, {80000, 50000, b.data()}, {0, 10, c.data()}}, 8192);
+  ReadAhead reader(file.fd, {{0, 1000, a.data()}, {80000, 50000, b.data()}, {0, 10, c.data()}}, {.piece_bytes = 8192});
   EXPECT_EQ(reader.wait(0, 1000), "");
   EXPECT_EQ(reader.wait(1, 20000), "");  // the part inside the file arrives
   EXPECT_EQ(reader.wait(1, 50000), "unexpected end of file");
@@ -78,7 +119,7 @@ TEST(ReadAhead, DestroyingWithWorkLeftStopsTheReader) {
   std::vector<std::vector<char>> dst(kRanges, std::vector<char>(1 << 16, '\x7f'));
   std::vector<ReadAhead::Range> ranges;
   for (auto& d : dst) ranges.push_back({0, d.size(), d.data()});
-  { ReadAhead reader(file.fd, ranges, 4096); }
+  { ReadAhead reader(file.fd, ranges, {.piece_bytes = 4096}); }
   int untouched = 0;
   for (const auto& d : dst) untouched += d.back() == '\x7f';
   EXPECT_GT(untouched, kRanges / 2) << "the reader went on after its destructor was called";
