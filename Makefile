@@ -15,7 +15,7 @@ MPICXX   ?= mpicxx
 PREFIX   ?= /usr/local
 NPROC    ?= $(shell nproc)
 CXXFLAGS ?= -O3 -march=native -fno-math-errno -g
-BUILD    := build
+BUILD    ?= build
 
 ifeq ($(CUDA),1)
 $(error CUDA=1: the CUDA/cuBLAS build is not implemented yet; build without CUDA=1)

@@ -57,10 +57,15 @@ int agree(F&& what, int code) {
 void print_banner(const std::string& layout) {
   if (world_rank() != 0) return;
   const double gf = kernels::measure_sgemm_gflops();
-  std::printf("furnace %s (%s) | %s | Kokkos %s | BLAS %s, %d thread(s) (%s), sgemm %.0f GFLOP/s\n",
-              FURNACE_VERSION, FURNACE_GIT_REV, layout.c_str(),
-              kernels::ExecSpace::name(), kernels::blas_core_in_use().c_str(),
-              kernels::blas_threads(), kernels::blas_threads_source().c_str(), gf);
+  // A Serial build runs one thread whatever the budget says.
+  const bool serial = std::string(kernels::ExecSpace::name()) == "Serial";
+  std::string kokkos_source = serial ? "Serial backend" : thread_budget_in_use().kokkos.source;
+  if (!serial && kernels::ExecSpace().concurrency() > 1 && !std::getenv("OMP_PROC_BIND"))
+    kokkos_source += "; OMP_PROC_BIND unset: threads unbound";
+  std::printf("furnace %s (%s) | %s | Kokkos %s, %d thread(s) (%s) | BLAS %s, %d thread(s) (%s), sgemm %.0f GFLOP/s\n",
+              FURNACE_VERSION, FURNACE_GIT_REV, layout.c_str(), kernels::ExecSpace::name(),
+              int(kernels::ExecSpace().concurrency()), kokkos_source.c_str(),
+              kernels::blas_core_in_use().c_str(), kernels::blas_threads(), kernels::blas_threads_source().c_str(), gf);
   std::fflush(stdout);
 }
 
@@ -82,8 +87,6 @@ int cmd_train(const TrainOptions& opt) {
     return kBadConfig;
   }
   comm::Groups groups(MPI_COMM_WORLD, cfg.parallel.ep, cfg.comm.ranks_per_node);
-  // The user's thread variables, else this rank's share of the CPUs it may run on.
-  if (int rc = agree([&] { set_blas_threads_for(groups.node_comm()); }, kBadConfig)) return rc;
   // Directories and memory, before anything is allocated or written.
   if (int rc = agree([&] { check_run_setup(cfg); }, kBadConfig)) return rc;
   print_banner(groups.describe());

@@ -17,6 +17,8 @@
 #include "comm/launcher.hpp"
 #include "io/clip.hpp"
 #include "io/hdf5_util.hpp"
+#include "app/setup_check.hpp"
+#include "comm/agree.hpp"
 #include "kernels/blas_runtime.hpp"
 #include "train/signals.hpp"
 
@@ -150,6 +152,35 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
+// The thread budget (setup_check.hpp) for BLAS and Kokkos; Kokkos is initialised with
+// it. Collective; 0, or exit code 2 after one line from rank 0 (a bad variable).
+static int apply_thread_budget() {
+  std::optional<std::string> error;
+  auto& budget = furnace::app::thread_budget_in_use();
+  try {
+    budget = furnace::app::thread_budget(MPI_COMM_WORLD);
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  if (const auto agreed = furnace::comm::agree_on_error(MPI_COMM_WORLD, error, 2)) {
+    if (world_rank() == 0) std::fprintf(stderr, "furnace: %s\n", furnace::io::clip(*agreed, 800).c_str());
+    return 2;
+  }
+  furnace::kernels::set_blas_threads(budget.blas);
+  // Kokkos' own warnings are off: its OMP_PROC_BIND advice is two lines per rank at
+  // every start; the banner says when threads are unbound instead.
+#if KOKKOS_VERSION >= 40000
+  Kokkos::initialize(
+      Kokkos::InitializationSettings().set_num_threads(budget.kokkos.threads).set_disable_warnings(true));
+#else
+  Kokkos::InitArguments args;
+  args.num_threads = budget.kokkos.threads;
+  args.disable_warnings = true;
+  Kokkos::initialize(args);
+#endif
+  return 0;
+}
+
 int main(int argc, char** argv) {
   // Must come before anything touches OpenBLAS: may re-execute this program.
   furnace::kernels::select_blas_core_or_reexec(argc, argv);
@@ -173,7 +204,11 @@ int main(int argc, char** argv) {
     MPI_Finalize();
     return 2;
   }
-  Kokkos::initialize(argc, argv);
+  // Threads before Kokkos starts its own: its count is fixed at initialisation.
+  if (int rc = apply_thread_budget(); rc != 0) {
+    MPI_Finalize();
+    return rc;
+  }
   int rc = run(argc, argv);
   if (furnace::io::h5::abandoned()) {
     // A failed checkpoint write left a file open inside HDF5, which MPI_Finalize would

@@ -206,7 +206,9 @@ void throw_allocation_failure(const io::Config& cfg, const std::exception& e) {
                         std::to_string(cfg.train.batch_size) + "), or run on more ranks");
 }
 
-void set_blas_threads_for(MPI_Comm node) {
+ThreadBudget thread_budget(MPI_Comm world) {
+  MPI_Comm node = MPI_COMM_NULL;
+  mpiCheck(MPI_Comm_split_type(world, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
   cpu_set_t mine;
   CPU_ZERO(&mine);
   if (sched_getaffinity(0, sizeof mine, &mine) != 0) CPU_SET(0, &mine);  // unknown: assume one CPU
@@ -214,16 +216,24 @@ void set_blas_threads_for(MPI_Comm node) {
   mpiCheck(MPI_Comm_size(node, &size));
   std::vector<cpu_set_t> all(static_cast<std::size_t>(size));
   mpiCheck(MPI_Allgather(&mine, sizeof mine, MPI_BYTE, all.data(), sizeof mine, MPI_BYTE, node));
+  mpiCheck(MPI_Comm_free(&node));
   int sharing = 0;  // ranks of this node that may run on one of our CPUs (ourselves included)
   for (auto& other : all) {
     cpu_set_t both;
     CPU_AND(&both, &mine, &other);
     sharing += CPU_COUNT(&both) > 0;
   }
-  const auto choice = kernels::choose_blas_threads(std::getenv("OPENBLAS_NUM_THREADS"), std::getenv("OMP_NUM_THREADS"),
-                                                   CPU_COUNT(&mine), sharing);
-  if (!choice.error.empty()) throw io::ConfigError(choice.error);
-  kernels::set_blas_threads(choice);
+  const char* omp = std::getenv("OMP_NUM_THREADS");
+  ThreadBudget b{kernels::choose_threads(nullptr, omp, CPU_COUNT(&mine), sharing),
+                 kernels::choose_threads(std::getenv("OPENBLAS_NUM_THREADS"), omp, CPU_COUNT(&mine), sharing)};
+  for (const auto* c : {&b.kokkos, &b.blas})
+    if (!c->error.empty()) throw io::ConfigError(c->error);
+  return b;
+}
+
+ThreadBudget& thread_budget_in_use() {
+  static ThreadBudget b;
+  return b;
 }
 
 }  // namespace furnace::app

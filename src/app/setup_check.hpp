@@ -9,6 +9,7 @@
 #include <string>
 
 #include "io/config.hpp"
+#include "kernels/blas_runtime.hpp"
 #include "memory/ledger.hpp"
 #include "train/trainer.hpp"
 
@@ -57,11 +58,18 @@ template <class F>
 void with_allocation_errors_as_config(const io::Config& cfg, F&& f);
 
 // --- Threads ------------------------------------------------------------------------
-// Sets the BLAS threads of this rank (kernels::choose_blas_threads) from the user's
-// variables or this process's CPU affinity, shared with the ranks of `node` whose
-// affinity overlaps ours. Collective over node; throws io::ConfigError on a bad
-// variable (after the collective).
-void set_blas_threads_for(MPI_Comm node);
+// This rank's threads: Kokkos' (the user's OMP_NUM_THREADS, else the rank's share of
+// the CPUs) and BLAS's (OPENBLAS_NUM_THREADS, else as Kokkos), never more than that
+// share: the CPUs of this process's affinity divided among the ranks of its node whose
+// affinity overlaps it. Collective over `world` (it finds the node's ranks itself,
+// before Kokkos starts its threads); throws io::ConfigError on a bad variable (after
+// the collectives).
+struct ThreadBudget {
+  kernels::ThreadChoice kokkos, blas;
+};
+ThreadBudget thread_budget(MPI_Comm world);
+// The budget main() applied (for the banner).
+ThreadBudget& thread_budget_in_use();
 
 // ---- implementation ----
 [[noreturn]] void throw_allocation_failure(const io::Config& cfg, const std::exception& e);

@@ -218,26 +218,26 @@ int parse_threads(std::string_view text, bool list) {
 
 }  // namespace
 
-BlasThreadChoice choose_blas_threads(const char* openblas_env, const char* omp_env, int affinity_cpus,
-                                     int ranks_sharing) {
+ThreadChoice choose_threads(const char* first_env, const char* omp_env, int affinity_cpus,
+                            int ranks_sharing) {
   const int cpus = std::max(1, affinity_cpus), sharing = std::max(1, ranks_sharing);
   const int share = std::max(1, cpus / sharing);
   const std::string cores = std::to_string(cpus) + (cpus == 1 ? " CPU" : " CPUs") +
                             (sharing > 1 ? " / " + std::to_string(sharing) + " ranks" : "");
-  for (const auto& [name, value, list] : {std::tuple{"OPENBLAS_NUM_THREADS", openblas_env, false},
+  for (const auto& [name, value, list] : {std::tuple{"OPENBLAS_NUM_THREADS", first_env, false},
                                           std::tuple{"OMP_NUM_THREADS", omp_env, true}}) {
     if (!value || !*value) continue;
     const int n = parse_threads(value, list);
     if (n < 1)
-      return {1, name, std::string(name) + " is set but is not a positive integer; set it to the BLAS threads per "
-                                           "rank (e.g. 1) or unset it"};
+      return {1, name, std::string(name) + " is set but is not a positive integer; set it to the threads per rank "
+                                           "(e.g. 1) or unset it"};
     if (n <= share) return {n, name, ""};
     return {share, std::string(name) + "=" + std::to_string(n) + " capped to the CPU affinity: " + cores, ""};
   }
   return {share, "CPU affinity: " + cores, ""};
 }
 
-void set_blas_threads(const BlasThreadChoice& choice) {
+void set_blas_threads(const ThreadChoice& choice) {
   set_blas_threads(choice.threads);
   threads_source() = choice.source;
 }

@@ -74,23 +74,26 @@ double measure_sgemm_gflops(int n = 512, int reps = 3);
 int blas_threads();
 void set_blas_threads(int n);
 
-// --- BLAS threads per rank ----------------------------------------------------------
+// --- Threads per rank (BLAS and Kokkos) -------------------------------------------
 
-// How many BLAS threads one rank runs, and why (for the banner).
-struct BlasThreadChoice {
+// How many threads one rank runs, and why (for the banner). Kokkos' threads and
+// BLAS's run one after the other (a GEMM is called between kernels, never inside
+// one), so each may use the rank's whole share of the CPUs.
+struct ThreadChoice {
   int threads = 1;
   std::string source;  // "OPENBLAS_NUM_THREADS", "CPU affinity: 4 CPUs / 2 ranks", ...
   std::string error;   // non-empty: a thread variable is not a positive integer (exit 2)
 };
-// The user's variables first: OPENBLAS_NUM_THREADS, else OMP_NUM_THREADS (its first
-// entry), each null or empty when unset. Without them, the CPUs this process may run
-// on (`affinity_cpus`, e.g. a Slurm cpuset) divided among the `ranks_sharing` ranks of
-// the node that may run on the same CPUs. Either way at most that share, so that
-// ranks x threads never exceed the cores the ranks own; at least 1.
-BlasThreadChoice choose_blas_threads(const char* openblas_env, const char* omp_env, int affinity_cpus,
-                                     int ranks_sharing);
+// The user's variables first: `first_env` (OPENBLAS_NUM_THREADS for BLAS, null for
+// Kokkos), else OMP_NUM_THREADS (its first entry), each null or empty when unset.
+// Without them, the CPUs this process may run on (`affinity_cpus`, e.g. a Slurm
+// cpuset) divided among the `ranks_sharing` ranks of the node that may run on the
+// same CPUs. Either way at most that share, so that ranks x threads never exceed the
+// cores the ranks own; at least 1.
+ThreadChoice choose_threads(const char* first_env, const char* omp_env, int affinity_cpus,
+                            int ranks_sharing);
 // Sets the count and remembers its source for blas_threads_source().
-void set_blas_threads(const BlasThreadChoice& choice);
+void set_blas_threads(const ThreadChoice& choice);
 // The source of the last set_blas_threads(choice); "OpenBLAS default" before any.
 std::string blas_threads_source();
 

@@ -89,4 +89,7 @@ banner env -u OPENBLAS_NUM_THREADS -u OMP_NUM_THREADS taskset -c 0 mpiexec -n 2 
 echo "ok: BLAS threads from OPENBLAS_NUM_THREADS, OMP_NUM_THREADS and taskset"
 expect_line 2 "OPENBLAS_NUM_THREADS is set but is not a positive integer" \
   env OPENBLAS_NUM_THREADS=many mpiexec -n 2 "$BIN" train "${TINY[@]}"
+# Decided before Kokkos starts (its thread count is fixed then), for every command.
+expect_line 2 "OMP_NUM_THREADS is set but is not a positive integer" \
+  env -u OPENBLAS_NUM_THREADS OMP_NUM_THREADS=0 mpiexec -n 2 "$BIN" bench io --size-mb 1
 echo "errors: all bad inputs refused"
