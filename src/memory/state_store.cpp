@@ -68,18 +68,25 @@ int StateStore::add(ParamInfo info) {
 
 void StateStore::allocate(Ledger& ledger, const Placement& placement, Mode mode) {
   if (allocated_) throw std::logic_error("StateStore::allocate twice");
-  for (Family f : kStateFamilies)
-    if (placement.of(f) != Tier::Device)
+  for (Family f : kStateFamilies) {
+    // A host-tier family seen through a device view: right where the device is the
+    // host; on a GPU the kernels would need it streamed to the device, not built yet.
+    const bool host_ok = placement.of(f) == Tier::Host && kernels::device_is_host();
+    if (placement.of(f) != Tier::Device && !host_ok)
       throw std::logic_error(std::string("StateStore: the ") + tier_name(placement.of(f)) + " tier for " +
-                             family_name(f) + " is not implemented");
+                             family_name(f) + " is not implemented" +
+                             (placement.of(f) == Tier::Host ? " on a device that is not the host" : ""));
+  }
   total_ = (total_ + 15) / 16 * 16;
   placement_ = placement;
   for (Family f : kStateFamilies) {
     const std::string label = std::string("StateStore::") + family_name(f);
     ledger.add(category_of(f), tier(f), label, family_bytes(f));
     if (mode == Mode::Allocate) {
-      buffers_[std::size_t(f)] = Kokkos::View<float*, kernels::MemSpace>(label, total_);  // zeroed
-      views_[std::size_t(f)] = kernels::View1<float>(buffers_[std::size_t(f)].data(), total_);
+      float* data = tier(f) == Tier::Host
+                        ? (host_buffers_[std::size_t(f)] = Kokkos::View<float*, HostTierSpace>(label, total_)).data()
+                        : (buffers_[std::size_t(f)] = Kokkos::View<float*, kernels::MemSpace>(label, total_)).data();
+      views_[std::size_t(f)] = kernels::View1<float>(data, total_);  // zeroed either way
     } else {
       views_[std::size_t(f)] = kernels::View1<float>(nullptr, total_);
     }
