@@ -159,8 +159,28 @@ std::string NvmeFile::transfer(bool write, void* buf, std::size_t bytes, std::ui
     }
     done += std::size_t(r);
   }
-  if (!direct_) ::posix_fadvise(fd_, off_t(offset), off_t(bytes), POSIX_FADV_DONTNEED);
+  if (direct_) return "";
+  if (!write) {
+    ::posix_fadvise(fd_, off_t(offset), off_t(bytes), POSIX_FADV_DONTNEED);
+    return "";
+  }
+  // Dirty pages are not dropped by DONTNEED, and waiting for each write's own
+  // writeback would serialise the disk with the copy (measured: 0.15 of a plain
+  // buffered write). So start this range's writeback now, and wait for and drop the
+  // previous write's range, which has had one transfer's time to reach the disk: the
+  // cache holds at most two regions of this file.
+  ::sync_file_range(fd_, off_t(offset), off_t(bytes), SYNC_FILE_RANGE_WRITE);
+  drop_written();
+  written_offset_ = offset, written_bytes_ = bytes;
   return "";
+}
+
+void NvmeFile::drop_written() const {
+  if (written_bytes_ == 0) return;
+  ::sync_file_range(fd_, off_t(written_offset_), off_t(written_bytes_),
+                    SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
+  ::posix_fadvise(fd_, off_t(written_offset_), off_t(written_bytes_), POSIX_FADV_DONTNEED);
+  written_bytes_ = 0;
 }
 
 std::string NvmeFile::read(void* dst, std::size_t bytes, std::uint64_t offset) const {
@@ -171,6 +191,10 @@ std::string NvmeFile::write(const void* src, std::size_t bytes, std::uint64_t of
   return transfer(true, const_cast<void*>(src), bytes, offset);
 }
 
-std::string NvmeFile::sync() const { return ::fdatasync(fd_) == 0 ? "" : std::strerror(errno); }
+std::string NvmeFile::sync() const {
+  if (::fdatasync(fd_) != 0) return std::strerror(errno);
+  if (!direct_) drop_written();
+  return "";
+}
 
 }  // namespace furnace::memory

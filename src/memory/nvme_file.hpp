@@ -7,9 +7,10 @@
 // Transfers use O_DIRECT where the file system allows it: the data then goes between
 // the caller's aligned buffer and the device without filling the page cache, which on
 // a node whose host memory is already short is the point of the tier. Where O_DIRECT is
-// refused (EINVAL at open or at the first aligned transfer), I/O is buffered, and every
-// transfer is followed by posix_fadvise(DONTNEED) so the streamed bytes do not stay in
-// memory; mode() says which, in one line.
+// refused (EINVAL at open or at the first aligned transfer), I/O is buffered, and the
+// pages of every transfer are dropped with posix_fadvise(DONTNEED) (a write's once its
+// writeback is done) so the streamed bytes do not stay in memory; mode() says which,
+// in one line.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -48,10 +49,14 @@ class NvmeFile {
  private:
   std::string transfer(bool write, void* buf, std::size_t bytes, std::uint64_t offset) const;
   bool direct_transfers_work();
+  void drop_written() const;  // buffered mode: the last write's pages, once on disk, out of the cache
   std::string path_, rank_dir_, mode_;
   int fd_ = -1;
   bool direct_ = false;
   std::size_t alignment_ = 4096;
+  // Buffered mode: the range of the last write, still to be dropped from the page
+  // cache. Only the store's I/O thread writes, so no lock.
+  mutable std::uint64_t written_offset_ = 0, written_bytes_ = 0;
 };
 
 // posix_memalign'ed, zeroed bytes (so every page is resident from the start and
