@@ -39,28 +39,8 @@
 namespace furnace::app {
 namespace {
 
-// Keeps this thread busy for `seconds`, like a training step's compute would.
-void spin_for(double seconds) {
-  const double end = MPI_Wtime() + seconds;
-  volatile double x = 0;
-  while (MPI_Wtime() < end)
-    for (int i = 0; i < 1000; ++i) x = x + 1e-9;
-}
 namespace fs = std::filesystem;
 
-// Slowest rank's wall time of fn(), after a barrier. fn returns "" or this rank's error;
-// `error` becomes the lowest failing rank's error on every rank.
-double timed(MPI_Comm world, const std::function<std::string()>& fn, std::string& error) {
-  std::string err;
-  const double tmax = slowest_rank_time(world, [&] { err = fn(); });
-  const auto agreed = comm::agree_on_error(world, err.empty() ? std::nullopt : std::optional(err), 1);
-  if (agreed && error.empty()) error = *agreed;
-  return tmax;
-}
-
-std::string sys_error(const std::string& what, const std::string& path) {
-  return what + " '" + path + "': " + std::strerror(errno);
-}
 
 // The model's parameter set (names as src/model registers them), E experts sharded over
 // the ep group, for width d: the shapes that `size_mb` selects.
@@ -135,29 +115,6 @@ void fill(const memory::StateStore& ps) {
   }
 }
 
-// pwrite/pread all of [p, p + n) at off, in pieces of at most 1 GiB.
-bool full_io(bool write, int fd, char* p, std::size_t n, off_t off) {
-  while (n > 0) {
-    const std::size_t c = std::min<std::size_t>(n, std::size_t(1) << 30);
-    const ssize_t r = write ? ::pwrite(fd, p, c, off) : ::pread(fd, p, c, off);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) {
-      if (r == 0) errno = EIO;
-      return false;
-    }
-    p += r, n -= std::size_t(r), off += r;
-  }
-  return true;
-}
-
-// Flush `path` to disk and ask the kernel to drop its pages (untimed, before a read).
-void drop_cache(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY);
-  if (fd < 0) return;
-  ::fdatasync(fd);
-  ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-  ::close(fd);
-}
 
 }  // namespace
 
@@ -377,14 +334,7 @@ int bench_io(const BenchIoOptions& opt) {
                                                 "still be in the page cache when the write returns)");
   std::printf("  reads: both files were fsynced and dropped with posix_fadvise(DONTNEED) before each read "
               "(untimed); that is advice, so reads may still come from the page cache for both\n");
-  // The paired ratio compares the two runs of one repetition (back to back), so a
-  // drift of the machine between repetitions cancels; the ratio of medians does not.
-  auto paired = [](const std::vector<double>& plain_t, const std::vector<double>& ckpt_t) {
-    std::vector<double> r;
-    for (std::size_t i = 0; i < std::min(plain_t.size(), ckpt_t.size()); ++i) r.push_back(plain_t[i] / ckpt_t[i]);
-    return median(r);
-  };
-  const double w_paired = paired(tpw, tcw), r_paired = paired(tpr, tcr);
+  const double w_paired = paired_ratio(tpw, tcw), r_paired = paired_ratio(tpr, tcr);
   std::printf("  %-22s %10s %10s %10s %12s %8s\n", "", "ms", "MiB/s", "plain MiB/s", "ckpt/plain", "paired");
   std::printf("  %-22s %10.1f %10.1f %10.1f %12.3f %8.3f\n", "write", cw * 1e3, file_bytes / MiB / cw,
               file_bytes / MiB / pw, pw / cw, w_paired);

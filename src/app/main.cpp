@@ -11,6 +11,7 @@
 #include "app/bench_alltoall.hpp"
 #include "app/bench_io.hpp"
 #include "app/bench_kernels.hpp"
+#include "app/bench_nvme.hpp"
 #include "app/cmd_ckpt.hpp"
 #include "app/commands.hpp"
 #include "comm/groups.hpp"
@@ -109,6 +110,16 @@ int run(int argc, char** argv) {
   bioc->add_option("--step-ms", bio.step_ms, "simulated training step after an async save (ms)")
       ->capture_default_str();
 
+  BenchNvmeOptions bnv;
+  auto* bnvc = bench->add_subcommand("nvme", "nvme tier (NvmeStore) write/read vs plain sequential I/O, same directory");
+  bnvc->add_option("--dir", bnv.dir, "directory for the files (removed afterwards)")->capture_default_str();
+  bnvc->add_option("--size-mb", bnv.size_mb, "MiB per rank")->capture_default_str();
+  bnvc->add_option("--region-mb", bnv.region_mb, "MiB per region (one transfer)")->capture_default_str();
+  bnvc->add_option("--repeat", bnv.repeat, "timed repetitions (median)")->capture_default_str();
+  bnvc->add_option("--compute-ms", bnv.compute_ms, "work per region in the overlap row; 0: one region's plain read time")
+      ->capture_default_str();
+  bnvc->add_flag("--buffered", bnv.buffered, "no O_DIRECT in the store (and so in the baseline)");
+
   auto* ck = cli.add_subcommand("ckpt", "inspect checkpoints");
   ck->require_subcommand(1);
   std::string ck_path;
@@ -145,6 +156,7 @@ int run(int argc, char** argv) {
   }
   if (*bac) return bench_alltoall(ba);
   if (*bioc) return bench_io(bio);
+  if (*bnvc) return bench_nvme(bnv);
   if (*cki) return cmd_ckpt_inspect(ck_path, ck_verify);
   if (*d) return cmd_reference_dump(dump);
   return kFailure;

@@ -89,7 +89,7 @@ const SectionDoc kSections[] = {
     {"parallel", "The parallel layout: world = dp x ep."},
     {"comm", "Communication."},
     {"checkpoint", "Checkpoints: collective parallel HDF5 files, format in docs/checkpoint-format.md."},
-    {"memory", "Where the bytes go: recomputation, MoE buffers, budgets (docs/memory.md)."},
+    {"memory", "Where the bytes go: recomputation, MoE buffers, budgets, tiers (docs/memory.md)."},
 };
 
 bool is_section(const std::string& s) {
@@ -249,6 +249,8 @@ void validate_at(const Config& cfg, const std::string& where) {
   if (e.experts > 0 && e.top_k > e.experts)
     inconsistent("moe.top_k = " + std::to_string(e.top_k) + " is larger than moe.experts = " +
                  std::to_string(e.experts) + "; accepted: 1 <= top_k <= experts");
+  if (cfg.memory.optimizer == "nvme")
+    inconsistent("memory.optimizer = nvme is not implemented yet; accepted for now: device, host");
   if (e.experts > 0 && e.experts % cfg.parallel.ep != 0)
     inconsistent("moe.experts = " + std::to_string(e.experts) + " is not divisible by parallel.ep = " +
                  std::to_string(cfg.parallel.ep) + "; accepted: ep divides experts");
@@ -339,6 +341,7 @@ const std::vector<KeyInfo>& config_keys() {
       FURNACE_KEY(memory, recompute, one_of({"none", "attention", "block"}), "Activations dropped in the forward and recomputed in the backward: `attention` (the probabilities [B, H, T, T]), `block` (everything inside a block but its input and an MoE layer's routing and exchanged rows); gradients are bitwise the same; see docs/memory-recompute.md."),
       FURNACE_KEY(memory, device_budget_gb, at_least(0), "Refuse, before allocating, a run whose device-tier peak per rank (the memory report) exceeds this many GiB; 0 = only the memory the rank can have."),
       FURNACE_KEY(memory, host_budget_gb, at_least(0), "The same for the host tier (on a CPU build the device tier is host memory too)."),
+      FURNACE_KEY(memory, optimizer, one_of({"device", "host", "nvme"}), "The tier of the AdamW moments `exp_avg`, `exp_avg_sq`: `device`, or `host` (the same memory on a CPU build, counted in the report's host column; bitwise the same training); `nvme` is not implemented yet (see docs/memory.md)."),
   };
   return keys;
 }

@@ -85,6 +85,7 @@ struct MemoryConfig {
   std::string recompute = "none";  // none | attention | block
   double device_budget_gb = 0;     // refuse a run whose device-tier peak exceeds this; 0 = no limit
   double host_budget_gb = 0;       // the same for the host tier
+  std::string optimizer = "device";  // device | host: the tier of the AdamW moments (nvme: refused, not yet)
 };
 
 struct Config {

@@ -61,7 +61,9 @@ int StateStore::add(ParamInfo info) {
   // Keep every tensor 64-byte aligned inside the buffers (16 floats), and large ones
   // page-aligned, so that checkpoint loads can read them with O_DIRECT straight from
   // the device (io::ReadAhead): the buffers' views start on a page, see allocate().
-  const std::int64_t align = info.size >= kPageAlignFrom ? kPageFloats : 16;
+  const bool large = info.size >= kPageAlignFrom;
+  const std::int64_t align = large ? kPageFloats : 16;
+  page_aligned_ = page_aligned_ || large;
   info.offset = (total_ + align - 1) / align * align;
   total_ = info.offset + info.size;
   by_name_[info.name] = static_cast<int>(infos_.size());
@@ -71,21 +73,29 @@ int StateStore::add(ParamInfo info) {
 
 void StateStore::allocate(Ledger& ledger, const Placement& placement, Mode mode) {
   if (allocated_) throw std::logic_error("StateStore::allocate twice");
-  for (Family f : kStateFamilies)
-    if (placement.of(f) != Tier::Device)
+  for (Family f : kStateFamilies) {
+    // A host-tier family seen through a device view: right where the device is the
+    // host; on a GPU the kernels would need it streamed to the device, not built yet.
+    const bool host_ok = placement.of(f) == Tier::Host && kernels::device_is_host();
+    if (placement.of(f) != Tier::Device && !host_ok)
       throw std::logic_error(std::string("StateStore: the ") + tier_name(placement.of(f)) + " tier for " +
-                             family_name(f) + " is not implemented");
+                             family_name(f) + " is not implemented" +
+                             (placement.of(f) == Tier::Host ? " on a device that is not the host" : ""));
+  }
   total_ = (total_ + 15) / 16 * 16;
-  storage_ = total_ + kPageFloats;  // room to start the view on a page
+  storage_ = total_ + (page_aligned_ ? kPageFloats : 0);  // room to start the view on a page
   placement_ = placement;
   for (Family f : kStateFamilies) {
     const std::string label = std::string("StateStore::") + family_name(f);
     ledger.add(category_of(f), tier(f), label, family_bytes(f));
     if (mode == Mode::Allocate) {
-      buffers_[std::size_t(f)] = Kokkos::View<float*, kernels::MemSpace>(label, storage_);  // zeroed
-      const auto address = reinterpret_cast<std::uintptr_t>(buffers_[std::size_t(f)].data());
-      const std::int64_t lead = std::int64_t((kPageBytes - address % kPageBytes) % kPageBytes / sizeof(float));
-      views_[std::size_t(f)] = kernels::View1<float>(buffers_[std::size_t(f)].data() + lead, total_);
+      float* data = tier(f) == Tier::Host
+                        ? (host_buffers_[std::size_t(f)] = Kokkos::View<float*, HostTierSpace>(label, storage_)).data()
+                        : (buffers_[std::size_t(f)] = Kokkos::View<float*, kernels::MemSpace>(label, storage_)).data();
+      const auto address = reinterpret_cast<std::uintptr_t>(data);
+      const std::int64_t lead =
+          page_aligned_ ? std::int64_t((kPageBytes - address % kPageBytes) % kPageBytes / sizeof(float)) : 0;
+      views_[std::size_t(f)] = kernels::View1<float>(data + lead, total_);  // zeroed either way
     } else {
       views_[std::size_t(f)] = kernels::View1<float>(nullptr, total_);
     }

@@ -47,11 +47,18 @@ inline constexpr std::array<Family, 4> kStateFamilies = {Family::Param, Family::
 const char* family_name(Family f);  // "param", "grad", "exp_avg", "exp_avg_sq"
 Category category_of(Family f);     // Parameters, Gradients, Optimizer, Optimizer
 
-// Where each family lives (memory.* keys). Only the device tier is implemented so far.
+// Where each family lives (memory.* keys). The device and host tiers are
+// implemented; the nvme tier (memory::NvmeStore) is not wired into the store yet.
 struct Placement {
   Tier params = Tier::Device, grads = Tier::Device, optimizer = Tier::Device;
   Tier of(Family f) const;
 };
+
+// The memory of the host tier. Under CUDA this should be pinned host memory the GPU
+// can reach (Kokkos::SharedHostPinnedSpace), but Kokkos 3.4 (Debian's, which the
+// project must build with) does not have that space, so HostSpace for now; on a CPU
+// build it is the device tier's memory, only counted under another tier.
+using HostTierSpace = Kokkos::HostSpace;
 
 class StateStore {
  public:
@@ -99,10 +106,12 @@ class StateStore {
   static constexpr std::int64_t kPageAlignFrom = 64 << 10;  // tensors of at least this many floats
   std::int64_t total_ = 0;
   std::int64_t storage_ = 0;  // floats allocated per family (total_ + page lead)
+  bool page_aligned_ = false; // some tensor starts on a page (then the view does too)
   bool allocated_ = false;
   Ledger* ledger_ = nullptr;
   Placement placement_;
   std::array<Kokkos::View<float*, kernels::MemSpace>, kStateFamilies.size()> buffers_;
+  std::array<Kokkos::View<float*, HostTierSpace>, kStateFamilies.size()> host_buffers_;  // host-tier families
   std::array<kernels::View1<float>, kStateFamilies.size()> views_;
 };
 

@@ -52,6 +52,13 @@ void allocate_batch(memory::Arenas& arenas, const model::GptSpec& s, kernels::Vi
   targets = arenas.activations.view1<kernels::index_t>(n);
 }
 
+// The tiers of the state families (memory.optimizer; the rest stay on the device).
+memory::Placement placement(const io::Config& c) {
+  memory::Placement p;
+  p.optimizer = c.memory.optimizer == "host" ? memory::Tier::Host : memory::Tier::Device;
+  return p;
+}
+
 }  // namespace
 
 memory::Ledger measure_memory(const io::Config& cfg, const model::GptSpec& spec) {
@@ -59,7 +66,7 @@ memory::Ledger measure_memory(const io::Config& cfg, const model::GptSpec& spec)
   memory::StateStore ps;
   memory::Arenas arenas("Trainer", planned, memory::Mode::Measure);
   model::Gpt model(spec, ps, arenas);
-  ps.allocate(planned, {}, memory::Mode::Measure);
+  ps.allocate(planned, placement(cfg), memory::Mode::Measure);
   kernels::View1<kernels::index_t> inputs, targets;
   allocate_batch(arenas, spec, inputs, targets);
   if (const auto b = Checkpointer::snapshot_bytes(cfg, ps))
@@ -94,7 +101,7 @@ Trainer::Trainer(const io::Config& cfg, comm::Groups& groups, const MemoryCheck&
   if (check) check(planned);
   arenas_.reserve(planned);
   model_ = std::make_unique<model::Gpt>(spec_, ps_, arenas_);
-  ps_.allocate(ledger_);
+  ps_.allocate(ledger_, placement(cfg));
   grad_sync_ = std::make_unique<comm::GradSync>(ps_, groups, std::size_t(cfg.comm.bucket_mb) << 20);
   ps_.initialize(cfg.train.seed);
   comm::fault::maybe_throw("trainer.setup");  // testers: one rank fails before the collective opens below

@@ -99,5 +99,33 @@ TEST(StateStore, FamiliesAreSeparateBuffersInTheirCategories) {
   EXPECT_EQ(l.current(Tier::Device), 0u);  // released with the store
 }
 
+// memory.optimizer = host: the moments are allocated (zeroed, their own buffers) and
+// recorded on the host tier, the parameters and gradients stay on the device tier; the
+// nvme tier is refused until the store streams it.
+TEST(StateStore, TheOptimizerFamiliesOnTheHostTier) {
+  Ledger l;
+  {
+    StateStore ps;
+    ps.add({.name = "w", .shape = {3, 5}});
+    Placement p;
+    p.optimizer = Tier::Host;
+    ps.allocate(l, p);
+    const std::uint64_t fam = std::uint64_t(ps.total()) * 4;
+    EXPECT_EQ(l.current(Category::Optimizer, Tier::Host), 2 * fam);
+    EXPECT_EQ(l.current(Category::Optimizer, Tier::Device), 0u);
+    EXPECT_EQ(l.current(Category::Parameters, Tier::Device), fam);
+    EXPECT_EQ(ps.tier(Family::ExpAvg), Tier::Host);
+    EXPECT_NE(ps.exp_avg().data(), ps.exp_avg_sq().data());
+    EXPECT_NE(ps.exp_avg().data(), nullptr);
+    for (std::int64_t i = 0; i < ps.total(); ++i) EXPECT_EQ(ps.exp_avg_sq()(i), 0.f);
+  }
+  EXPECT_EQ(l.current(Tier::Host), 0u);
+  StateStore nv;
+  nv.add({.name = "w", .shape = {3}});
+  Placement p;
+  p.optimizer = Tier::Nvme;
+  EXPECT_THROW(nv.allocate(l, p), std::logic_error);
+}
+
 }  // namespace
 }  // namespace furnace::memory
