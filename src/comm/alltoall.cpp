@@ -21,18 +21,23 @@ int to_int(std::int64_t v, const char* what) {
   return static_cast<int>(v);
 }
 
-// MPI wants int counts and displacements; fills both from row counts.
-void counts_displs(const std::vector<std::int64_t>& rows, std::vector<int>& counts,
-                   std::vector<int>& displs) {
+// MPI wants int counts and displacements; fills both from row counts and offsets.
+void counts_displs(const std::vector<std::int64_t>& rows, const std::vector<std::int64_t>& off,
+                   std::vector<int>& counts, std::vector<int>& displs) {
   counts.resize(rows.size());
   displs.resize(rows.size());
-  std::int64_t off = 0;
   for (std::size_t i = 0; i < rows.size(); ++i) {
     counts[i] = to_int(rows[i], "row count");
-    displs[i] = to_int(off, "row offset");
-    off += rows[i];
+    displs[i] = to_int(off[i], "row offset");
+    to_int(off[i] + rows[i], "last row");
   }
-  to_int(off, "total rows");
+}
+
+// Offsets of rows laid out back to back, in peer order.
+std::vector<std::int64_t> contiguous(const std::vector<std::int64_t>& rows) {
+  std::vector<std::int64_t> off(rows.size(), 0);
+  for (std::size_t i = 1; i < rows.size(); ++i) off[i] = off[i - 1] + rows[i - 1];
+  return off;
 }
 
 // The process says a fallback once, however many layers build a RowExchange.
@@ -113,21 +118,32 @@ std::vector<std::int64_t> RowExchange::exchange_counts(const std::vector<std::in
   return recv;
 }
 
-void RowExchange::exchange(const float* send, const std::vector<std::int64_t>& send_rows,
-                           float* recv, const std::vector<std::int64_t>& recv_rows) {
-  if (send_rows.size() != std::size_t(ep_size_) || recv_rows.size() != std::size_t(ep_size_))
-    abort_job("RowExchange::exchange: send_rows and recv_rows need one entry per ep rank", 4);
-  if (algorithm_ == Algorithm::Hierarchical)
-    hierarchical(send, send_rows, recv, recv_rows);
-  else
-    flat(send, send_rows, recv, recv_rows);
+std::int64_t RowExchange::max_over_group(std::int64_t value) {
+  std::int64_t most = 0;
+  mpiCheck(MPI_Allreduce(&value, &most, 1, MPI_INT64_T, MPI_MAX, ep_));
+  return most;
 }
 
-void RowExchange::flat(const float* send, const std::vector<std::int64_t>& send_rows, float* recv,
-                       const std::vector<std::int64_t>& recv_rows) {
+void RowExchange::exchange(const float* send, const Rows& send_rows, float* recv, const Rows& recv_rows) {
+  exchange(send, send_rows, contiguous(send_rows), recv, recv_rows, contiguous(recv_rows));
+}
+
+void RowExchange::exchange(const float* send, const Rows& send_rows, const Rows& send_off, float* recv,
+                           const Rows& recv_rows, const Rows& recv_off) {
+  const std::size_t P = std::size_t(ep_size_);
+  if (send_rows.size() != P || recv_rows.size() != P || send_off.size() != P || recv_off.size() != P)
+    abort_job("RowExchange::exchange: row counts and offsets need one entry per ep rank", 4);
+  if (algorithm_ == Algorithm::Hierarchical)
+    hierarchical(send, send_rows, send_off, recv, recv_rows, recv_off);
+  else
+    flat(send, send_rows, send_off, recv, recv_rows, recv_off);
+}
+
+void RowExchange::flat(const float* send, const Rows& send_rows, const Rows& send_off, float* recv,
+                       const Rows& recv_rows, const Rows& recv_off) {
   std::vector<int> sc, sd, rc, rd;
-  counts_displs(send_rows, sc, sd);
-  counts_displs(recv_rows, rc, rd);
+  counts_displs(send_rows, send_off, sc, sd);
+  counts_displs(recv_rows, recv_off, rc, rd);
   mpiCheck(MPI_Alltoallv(send, sc.data(), sd.data(), row_type_, recv, rc.data(), rd.data(),
                          row_type_, ep_));
 }
@@ -141,8 +157,11 @@ void RowExchange::flat(const float* send, const std::vector<std::int64_t>& send_
 //   phase 2  inter-node alltoallv: to node b the rows of (node_, 0..L-1) bound for
 //            (b, local_), contiguous in stage_; from node b the rows of (b, 0..L-1), in
 //            order, which is exactly source-ep-rank order, as Flat delivers.
-void RowExchange::hierarchical(const float* send, const std::vector<std::int64_t>& send_rows,
-                               float* recv, const std::vector<std::int64_t>& recv_rows) {
+//   gaps     phase 2 delivers node b's sources back to back; when recv_off leaves a gap
+//            inside a node's block (a round of the MoE dispatcher) it lands in unpack_
+//            and is copied to its offsets.
+void RowExchange::hierarchical(const float* send, const Rows& send_rows, const Rows& send_off, float* recv,
+                               const Rows& recv_rows, const Rows& recv_off) {
   const int N = nodes_, L = per_node_;
   const std::size_t w = static_cast<std::size_t>(width_);
 
@@ -159,8 +178,6 @@ void RowExchange::hierarchical(const float* send, const std::vector<std::int64_t
       p2_send[b] += c1[i * N + b];
       p2_recv[b] += recv_rows[b * L + i];
     }
-  std::vector<std::int64_t> send_off(std::size_t(N) * L + 1, 0);
-  for (int d = 0; d < N * L; ++d) send_off[d + 1] = send_off[d] + send_rows[d];
   stage_.resize(std::max<std::size_t>(stage_.size(), stage_off.back() * w));
   to_int(stage_off.back(), "staged rows");
 
@@ -192,11 +209,31 @@ void RowExchange::hierarchical(const float* send, const std::vector<std::int64_t
     }
   mpiCheck(MPI_Waitall(int(reqs.size()), reqs.data(), MPI_STATUSES_IGNORE));
 
+  // Phase 2 receives node b's L sources back to back: straight into recv when they are
+  // back to back there too, else into unpack_ first.
+  bool gapless = true;
+  for (int b = 0; b < N; ++b)
+    for (int i = 0; i + 1 < L; ++i)
+      gapless = gapless && recv_off[b * L + i + 1] == recv_off[b * L + i] + recv_rows[b * L + i];
+  std::vector<std::int64_t> p2_off(N, 0);
+  for (int b = 0; b < N; ++b) p2_off[b] = gapless ? recv_off[b * L] : (b ? p2_off[b - 1] + p2_recv[b - 1] : 0);
+  float* landing = recv;
+  if (!gapless) {
+    unpack_.resize(std::max<std::size_t>(unpack_.size(), (p2_off[N - 1] + p2_recv[N - 1]) * w));
+    landing = unpack_.data();
+  }
   std::vector<int> sc, sd, rc, rd;
-  counts_displs(p2_send, sc, sd);
-  counts_displs(p2_recv, rc, rd);
-  mpiCheck(MPI_Alltoallv(stage_.data(), sc.data(), sd.data(), row_type_, recv, rc.data(),
+  counts_displs(p2_send, contiguous(p2_send), sc, sd);
+  counts_displs(p2_recv, p2_off, rc, rd);
+  mpiCheck(MPI_Alltoallv(stage_.data(), sc.data(), sd.data(), row_type_, landing, rc.data(),
                          rd.data(), row_type_, inter_));
+  if (gapless) return;
+  std::int64_t from = 0;
+  for (int s = 0; s < N * L; ++s) {
+    std::memcpy(recv + recv_off[s] * w, unpack_.data() + from * w,
+                static_cast<std::size_t>(recv_rows[s]) * w * sizeof(float));
+    from += recv_rows[s];
+  }
 }
 
 }  // namespace furnace::comm
