@@ -57,6 +57,7 @@ int Dispatcher::plan(const std::vector<std::int64_t>& off) {
   pos_of_source_ = starts(from);
   const std::int64_t total = std::accumulate(from.begin(), from.end(), std::int64_t(0));
   round_ = -1;
+  peak_round_rows_ = 0;
   pos_at_dest_.assign(ep_, 0);  // one round sends whole blocks, wherever they stand
   if (!rounds_allowed_) {
     if (total > max_recv_)
@@ -122,6 +123,7 @@ const std::vector<std::int64_t>& Dispatcher::round(int t) {
   }
   Kokkos::deep_copy(to_expert_order_, fwd);
   Kokkos::deep_copy(to_source_order_, inv);
+  peak_round_rows_ = std::max(peak_round_rows_, r);
   return expert_offsets_;
 }
 

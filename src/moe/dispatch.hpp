@@ -48,6 +48,8 @@ class Dispatcher {
   const std::vector<std::int64_t>& round(int t);
   std::int64_t max_recv_rows() const { return max_recv_; }
   std::int64_t recv_rows_total() const { return expert_offsets_.back(); }  // of the round
+  // The most rows a round of the last plan brought this rank so far (<= max_recv_rows).
+  std::int64_t peak_round_rows() const { return peak_round_rows_; }
 
   // The round's rows of xp [send rows, d] -> xe [round rows, d] (expert-major).
   void to_experts(kernels::View2<const float> xp, kernels::View2<float> xe);
@@ -60,6 +62,7 @@ class Dispatcher {
   std::int64_t max_recv_;
   bool rounds_allowed_;
   int rounds_ = 0, round_ = -1;
+  std::int64_t peak_round_rows_ = 0;
   // Of the plan: counts [peer * el + j] sent and received; where each destination's
   // block starts in xp; where this rank's rows stand in each destination's line, and
   // where each source's rows stand in this rank's line (see the header comment).
