@@ -85,6 +85,7 @@ struct MemoryConfig {
   std::string recompute = "none";  // none | attention | block
   double device_budget_gb = 0;     // refuse a run whose device-tier peak exceeds this; 0 = no limit
   double host_budget_gb = 0;       // the same for the host tier
+  double moe_buffer_mb = 64;       // dropless MoE: expert-side buffers of all MoE layers (MiB)
 };
 
 struct Config {

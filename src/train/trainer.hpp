@@ -29,6 +29,7 @@ struct StepResult {
   double total = 0;     // the objective that was differentiated
   double grad_norm = 0; // before clipping
   double lr = 0;
+  int moe_rounds = 1;   // the most exchange rounds an MoE layer ran (this rank's ep group)
   double checkpoint_hold_s = 0;  // waited for a background checkpoint's snapshot copy
 };
 
