@@ -23,6 +23,8 @@
 #include <vector>
 
 #include "comm/groups.hpp"
+#include "memory/ledger.hpp"
+#include "memory/pool.hpp"
 
 namespace furnace::comm {
 
@@ -31,8 +33,12 @@ class RowExchange {
   enum class Algorithm { Flat, Hierarchical };
 
   // Collective over groups.world() (every rank builds its RowExchange together, in the
-  // same order). `width` = floats per row (> 0).
-  RowExchange(const Groups& groups, Algorithm algorithm, int width);
+  // same order). `width` = floats per row (> 0). The hierarchical staging is counted in
+  // `ledger` (communication, host tier, "RowExchange::stage"), or in a ledger of its own
+  // when none is given; `ledger` must outlive the RowExchange.
+  RowExchange(const Groups& groups, Algorithm algorithm, int width, memory::Ledger* ledger = nullptr);
+  // The staging pool (its bytes and high-water mark).
+  const memory::Pool<Kokkos::HostSpace>& staging() const { return pool_; }
   ~RowExchange();
   RowExchange(const RowExchange&) = delete;
   RowExchange& operator=(const RowExchange&) = delete;
@@ -81,8 +87,10 @@ class RowExchange {
   int node_ = 0, local_ = 0;  // this rank's node block and index inside it
   MPI_Datatype row_type_ = MPI_DATATYPE_NULL;
   MPI_Comm ep_ = MPI_COMM_NULL, intra_ = MPI_COMM_NULL, inter_ = MPI_COMM_NULL;
-  std::vector<float> stage_;   // rows between the two phases, reused across calls
-  std::vector<float> unpack_;  // phase 2's rows when recv_off leaves gaps inside a node's block
+  // The hierarchical exchange's staging (rows between the two phases, and phase 2's rows
+  // when recv_off leaves gaps inside a node's block): blocks acquired per call, reused.
+  memory::Ledger own_ledger_;  // where the pool counts when the owner gives no ledger
+  memory::Pool<Kokkos::HostSpace> pool_;
 };
 
 }  // namespace furnace::comm

@@ -86,7 +86,7 @@ Trainer::Trainer(const io::Config& cfg, comm::Groups& groups, const MemoryCheck&
                           groups,
                           cfg.comm.alltoall == "hierarchical" ? comm::RowExchange::Algorithm::Hierarchical
                                                               : comm::RowExchange::Algorithm::Flat,
-                          cfg.model.d_model)
+                          cfg.model.d_model, &ledger_)
                     : nullptr),
       spec_(make_spec(cfg, groups)),
       opt_({.beta1 = cfg.train.beta1, .beta2 = cfg.train.beta2, .eps = cfg.train.eps,

@@ -123,10 +123,10 @@ class Trainer {
 
   io::Config cfg_;
   comm::Groups& groups_;
+  memory::Ledger ledger_;  // before everything that allocates: outlives their releases
   std::unique_ptr<comm::RowExchange> exchange_;  // ep > 1
   model::GptSpec spec_;
   std::uint64_t resident_at_start_ = memory::process_status_bytes("VmRSS");  // first member: before any allocation
-  memory::Ledger ledger_;  // before everything that allocates: outlives their releases
   memory::StateStore ps_;
   memory::Arenas arenas_{"Trainer", ledger_};
   std::unique_ptr<model::Gpt> model_;
