@@ -18,6 +18,7 @@
 #include "comm/groups.hpp"
 #include "memory/arena.hpp"
 #include "moe/moe_layer.hpp"
+#include "mpi_testing.hpp"
 #include "testing.hpp"
 
 namespace furnace::moe_testing {
@@ -29,20 +30,12 @@ using furnace::moe::MoeLayer;
 using furnace::moe::MoeWeights;
 using furnace::moe::RouterConfig;
 using furnace::testing::random_tensor;
+using furnace::testing::world_rank;
+using furnace::testing::world_size;
 using furnace::testing::Tensor;
 using Algo = RowExchange::Algorithm;
 namespace k = furnace::kernels;
 
-inline int world_size() {
-  int n = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &n);
-  return n;
-}
-inline int world_rank() {
-  int r = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &r);
-  return r;
-}
 
 struct Problem {
   int d = 16, hidden = 24, experts = 8, top_k = 2;
