@@ -21,18 +21,23 @@ int to_int(std::int64_t v, const char* what) {
   return static_cast<int>(v);
 }
 
-// MPI wants int counts and displacements; fills both from row counts.
-void counts_displs(const std::vector<std::int64_t>& rows, std::vector<int>& counts,
-                   std::vector<int>& displs) {
+// MPI wants int counts and displacements; fills both from row counts and offsets.
+void counts_displs(const std::vector<std::int64_t>& rows, const std::vector<std::int64_t>& off,
+                   std::vector<int>& counts, std::vector<int>& displs) {
   counts.resize(rows.size());
   displs.resize(rows.size());
-  std::int64_t off = 0;
   for (std::size_t i = 0; i < rows.size(); ++i) {
     counts[i] = to_int(rows[i], "row count");
-    displs[i] = to_int(off, "row offset");
-    off += rows[i];
+    displs[i] = to_int(off[i], "row offset");
+    to_int(off[i] + rows[i], "last row");
   }
-  to_int(off, "total rows");
+}
+
+// Offsets of rows laid out back to back, in peer order.
+std::vector<std::int64_t> contiguous(const std::vector<std::int64_t>& rows) {
+  std::vector<std::int64_t> off(rows.size(), 0);
+  for (std::size_t i = 1; i < rows.size(); ++i) off[i] = off[i - 1] + rows[i - 1];
+  return off;
 }
 
 // The process says a fallback once, however many layers build a RowExchange.
@@ -40,8 +45,12 @@ bool g_fallback_said = false;
 
 }  // namespace
 
-RowExchange::RowExchange(const Groups& groups, Algorithm algorithm, int width)
-    : requested_(algorithm), algorithm_(Algorithm::Flat), width_(width) {
+RowExchange::RowExchange(const Groups& groups, Algorithm algorithm, int width, memory::Ledger* ledger)
+    : requested_(algorithm),
+      algorithm_(Algorithm::Flat),
+      width_(width),
+      pool_("RowExchange::stage", memory::Category::Communication, memory::Tier::Host,
+            ledger ? *ledger : own_ledger_) {
   if (width < 1) abort_job("RowExchange: row width must be >= 1", 4);
   mpiCheck(MPI_Type_contiguous(width, MPI_FLOAT, &row_type_));
   mpiCheck(MPI_Type_commit(&row_type_));
@@ -113,21 +122,32 @@ std::vector<std::int64_t> RowExchange::exchange_counts(const std::vector<std::in
   return recv;
 }
 
-void RowExchange::exchange(const float* send, const std::vector<std::int64_t>& send_rows,
-                           float* recv, const std::vector<std::int64_t>& recv_rows) {
-  if (send_rows.size() != std::size_t(ep_size_) || recv_rows.size() != std::size_t(ep_size_))
-    abort_job("RowExchange::exchange: send_rows and recv_rows need one entry per ep rank", 4);
-  if (algorithm_ == Algorithm::Hierarchical)
-    hierarchical(send, send_rows, recv, recv_rows);
-  else
-    flat(send, send_rows, recv, recv_rows);
+std::int64_t RowExchange::max_over_group(std::int64_t value) {
+  std::int64_t most = 0;
+  mpiCheck(MPI_Allreduce(&value, &most, 1, MPI_INT64_T, MPI_MAX, ep_));
+  return most;
 }
 
-void RowExchange::flat(const float* send, const std::vector<std::int64_t>& send_rows, float* recv,
-                       const std::vector<std::int64_t>& recv_rows) {
+void RowExchange::exchange(const float* send, const Rows& send_rows, float* recv, const Rows& recv_rows) {
+  exchange(send, send_rows, contiguous(send_rows), recv, recv_rows, contiguous(recv_rows));
+}
+
+void RowExchange::exchange(const float* send, const Rows& send_rows, const Rows& send_off, float* recv,
+                           const Rows& recv_rows, const Rows& recv_off) {
+  const std::size_t P = std::size_t(ep_size_);
+  if (send_rows.size() != P || recv_rows.size() != P || send_off.size() != P || recv_off.size() != P)
+    abort_job("RowExchange::exchange: row counts and offsets need one entry per ep rank", 4);
+  if (algorithm_ == Algorithm::Hierarchical)
+    hierarchical(send, send_rows, send_off, recv, recv_rows, recv_off);
+  else
+    flat(send, send_rows, send_off, recv, recv_rows, recv_off);
+}
+
+void RowExchange::flat(const float* send, const Rows& send_rows, const Rows& send_off, float* recv,
+                       const Rows& recv_rows, const Rows& recv_off) {
   std::vector<int> sc, sd, rc, rd;
-  counts_displs(send_rows, sc, sd);
-  counts_displs(recv_rows, rc, rd);
+  counts_displs(send_rows, send_off, sc, sd);
+  counts_displs(recv_rows, recv_off, rc, rd);
   mpiCheck(MPI_Alltoallv(send, sc.data(), sd.data(), row_type_, recv, rc.data(), rd.data(),
                          row_type_, ep_));
 }
@@ -136,13 +156,16 @@ void RowExchange::flat(const float* send, const std::vector<std::int64_t>& send_
 //   counts   intra-node all-to-all of N counts per peer: c1[i*N + b] = rows that local
 //            rank i sends this rank in phase 1, bound for (b, local_).
 //   phase 1  intra-node: one message per (local peer, destination node), straight from
-//            the send buffer into stage_, landing (b, i)-ordered; point-to-point rather
+//            the send buffer into a staging block, landing (b, i)-ordered; point-to-point rather
 //            than alltoallv so that neither side needs a pack or unpack copy.
 //   phase 2  inter-node alltoallv: to node b the rows of (node_, 0..L-1) bound for
-//            (b, local_), contiguous in stage_; from node b the rows of (b, 0..L-1), in
+//            (b, local_), contiguous in the staging block; from node b the rows of (b, 0..L-1), in
 //            order, which is exactly source-ep-rank order, as Flat delivers.
-void RowExchange::hierarchical(const float* send, const std::vector<std::int64_t>& send_rows,
-                               float* recv, const std::vector<std::int64_t>& recv_rows) {
+//   gaps     phase 2 delivers node b's sources back to back; when recv_off leaves a gap
+//            inside a node's block (a round of the MoE dispatcher) it lands in a pool block
+//            and is copied to its offsets.
+void RowExchange::hierarchical(const float* send, const Rows& send_rows, const Rows& send_off, float* recv,
+                               const Rows& recv_rows, const Rows& recv_off) {
   const int N = nodes_, L = per_node_;
   const std::size_t w = static_cast<std::size_t>(width_);
 
@@ -159,10 +182,10 @@ void RowExchange::hierarchical(const float* send, const std::vector<std::int64_t
       p2_send[b] += c1[i * N + b];
       p2_recv[b] += recv_rows[b * L + i];
     }
-  std::vector<std::int64_t> send_off(std::size_t(N) * L + 1, 0);
-  for (int d = 0; d < N * L; ++d) send_off[d + 1] = send_off[d] + send_rows[d];
-  stage_.resize(std::max<std::size_t>(stage_.size(), stage_off.back() * w));
   to_int(stage_off.back(), "staged rows");
+  // From the pool: the block of last call's size class comes back, without new bytes.
+  const auto stage_block = pool_.acquire(std::size_t(stage_off.back()) * w * sizeof(float));
+  float* const stage = stage_block.data<float>();
 
   // Tags name the destination node, so each (peer, node) message is unambiguous; empty
   // messages are skipped on both sides, which know the same counts.
@@ -173,7 +196,7 @@ void RowExchange::hierarchical(const float* send, const std::vector<std::int64_t
       const std::int64_t n = c1[i * N + b];
       if (n == 0 || i == local_) continue;
       reqs.emplace_back();
-      mpiCheck(MPI_Irecv(stage_.data() + stage_off[b * L + i] * w, int(n), row_type_, i, b,
+      mpiCheck(MPI_Irecv(stage + stage_off[b * L + i] * w, int(n), row_type_, i, b,
                          intra_, &reqs.back()));
     }
   for (int j = 0; j < L; ++j)
@@ -182,7 +205,7 @@ void RowExchange::hierarchical(const float* send, const std::vector<std::int64_t
       const std::int64_t n = send_rows[d];
       if (n == 0) continue;
       if (j == local_) {  // our own rows for (b, local_): a copy, no message
-        std::memcpy(stage_.data() + stage_off[b * L + j] * w, send + send_off[d] * w,
+        std::memcpy(stage + stage_off[b * L + j] * w, send + send_off[d] * w,
                     static_cast<std::size_t>(n) * w * sizeof(float));
         continue;
       }
@@ -192,11 +215,29 @@ void RowExchange::hierarchical(const float* send, const std::vector<std::int64_t
     }
   mpiCheck(MPI_Waitall(int(reqs.size()), reqs.data(), MPI_STATUSES_IGNORE));
 
+  // Phase 2 receives node b's L sources back to back: straight into recv when they are
+  // back to back there too, else into a second pool block first.
+  bool gapless = true;
+  for (int b = 0; b < N; ++b)
+    for (int i = 0; i + 1 < L; ++i)
+      gapless = gapless && recv_off[b * L + i + 1] == recv_off[b * L + i] + recv_rows[b * L + i];
+  std::vector<std::int64_t> p2_off(N, 0);
+  for (int b = 0; b < N; ++b) p2_off[b] = gapless ? recv_off[b * L] : (b ? p2_off[b - 1] + p2_recv[b - 1] : 0);
+  memory::Pool<Kokkos::HostSpace>::Block unpack;
+  if (!gapless) unpack = pool_.acquire(std::size_t(p2_off[N - 1] + p2_recv[N - 1]) * w * sizeof(float));
+  float* const landing = gapless ? recv : unpack.data<float>();
   std::vector<int> sc, sd, rc, rd;
-  counts_displs(p2_send, sc, sd);
-  counts_displs(p2_recv, rc, rd);
-  mpiCheck(MPI_Alltoallv(stage_.data(), sc.data(), sd.data(), row_type_, recv, rc.data(),
+  counts_displs(p2_send, contiguous(p2_send), sc, sd);
+  counts_displs(p2_recv, p2_off, rc, rd);
+  mpiCheck(MPI_Alltoallv(stage, sc.data(), sd.data(), row_type_, landing, rc.data(),
                          rd.data(), row_type_, inter_));
+  if (gapless) return;
+  std::int64_t from = 0;
+  for (int s = 0; s < N * L; ++s) {
+    std::memcpy(recv + recv_off[s] * w, landing + from * w,
+                static_cast<std::size_t>(recv_rows[s]) * w * sizeof(float));
+    from += recv_rows[s];
+  }
 }
 
 }  // namespace furnace::comm

@@ -23,6 +23,8 @@
 #include <vector>
 
 #include "comm/groups.hpp"
+#include "memory/ledger.hpp"
+#include "memory/pool.hpp"
 
 namespace furnace::comm {
 
@@ -31,8 +33,12 @@ class RowExchange {
   enum class Algorithm { Flat, Hierarchical };
 
   // Collective over groups.world() (every rank builds its RowExchange together, in the
-  // same order). `width` = floats per row (> 0).
-  RowExchange(const Groups& groups, Algorithm algorithm, int width);
+  // same order). `width` = floats per row (> 0). The hierarchical staging is counted in
+  // `ledger` (communication, host tier, "RowExchange::stage"), or in a ledger of its own
+  // when none is given; `ledger` must outlive the RowExchange.
+  RowExchange(const Groups& groups, Algorithm algorithm, int width, memory::Ledger* ledger = nullptr);
+  // The staging pool (its bytes and high-water mark).
+  const memory::Pool<Kokkos::HostSpace>& staging() const { return pool_; }
   ~RowExchange();
   RowExchange(const RowExchange&) = delete;
   RowExchange& operator=(const RowExchange&) = delete;
@@ -42,11 +48,22 @@ class RowExchange {
   // this even when it moves no rows. send and recv must not overlap.
   void exchange(const float* send, const std::vector<std::int64_t>& send_rows, float* recv,
                 const std::vector<std::int64_t>& recv_rows);
+  // The same with each peer's rows at an explicit row offset: the rows for ep rank d
+  // start at row send_off[d] of send, those from rank s land at row recv_off[s] of recv
+  // (ranges of different peers must not overlap; gaps between them are left alone). The
+  // MoE dispatcher's rounds move a sub-range of each peer's block this way, in place.
+  void exchange(const float* send, const std::vector<std::int64_t>& send_rows,
+                const std::vector<std::int64_t>& send_off, float* recv,
+                const std::vector<std::int64_t>& recv_rows, const std::vector<std::int64_t>& recv_off);
 
   // Collective over the ep group. counts[d * slots + s] = rows this rank sends to ep
   // rank d for its local slot s (local expert); returns recv[src * slots + s] = rows
   // ep rank src sends to this rank's slot s.
   std::vector<std::int64_t> exchange_counts(const std::vector<std::int64_t>& counts, int slots);
+
+  // Collective over the ep group: the largest `value` of its ranks (how many rounds a
+  // bounded exchange needs, agreed so that every rank runs the same number).
+  std::int64_t max_over_group(std::int64_t value);
 
   Algorithm requested() const { return requested_; }
   Algorithm algorithm() const { return algorithm_; }  // what actually runs
@@ -58,10 +75,11 @@ class RowExchange {
   int ranks_per_node() const { return per_node_; }  // ep ranks per node (0: uneven)
 
  private:
-  void flat(const float* send, const std::vector<std::int64_t>& send_rows, float* recv,
-            const std::vector<std::int64_t>& recv_rows);
-  void hierarchical(const float* send, const std::vector<std::int64_t>& send_rows, float* recv,
-                    const std::vector<std::int64_t>& recv_rows);
+  using Rows = std::vector<std::int64_t>;
+  void flat(const float* send, const Rows& send_rows, const Rows& send_off, float* recv,
+            const Rows& recv_rows, const Rows& recv_off);
+  void hierarchical(const float* send, const Rows& send_rows, const Rows& send_off, float* recv,
+                    const Rows& recv_rows, const Rows& recv_off);
 
   Algorithm requested_, algorithm_;
   std::string note_;
@@ -69,7 +87,10 @@ class RowExchange {
   int node_ = 0, local_ = 0;  // this rank's node block and index inside it
   MPI_Datatype row_type_ = MPI_DATATYPE_NULL;
   MPI_Comm ep_ = MPI_COMM_NULL, intra_ = MPI_COMM_NULL, inter_ = MPI_COMM_NULL;
-  std::vector<float> stage_;  // rows between the two phases, reused across calls
+  // The hierarchical exchange's staging (rows between the two phases, and phase 2's rows
+  // when recv_off leaves gaps inside a node's block): blocks acquired per call, reused.
+  memory::Ledger own_ledger_;  // where the pool counts when the owner gives no ledger
+  memory::Pool<Kokkos::HostSpace> pool_;
 };
 
 }  // namespace furnace::comm

@@ -251,6 +251,12 @@ void validate_at(const Config& cfg, const std::string& where) {
                  std::to_string(e.experts) + "; accepted: 1 <= top_k <= experts");
   if (cfg.memory.optimizer == "nvme")
     inconsistent("memory.optimizer = nvme is not implemented yet; accepted for now: device, host");
+  // With a capacity factor the buffers hold every row a step can keep; a budget there
+  // would do nothing, and saying so beats letting a user believe memory is bounded by it.
+  if (e.capacity_factor > 0 && cfg.memory.moe_buffer_mb != MemoryConfig{}.moe_buffer_mb)
+    inconsistent("memory.moe_buffer_mb = " + format_number(cfg.memory.moe_buffer_mb) +
+                 " bounds dropless MoE buffers only, but moe.capacity_factor = " + format_number(e.capacity_factor) +
+                 " sizes them from the capacity; accepted: remove memory.moe_buffer_mb or set moe.capacity_factor <= 0");
   if (e.experts > 0 && e.experts % cfg.parallel.ep != 0)
     inconsistent("moe.experts = " + std::to_string(e.experts) + " is not divisible by parallel.ep = " +
                  std::to_string(cfg.parallel.ep) + "; accepted: ep divides experts");
@@ -342,6 +348,7 @@ const std::vector<KeyInfo>& config_keys() {
       FURNACE_KEY(memory, device_budget_gb, at_least(0), "Refuse, before allocating, a run whose device-tier peak per rank (the memory report) exceeds this many GiB; 0 = only the memory the rank can have."),
       FURNACE_KEY(memory, host_budget_gb, at_least(0), "The same for the host tier (on a CPU build the device tier is host memory too)."),
       FURNACE_KEY(memory, optimizer, one_of({"device", "host", "nvme"}), "The tier of the AdamW moments `exp_avg`, `exp_avg_sq`: `device`, or `host` (the same memory on a CPU build, counted in the report's host column; bitwise the same training); `nvme` is not implemented yet (see docs/memory.md)."),
+      FURNACE_KEY(memory, moe_buffer_mb, above(0), "Dropless MoE (`moe.capacity_factor <= 0`, ep > 1): MiB for the expert-side buffers of all MoE layers together (received rows, expert activations, their gradients); a step that sends a rank more rows exchanges in rounds. With a capacity factor the capacity bound sizes them, and a value other than the default is refused; see docs/memory.md."),
   };
   return keys;
 }
@@ -422,7 +429,8 @@ std::string config_reference_markdown() {
      << "of the wrong type (an integer is accepted for a number, not the reverse), a value out of range\n"
      << "or an inconsistent combination stops with one line naming the key and what is accepted.\n"
      << "Combinations checked: `model.d_model` is a multiple of `model.n_heads`; when `moe.experts > 0`,\n"
-     << "`moe.top_k <= moe.experts` and `parallel.ep` divides `moe.experts`.\n\n"
+     << "`moe.top_k <= moe.experts` and `parallel.ep` divides `moe.experts`; `memory.moe_buffer_mb` keeps\n"
+     << "its default unless `moe.capacity_factor <= 0`.\n\n"
      << "Limits on what is read: a config file is read up to " << (kMaxConfigBytes >> 20) << " MiB and refused beyond\n"
      << "(so `--config /dev/zero` or an endless FIFO stops at once); an error message quotes at most\n"
      << kClipBytes << " bytes of a value, key or path, with its length, and control characters escaped.\n\n"

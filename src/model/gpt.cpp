@@ -1,5 +1,7 @@
 #include "model/gpt.hpp"
 
+#include <algorithm>
+
 #include "kernels/embedding.hpp"
 #include "kernels/gemm.hpp"
 #include "kernels/softmax.hpp"
@@ -76,6 +78,7 @@ LossParts Gpt::forward(View1<const k::index_t> inputs, View1<const k::index_t> t
     if (const auto* m = blocks_[l]->moe()) {
       out.aux += m->stats().aux_loss;
       out.z += m->stats().z_loss;
+      out.moe_rounds = std::max(out.moe_rounds, m->rounds());
     }
   }
   norm_forward(spec_, ps_, normf_, x_[spec_.layers], hf_, meanf_, rstdf_);

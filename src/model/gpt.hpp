@@ -19,6 +19,7 @@ namespace furnace::model {
 struct LossParts {
   double ce_sum = 0;       // sum of per-token cross-entropy on this rank
   double aux = 0, z = 0;   // summed over MoE layers (already global means)
+  int moe_rounds = 1;      // the most exchange rounds an MoE layer ran (bounded dropless buffers)
   std::int64_t bad_targets = 0;
 };
 

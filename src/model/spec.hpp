@@ -24,9 +24,17 @@ struct GptSpec {
   int batch = 16;            // sequences per step on this rank
   int ep_size = 1;           // ranks sharing the experts of one MoE layer
   comm::RowExchange* exchange = nullptr;  // token exchange of the ep group (ep_size > 1)
+  // Expert-side rows of each MoE layer's buffers (ep_size > 1); 0: what any step can
+  // bring (the capacity bound). Dropless runs cap it from memory.moe_buffer_mb.
+  std::int64_t moe_buffer_rows = 0;
   Recompute recompute = Recompute::None;
 
   bool is_moe(int layer) const { return router.experts > 0 && (layer + 1) % moe_every == 0; }
+  int moe_layers() const {
+    int n = 0;
+    for (int l = 0; l < layers; ++l) n += is_moe(l);
+    return n;
+  }
   int head_dim() const { return d_model / heads; }
 };
 

@@ -48,6 +48,25 @@ void grouped(Op op_a, Op op_b, float beta, int experts, F&& desc_of) {
 void ExpertFFN::forward(kernels::View2<const float> x, const std::vector<std::int64_t>& offsets,
                         kernels::View3<const float> w1, kernels::View3<const float> w2,
                         kernels::View2<float> y) {
+  forward_hidden(x, offsets, w1);
+  const int d = d_, h = hidden_;
+  auto m = [&](int e) { return int(offsets[e + 1] - offsets[e]); };
+  // y = h @ w2
+  grouped(Op::N, Op::N, 0.0f, experts_, [&](int e) {
+    return GemmDesc<float>{.m = m(e),
+                           .n = d,
+                           .k = h,
+                           .a = h_.data() + offsets[e] * h,
+                           .lda = h,
+                           .b = &w2(e, 0, 0),
+                           .ldb = d,
+                           .c = y.data() + offsets[e] * d,
+                           .ldc = d};
+  });
+}
+
+void ExpertFFN::forward_hidden(kernels::View2<const float> x, const std::vector<std::int64_t>& offsets,
+                               kernels::View3<const float> w1) {
   if (static_cast<int>(offsets.size()) != experts_ + 1)
     throw std::invalid_argument("ExpertFFN::forward: offsets must have experts+1 entries");
   const std::int64_t rows = offsets[experts_];
@@ -75,18 +94,6 @@ void ExpertFFN::forward(kernels::View2<const float> x, const std::vector<std::in
     kernels::gelu_forward<float>(kernels::flat(a), kernels::flat(hv));
   else
     kernels::swiglu_forward<float>(a, hv);
-  // y = h @ w2
-  grouped(Op::N, Op::N, 0.0f, experts_, [&](int e) {
-    return GemmDesc<float>{.m = m(e),
-                           .n = d,
-                           .k = h,
-                           .a = h_.data() + offsets[e] * h,
-                           .lda = h,
-                           .b = &w2(e, 0, 0),
-                           .ldb = d,
-                           .c = y.data() + offsets[e] * d,
-                           .ldc = d};
-  });
 }
 
 void ExpertFFN::backward(kernels::View2<const float> dy, kernels::View2<const float> x,

@@ -36,6 +36,10 @@ class ExpertFFN {
   void forward(kernels::View2<const float> x, const std::vector<std::int64_t>& offsets,
                kernels::View3<const float> w1, kernels::View3<const float> w2,
                kernels::View2<float> y);
+  // Only a = x @ w1 and h = act(a), what backward reads: the rows of an earlier forward
+  // computed again (a multi-round dispatch keeps one round's rows at a time).
+  void forward_hidden(kernels::View2<const float> x, const std::vector<std::int64_t>& offsets,
+                      kernels::View3<const float> w1);
   // dx (=, not +=) [rows, d]; dw1, dw2 accumulate. Needs the same x as forward.
   void backward(kernels::View2<const float> dy, kernels::View2<const float> x,
                 kernels::View3<const float> w1, kernels::View3<const float> w2,

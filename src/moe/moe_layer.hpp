@@ -15,6 +15,14 @@
 //                                   bound is about cf * max_tokens * top_k, whatever ep.
 // The backward-only ones (dxp, dyp, dweight, dxe, dye, da, dh, router gradients) are a
 // MoeScratch shared by the layers of one model when they are given a MoeScratchSlot.
+//
+// Dropless (capacity_factor <= 0) that bound is max_tokens * top_k * ep rows: what one
+// rank receives when every token of the group picks its experts. buffer_rows > 0 caps
+// the expert side at that many rows instead (memory.moe_buffer_mb, see
+// buffer_rows_for); a step that sends a rank more runs the exchange and the experts in
+// rounds (Dispatcher), forward and backward. The backward runs the rounds last to
+// first: the last one finds its rows and hidden activations where the forward left
+// them; each earlier one brings its rows again and recomputes a = x w1, h = act(a).
 #pragma once
 #include <memory>
 
@@ -41,7 +49,7 @@ class MoeLayer {
   // shared == nullptr: the layer allocates its own backward buffers.
   MoeLayer(const RouterConfig& cfg, int d_model, int hidden, Activation act,
            std::int64_t max_tokens, memory::Arenas& arenas, comm::RowExchange* exchange = nullptr,
-           int ep_size = 1, MoeScratchSlot* shared = nullptr);
+           int ep_size = 1, MoeScratchSlot* shared = nullptr, std::int64_t buffer_rows = 0);
 
   void set_reducer(SumReducer reduce) { reduce_ = std::move(reduce); }
 
@@ -53,10 +61,15 @@ class MoeLayer {
 
   const RouterStats& stats() const { return router_.stats(); }
   const Router& router() const { return router_; }
+  // The expert-parallel dispatch (ep > 1), nullptr without; its rounds() are those of the
+  // last forward.
+  const Dispatcher* dispatcher() const { return dispatch_.get(); }
+  int rounds() const { return dispatch_ ? dispatch_->rounds() : 1; }
 
  private:
-  MoeLayer(const MoeScratchShape& shape, const RouterConfig& cfg, Activation act,
-           memory::Arenas& arenas, comm::RowExchange* exchange, int ep_size, MoeScratchSlot* shared);
+  MoeLayer(const MoeScratchShape& shape, std::int64_t unbounded_rows, const RouterConfig& cfg,
+           Activation act, memory::Arenas& arenas, comm::RowExchange* exchange, int ep_size,
+           MoeScratchSlot* shared);
 
   int d_;
   std::shared_ptr<MoeScratch> scratch_;
@@ -66,7 +79,20 @@ class MoeLayer {
   SumReducer reduce_;
   kernels::View2<float> xp_, yp_;  // token copies grouped by expert (send side)
   kernels::View2<float> xe_, ye_;  // expert-side rows (ep > 1)
-  std::vector<std::int64_t> expert_offsets_;
 };
+
+// Bytes per expert-side row (ep > 1) of the buffers whose rows a bounded dropless
+// buffer caps: per MoE layer xe, ye, the dispatcher's staging (d floats each), its two
+// index permutations and the experts' a, h (H1 + H floats); once per model the shared
+// dxe, dye, da, dh.
+struct ExpertRowBytes {
+  std::uint64_t per_layer = 0, shared = 0;
+};
+ExpertRowBytes expert_row_bytes(int d_model, int hidden, Activation act);
+// The most rows B such that those buffers of `moe_layers` layers fit in budget_bytes,
+// with the arena's 64-byte rounding of each of them: floor((budget - rounding) /
+// (moe_layers * per_layer + shared)). 0 when not even one row fits.
+std::int64_t buffer_rows_for(std::uint64_t budget_bytes, int moe_layers, int d_model, int hidden,
+                             Activation act);
 
 }  // namespace furnace::moe

@@ -224,7 +224,8 @@ Trainer::RunResult Trainer::run() {
                           {"lr", r.lr},              {"grad_norm", r.grad_norm},
                           {"aux_loss", r.aux},       {"z_loss", r.z},
                           {"tokens_per_s", tokens_per_step / dt}, {"ms_per_step", dt * 1e3},
-                          {"elapsed_s", elapsed},    {"expert_load_max_over_mean", expert_load(*model_)}};
+                          {"elapsed_s", elapsed},    {"expert_load_max_over_mean", expert_load(*model_)},
+                          {"moe_rounds", r.moe_rounds}};
       if (evaluated) j["val_loss"] = val;
       if (skipped_in_a_row > 0) j["skipped"] = true;  // its update was skipped (non-finite)
       if (skipped > 0) j["skipped_steps"] = skipped;  // so far in this run

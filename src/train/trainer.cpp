@@ -9,6 +9,7 @@
 #include "comm/fault.hpp"
 #include "comm/mpi_check.hpp"
 #include "kernels/optim.hpp"
+#include "moe/moe_layer.hpp"
 #include "train/resume.hpp"
 
 namespace furnace::train {
@@ -36,6 +37,16 @@ model::GptSpec make_spec(const io::Config& c, const comm::Groups& g) {
   s.first_expert = s.local_experts * g.ep_rank();
   s.batch = c.train.batch_size / g.size();
   s.ep_size = g.ep();
+  if (c.moe.capacity_factor <= 0 && s.moe_layers() > 0) {
+    // Dropless: the capacity bound is every token of the ep group (worst-case buffers);
+    // the budget caps them, and a skewed step exchanges in rounds.
+    const auto budget = std::uint64_t(c.memory.moe_buffer_mb * double(1 << 20));
+    s.moe_buffer_rows = moe::buffer_rows_for(budget, s.moe_layers(), s.d_model, s.expert_hidden, s.activation);
+    if (s.moe_buffer_rows < 1)
+      throw io::ConfigError("memory.moe_buffer_mb = " + std::to_string(c.memory.moe_buffer_mb) +
+                            " holds not one expert-side row of the " + std::to_string(s.moe_layers()) +
+                            " MoE layers; accepted: a larger value");
+  }
   s.recompute = c.memory.recompute == "attention" ? model::Recompute::Attention
                 : c.memory.recompute == "block"   ? model::Recompute::Block
                                                   : model::Recompute::None;
@@ -82,7 +93,7 @@ Trainer::Trainer(const io::Config& cfg, comm::Groups& groups, const MemoryCheck&
                           groups,
                           cfg.comm.alltoall == "hierarchical" ? comm::RowExchange::Algorithm::Hierarchical
                                                               : comm::RowExchange::Algorithm::Flat,
-                          cfg.model.d_model)
+                          cfg.model.d_model, &ledger_)
                     : nullptr),
       spec_(make_spec(cfg, groups)),
       opt_({.beta1 = cfg.train.beta1, .beta2 = cfg.train.beta2, .eps = cfg.train.eps,
@@ -178,6 +189,7 @@ Trainer::Loss Trainer::forward_loss(const std::vector<std::int32_t>& tokens, boo
     r->ce = ce;
     r->aux = parts.aux;
     r->z = parts.z;
+    r->moe_rounds = parts.moe_rounds;
     r->total = ce + cfg_.moe.aux_loss_coef * parts.aux + cfg_.moe.z_loss_coef * parts.z;
   }
   if (backward) {

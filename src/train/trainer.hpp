@@ -29,6 +29,7 @@ struct StepResult {
   double total = 0;     // the objective that was differentiated
   double grad_norm = 0; // before clipping
   double lr = 0;
+  int moe_rounds = 1;   // the most exchange rounds an MoE layer ran (this rank's ep group)
   double checkpoint_hold_s = 0;  // waited for a background checkpoint's snapshot copy
 };
 
@@ -122,10 +123,10 @@ class Trainer {
 
   io::Config cfg_;
   comm::Groups& groups_;
+  memory::Ledger ledger_;  // before everything that allocates: outlives their releases
   std::unique_ptr<comm::RowExchange> exchange_;  // ep > 1
   model::GptSpec spec_;
   std::uint64_t resident_at_start_ = memory::process_status_bytes("VmRSS");  // first member: before any allocation
-  memory::Ledger ledger_;  // before everything that allocates: outlives their releases
   memory::StateStore ps_;
   memory::Arenas arenas_{"Trainer", ledger_};
   std::unique_ptr<model::Gpt> model_;

@@ -131,6 +131,10 @@ TEST(ConfigErrors, Inconsistent) {
   expect_error("[model]\nd_model = 100\nn_heads = 3\n", {"model.d_model = 100", "model.n_heads = 3"});
   expect_error("[moe]\nexperts = 4\ntop_k = 5\n", {"moe.top_k = 5", "moe.experts = 4"});
   expect_error("[moe]\nexperts = 6\n[parallel]\nep = 4\n", {"moe.experts = 6", "parallel.ep = 4"});
+  // A dropless budget with a capacity factor would bound nothing (the capacity does).
+  expect_error("[memory]\nmoe_buffer_mb = 8\n", {"memory.moe_buffer_mb = 8", "moe.capacity_factor = 2"});
+  EXPECT_NO_THROW(parse_config("[moe]\ncapacity_factor = 0\n[memory]\nmoe_buffer_mb = 8\n"));
+  EXPECT_NO_THROW(parse_config("[memory]\nmoe_buffer_mb = 64\n"));  // the default: no budget asked for
   // Not over-restricted: a dense model ignores top_k; warmup may outlast training.
   EXPECT_NO_THROW(parse_config("[moe]\nexperts = 0\ntop_k = 5\n"));
   EXPECT_NO_THROW(parse_config("[train]\nsteps = 10\nwarmup_steps = 100\n"));

@@ -19,6 +19,7 @@
 #include "memory/arena.hpp"
 #include "memory/ledger.hpp"
 #include "moe/dispatch.hpp"
+#include "moe/moe_layer.hpp"
 #include "moe/router.hpp"
 #include "train/trainer.hpp"
 
@@ -104,6 +105,35 @@ TEST(MoeMemory, PlanBeyondTheBufferThrows) {
   EXPECT_THROW(dispatcher.plan({0, 3, 6}), std::logic_error);
   moe::Dispatcher measure_only(nullptr, 2, 1, 4, max_recv, arenas.communication);
   EXPECT_THROW(measure_only.plan({0, 1, 2}), std::logic_error);
+}
+
+// Dropless: the expert-side buffers are memory.moe_buffer_mb's, B rows, whatever ep
+// (unbounded they would be n * top_k * ep rows), and B is the most rows that fit.
+TEST(MoeMemory, DroplessBuffersAreTheBudget) {
+  io::Config c = moe_config(2);
+  c.moe.capacity_factor = 0;
+  c.memory.moe_buffer_mb = 0.25;
+  const std::uint64_t budget = std::uint64_t(0.25 * (1 << 20));
+  const int d = c.model.d_model, H = c.moe.expert_hidden;
+  const std::int64_t B = moe::buffer_rows_for(budget, c.model.n_layers, d, H, moe::Activation::Gelu);
+  const auto row = moe::expert_row_bytes(d, H, moe::Activation::Gelu);
+  const std::uint64_t per_row = c.model.n_layers * row.per_layer + row.shared;
+  const std::uint64_t rounding = 64 * (7 * c.model.n_layers + 4);
+  ASSERT_GT(B, 0);
+  EXPECT_LE(B * per_row + rounding, budget);
+  EXPECT_GT((B + 1) * per_row + rounding, budget) << "B is not the most rows that fit";
+  const auto aligned = [](std::uint64_t b) { return (b + kArenaAlign - 1) / kArenaAlign * kArenaAlign; };
+  const std::uint64_t rows = aligned(B * d * sizeof(float)), index = aligned(B * sizeof(kernels::index_t));
+  const std::uint64_t expected = c.model.n_layers * (3 * rows + 2 * index) + 2 * rows;
+  const std::uint64_t ep2 = communication(measure(c, 2)), ep4 = communication(measure(c, 4));
+  std::printf("dropless, 0.25 MiB: B = %lld rows; communication bytes per rank ep=2 %llu, ep=4 %llu\n",
+              (long long)B, (unsigned long long)ep2, (unsigned long long)ep4);
+  EXPECT_EQ(ep2, expected);
+  EXPECT_EQ(ep4, expected);
+  c.memory.moe_buffer_mb = 1 << 20;  // more than the worst case: that, not more
+  const std::int64_t worst = 4 * std::int64_t(kBatchPerRank) * c.model.seq_len * kTopK;
+  const std::uint64_t wrows = aligned(worst * d * sizeof(float)), windex = aligned(worst * sizeof(kernels::index_t));
+  EXPECT_EQ(communication(measure(c, 4)), c.model.n_layers * (3 * wrows + 2 * windex) + 2 * wrows);
 }
 
 // The bound the buffers are sized from, on its own.
