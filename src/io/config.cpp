@@ -337,6 +337,7 @@ const std::vector<KeyInfo>& config_keys() {
       FURNACE_KEY(checkpoint, fsync, boolean(), "fsync each checkpoint file and its directory before `latest` names it (a node crash then cannot leave a damaged newest checkpoint)."),
       FURNACE_KEY(checkpoint, alignment, in(1, 1 << 30), "Bytes to align HDF5 objects of 64 KiB or more to (H5Pset_alignment); match the file system stripe."),
       FURNACE_KEY(memory, recompute, one_of({"none", "attention", "block"}), "Activations dropped in the forward and recomputed in the backward: `attention` (the probabilities [B, H, T, T]), `block` (everything inside a block but its input and an MoE layer's routing and exchanged rows); gradients are bitwise the same; see docs/memory-recompute.md."),
+      FURNACE_KEY(memory, zero, in(0, 1), "ZeRO-1: `1` keeps each rank's share of the AdamW moments only (dense tensors sharded over the world, expert tensors over their dp replicas); gradients are reduce-scattered and parameters all-gathered, and checkpoints keep global shapes; see docs/memory.md."),
       FURNACE_KEY(memory, device_budget_gb, at_least(0), "Refuse, before allocating, a run whose device-tier peak per rank (the memory report) exceeds this many GiB; 0 = only the memory the rank can have."),
       FURNACE_KEY(memory, host_budget_gb, at_least(0), "The same for the host tier (on a CPU build the device tier is host memory too)."),
   };

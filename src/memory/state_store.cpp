@@ -66,7 +66,7 @@ int StateStore::add(ParamInfo info) {
   return static_cast<int>(infos_.size()) - 1;
 }
 
-void StateStore::allocate(Ledger& ledger, const Placement& placement, Mode mode) {
+void StateStore::allocate(Ledger& ledger, const Placement& placement, Mode mode, const ShardLayout& zero) {
   if (allocated_) throw std::logic_error("StateStore::allocate twice");
   for (Family f : kStateFamilies)
     if (placement.of(f) != Tier::Device)
@@ -74,14 +74,16 @@ void StateStore::allocate(Ledger& ledger, const Placement& placement, Mode mode)
                              family_name(f) + " is not implemented");
   total_ = (total_ + 15) / 16 * 16;
   placement_ = placement;
+  shards_ = ShardPlan(infos_, zero);
+  sharded_ = zero.sharded();
   for (Family f : kStateFamilies) {
     const std::string label = std::string("StateStore::") + family_name(f);
     ledger.add(category_of(f), tier(f), label, family_bytes(f));
     if (mode == Mode::Allocate) {
-      buffers_[std::size_t(f)] = Kokkos::View<float*, kernels::MemSpace>(label, total_);  // zeroed
-      views_[std::size_t(f)] = kernels::View1<float>(buffers_[std::size_t(f)].data(), total_);
+      buffers_[std::size_t(f)] = Kokkos::View<float*, kernels::MemSpace>(label, family_elems(f));  // zeroed
+      views_[std::size_t(f)] = kernels::View1<float>(buffers_[std::size_t(f)].data(), family_elems(f));
     } else {
-      views_[std::size_t(f)] = kernels::View1<float>(nullptr, total_);
+      views_[std::size_t(f)] = kernels::View1<float>(nullptr, family_elems(f));
     }
   }
   ledger_ = &ledger;
@@ -104,6 +106,16 @@ void StateStore::initialize(std::uint64_t seed) {
 int StateStore::find(const std::string& name) const {
   auto it = by_name_.find(name);
   return it == by_name_.end() ? -1 : it->second;
+}
+
+std::int64_t StateStore::family_elems(Family f) const {
+  return f == Family::ExpAvg || f == Family::ExpAvgSq ? shards_.total() : total_;
+}
+
+kernels::View1<float> StateStore::owned(Family f, int i) const {
+  const ShardPlan::Part& part = shards_.part(i);
+  const std::int64_t at = f == Family::ExpAvg || f == Family::ExpAvgSq ? part.offset : infos_[i].offset + part.first;
+  return kernels::View1<float>(family(f).data() + at, part.count);
 }
 
 kernels::View1<float> StateStore::slice(kernels::View1<float> buf, int i) const {

@@ -14,30 +14,10 @@
 #include "kernels/views.hpp"
 #include "memory/arena.hpp"
 #include "memory/ledger.hpp"
+#include "memory/param_info.hpp"
+#include "memory/shard_plan.hpp"
 
 namespace furnace::memory {
-
-enum class ParamKind {
-  Dense,   // replicated on every rank; gradients averaged over the world
-  Expert,  // sharded over the expert-parallel group along dim 0 (experts)
-};
-
-struct ParamInfo {
-  std::string name;
-  std::vector<std::int64_t> shape;         // local shape (dim 0 = local experts for Expert)
-  std::vector<std::int64_t> global_shape;  // logical shape over all ranks
-  std::int64_t global_offset0 = 0;         // first global index along dim 0 held here
-  std::int64_t offset = 0;                 // element offset in the buffers
-  std::int64_t size = 0;                   // local element count
-  ParamKind kind = ParamKind::Dense;
-  bool decay = true;                       // weight decay applies (matrices, not norms)
-  double init_std = 0.0;                   // N(0, init_std); init_std < 0: fill with init_value
-  float init_value = 0.0f;
-};
-
-// The slab of an Expert tensor of global shape [E, ...] that rank `ep_rank` of an
-// expert-parallel group of `ep` ranks holds (E / ep experts, contiguous).
-ParamInfo expert_slab(std::string name, std::vector<std::int64_t> global_shape, int ep, int ep_rank);
 
 // The state families. Element type: float32 for all of them today (the
 // mixed-precision issue adds 16-bit parameters and float32 masters).
@@ -63,8 +43,10 @@ class StateStore {
   // Registration phase: returns the tensor's index.
   int add(ParamInfo info);
   // Allocates every family (zeroed) once every tensor is registered, and records the
-  // bytes in `ledger` (which must outlive the store). Measure: records only.
-  void allocate(Ledger& ledger, const Placement& placement = {}, Mode mode = Mode::Allocate);
+  // bytes in `ledger` (which must outlive the store). Measure: records only. With a
+  // sharded `zero` layout (ZeRO-1) the moment families hold this rank's parts only.
+  void allocate(Ledger& ledger, const Placement& placement = {}, Mode mode = Mode::Allocate,
+                const ShardLayout& zero = {});
   // Deterministic initialisation: each tensor from its own counter-based stream,
   // indexed by global element number, so any sharding gives the same values.
   void initialize(std::uint64_t seed);
@@ -77,11 +59,20 @@ class StateStore {
   // A whole family, flat [total()].
   kernels::View1<float> family(Family f) const { return views_[std::size_t(f)]; }
   Tier tier(Family f) const { return placement_.of(f); }
-  std::uint64_t family_bytes(Family f) const { return std::uint64_t(total_) * sizeof(float); }
+  // Elements of a family: total(), or the moment parts this rank owns (ShardPlan).
+  std::int64_t family_elems(Family f) const;
+  std::uint64_t family_bytes(Family f) const { return std::uint64_t(family_elems(f)) * sizeof(float); }
   kernels::View1<float> params() const { return family(Family::Param); }
   kernels::View1<float> grads() const { return family(Family::Grad); }
   kernels::View1<float> exp_avg() const { return family(Family::ExpAvg); }
   kernels::View1<float> exp_avg_sq() const { return family(Family::ExpAvgSq); }
+
+  // Which part of each tensor's moments this rank keeps (all of it unless sharded).
+  const ShardPlan& shards() const { return shards_; }
+  bool moments_sharded() const { return sharded_; }
+  // The part of tensor i that this rank updates, in family f, flat: the same elements
+  // of every family (moments at their packed offset, the others in place).
+  kernels::View1<float> owned(Family f, int i) const;
 
   // One tensor's slice of a family buffer, flat.
   kernels::View1<float> slice(kernels::View1<float> buf, int i) const;
@@ -97,6 +88,8 @@ class StateStore {
   bool allocated_ = false;
   Ledger* ledger_ = nullptr;
   Placement placement_;
+  ShardPlan shards_;
+  bool sharded_ = false;
   std::array<Kokkos::View<float*, kernels::MemSpace>, kStateFamilies.size()> buffers_;
   std::array<kernels::View1<float>, kStateFamilies.size()> views_;
 };
