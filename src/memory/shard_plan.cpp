@@ -11,28 +11,50 @@ std::int64_t rows_of(const ParamInfo& p) { return p.shape.empty() ? 1 : std::max
 // Rows per checksum block: the whole tensor when Dense, one expert when Expert.
 std::int64_t block_rows(const ParamInfo& p) { return p.kind == ParamKind::Expert ? 1 : rows_of(p); }
 std::int64_t align16(std::int64_t n) { return (n + 15) / 16 * 16; }
+
+// The least capacity with which filling the ranks in order, each up to it, places
+// every block: the smallest largest share any contiguous split can give (binary search).
+std::int64_t least_capacity(const std::vector<std::int64_t>& blocks, int ranks) {
+  std::int64_t lo = 0, hi = 0;
+  for (std::int64_t b : blocks) lo = std::max(lo, b), hi += b;
+  while (lo < hi) {
+    const std::int64_t cap = lo + (hi - lo) / 2;
+    int used = 1;
+    std::int64_t fill = 0;
+    for (std::int64_t b : blocks) {
+      if (fill + b > cap) ++used, fill = 0;
+      fill += b;
+    }
+    if (used <= ranks) hi = cap; else lo = cap + 1;
+  }
+  return lo;
+}
+
 }  // namespace
 
 ShardPlan::ShardPlan(const std::vector<ParamInfo>& infos, const ShardLayout& layout) : layout_(layout) {
   for (ParamKind kind : {ParamKind::Dense, ParamKind::Expert}) {
     const int ranks = kind == ParamKind::Expert ? layout.expert_ranks : layout.dense_ranks;
-    std::int64_t all = 0;
-    for (const auto& p : infos)
-      if (p.kind == kind) all += p.size;
-    // Each block goes to the rank whose equal share holds the block's midpoint: the
-    // owners ascend along the buffer and no rank is more than one block off its share.
+    // The kind's blocks in buffer order: flat offset and size.
+    std::vector<std::int64_t> starts, sizes;
+    for (const auto& p : infos) {
+      if (p.kind != kind) continue;
+      const std::int64_t per_row = p.size / rows_of(p);
+      for (std::int64_t r = 0; r < rows_of(p); r += block_rows(p)) {
+        starts.push_back(p.offset + r * per_row);
+        sizes.push_back(block_rows(p) * per_row);
+      }
+    }
+    // Ranks filled in order up to the least capacity: the largest share (the peak a
+    // budget must allow) is as small as a contiguous split can make it.
+    const std::int64_t cap = least_capacity(sizes, ranks);
     auto& cuts = cuts_[kind_index(kind)];
     cuts.assign(std::size_t(ranks) + 1, std::numeric_limits<std::int64_t>::max());
     cuts[0] = 0;
-    std::int64_t before = 0;
-    int next = 1;  // the next rank whose first block is still to be found
-    for (const auto& p : infos) {
-      if (p.kind != kind) continue;
-      const std::int64_t block = block_rows(p) * (p.size / rows_of(p));
-      for (std::int64_t r = 0; r < rows_of(p); r += block_rows(p), before += block) {
-        const int owner = all == 0 ? 0 : int(std::min<std::int64_t>(ranks - 1, ranks * (2 * before + block) / (2 * all)));
-        for (; next <= owner; ++next) cuts[std::size_t(next)] = p.offset + r * (p.size / rows_of(p));
-      }
+    std::int64_t fill = 0;
+    for (std::size_t j = 0, r = 0; j < sizes.size(); ++j) {
+      if (fill + sizes[j] > cap && r + 1 < std::size_t(ranks)) cuts[++r] = starts[j], fill = 0;
+      fill += sizes[j];
     }
   }
   for (const auto& p : infos) {

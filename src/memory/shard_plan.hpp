@@ -4,7 +4,8 @@
 // group). The unit of ownership is a checkpoint checksum block (a whole Dense tensor,
 // one expert of an Expert tensor), so a rank writes and reads whole, verifiable
 // blocks of the moments in their global shape. The blocks of one kind, in buffer
-// order, are cut into group-size contiguous runs of about equal bytes: in every run of
+// order, are cut into group-size contiguous runs, the largest as small as such a cut
+// allows (ranks filled in order up to the least sufficient capacity): in every run of
 // consecutive tensors of one kind (a gradient bucket) each rank owns one contiguous
 // range, in rank order, which is what MPI_Reduce_scatter and MPI_Allgatherv move.
 // The owned parts are packed, 64-byte aligned, into the moment buffers; unsharded
