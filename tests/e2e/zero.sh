@@ -58,7 +58,7 @@ train dry 2 --set memory.zero=1 --dry-run
   { cat "$SCRATCH/dry.log"; fail "--dry-run does not report the sharded optimizer bytes"; }
 
 # 3. Checkpoints. ZeRO-1 at dp 2 (background writes) is the uninterrupted reference.
-STEPS=30
+STEPS=20
 train ref 2 --set train.steps=$STEPS --set checkpoint.every=10 --set memory.zero=1 --set checkpoint.async=true
 [ "$rc" -eq 0 ] || { cat "$SCRATCH/ref.log"; fail "ZeRO-1 run with checkpoints"; }
 ck="$SCRATCH/ref/ckpt/step_00000010.h5"
