@@ -76,6 +76,8 @@ void GradSync::finish() {
     if (!b.counts.empty() && b.displs[std::size_t(b.me)] > 0) {
       float* g = ps_.grads().data() + b.offset;
       // The rest of the bucket is other ranks' unreduced partial sums, never read.
+      // (Host memory on host backends, as the MPI calls assume; a device build would
+      // stage this move through a Kokkos copy.)
       std::memmove(g + b.displs[std::size_t(b.me)], g, std::size_t(b.counts[std::size_t(b.me)]) * sizeof(float));
     }
 }

@@ -2,7 +2,8 @@
 // moments, each its own contiguous buffer with its own element type, tier and byte
 // category, addressed by name (Family::Param, ...), with a named view per tensor at
 // the same offset in every family (one allreduce, one checkpoint loop, one optimizer
-// sweep). The registry records each tensor's logical (global) shape and which slice
+// sweep); with ZeRO-1 the moment families hold this rank's owned parts only, packed
+// (ShardPlan). The registry records each tensor's logical (global) shape and which slice
 // of it this rank holds, so checkpoints and references can be layout-independent.
 #pragma once
 #include <array>

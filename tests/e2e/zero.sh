@@ -20,6 +20,8 @@ print(int(float(m.group(1)) * units[m.group(2)]) if m else sys.exit("no optimize
 PY
 }
 
+expect 2 "memory.zero = 2 is out of range" "$BIN" train "${COMMON[@]}" --set memory.zero=2 --dry-run
+
 # 1. Losses and grad norms, zero 1 against zero 0, per layout.
 for layout in "2 1" "2 2" "4 1"; do
   read -r dp ep <<<"$layout"
