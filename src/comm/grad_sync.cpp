@@ -1,5 +1,7 @@
 #include "comm/grad_sync.hpp"
 
+#include <cstring>
+
 #include "comm/mpi_check.hpp"
 
 namespace furnace::comm {
@@ -28,6 +30,10 @@ GradSync::GradSync(const memory::StateStore& ps, const Groups& groups, std::size
       b.count = infos[hi].offset + infos[hi].size - b.offset;
       b.comm = c;
       b.tensors = hi - lo + 1;
+      if (ps.moments_sharded()) {
+        ps.shards().split(infos[hi].kind, b.offset, b.offset + b.count, b.counts, b.displs);
+        b.me = ps.shards().rank_of(infos[hi].kind);
+      }
       for (int i = lo; i <= hi; ++i) bucket_of_[i] = int(buckets_.size());
       buckets_.push_back(b);
     }
@@ -42,7 +48,14 @@ void GradSync::begin() {
 void GradSync::start(Bucket& b) {
   float* g = ps_.grads().data() + b.offset;
   // Counts are int in MPI-3; split larger buckets is not needed below 8 GiB.
-  mpiCheck(MPI_Iallreduce(MPI_IN_PLACE, g, int(b.count), MPI_FLOAT, MPI_SUM, b.comm, &b.request));
+  if (b.counts.empty())
+    mpiCheck(MPI_Iallreduce(MPI_IN_PLACE, g, int(b.count), MPI_FLOAT, MPI_SUM, b.comm, &b.request));
+  else  // in place: this rank's sum lands at the bucket's start (moved home in finish)
+    mpiCheck(MPI_Ireduce_scatter(MPI_IN_PLACE, g, b.counts.data(), MPI_FLOAT, MPI_SUM, b.comm, &b.request));
+}
+
+void GradSync::wait_all() {
+  for (auto& b : buckets_) mpiCheck(MPI_Wait(&b.request, MPI_STATUS_IGNORE));
 }
 
 void GradSync::ready(int param) {
@@ -58,7 +71,26 @@ void GradSync::finish() {
       b.pending = 0;
       start(b);
     }
-  for (auto& b : buckets_) mpiCheck(MPI_Wait(&b.request, MPI_STATUS_IGNORE));
+  wait_all();
+  for (auto& b : buckets_)
+    if (!b.counts.empty() && b.displs[std::size_t(b.me)] > 0) {
+      float* g = ps_.grads().data() + b.offset;
+      // The rest of the bucket is other ranks' unreduced partial sums, never read.
+      // (Host memory on host backends, as the MPI calls assume; a device build would
+      // stage this move through a Kokkos copy.)
+      std::memmove(g + b.displs[std::size_t(b.me)], g, std::size_t(b.counts[std::size_t(b.me)]) * sizeof(float));
+    }
+}
+
+void GradSync::gather_params() {
+  bool any = false;
+  for (auto& b : buckets_)
+    if (!b.counts.empty()) {
+      mpiCheck(MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, ps_.params().data() + b.offset, b.counts.data(),
+                               b.displs.data(), MPI_FLOAT, b.comm, &b.request));
+      any = true;
+    }
+  if (any) wait_all();
 }
 
 }  // namespace furnace::comm

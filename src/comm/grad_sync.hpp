@@ -3,6 +3,9 @@
 // one in-place MPI_Iallreduce covers it), filled in the order the backward
 // finishes tensors (the reverse of registration). Dense gradients are summed over
 // the world; expert gradients over the replicas of those experts (the dp group).
+// With ZeRO-1 (the store's moments sharded) a bucket is reduce-scattered instead:
+// each rank receives the sum of the part whose moments it owns (ShardPlan::split),
+// in place; after the update gather_params() all-gathers the parameters the same way.
 #pragma once
 #include <mpi.h>
 
@@ -24,6 +27,9 @@ class GradSync {
   void ready(int param);
   // Starts what is left (tensors never marked ready) and waits for everything.
   void finish();
+  // ZeRO-1, after the optimizer updated this rank's parts: every rank gets every
+  // updated parameter (collective over the same groups; a no-op unless sharded).
+  void gather_params();
 
   std::size_t bucket_count() const { return buckets_.size(); }
 
@@ -33,8 +39,12 @@ class GradSync {
     MPI_Comm comm = MPI_COMM_NULL;
     int tensors = 0, pending = 0;
     MPI_Request request = MPI_REQUEST_NULL;
+    // ZeRO-1: each rank's part of the bucket (counts[r] floats from offset + displs[r]).
+    std::vector<int> counts, displs;
+    int me = 0;  // this rank in comm
   };
   void start(Bucket& b);
+  void wait_all();
 
   const memory::StateStore& ps_;
   std::vector<Bucket> buckets_;

@@ -28,7 +28,8 @@ struct CheckpointError : std::runtime_error {
   using runtime_error::runtime_error;
 };
 
-// Host copies to write, laid out like ps.params() (offsets of ps.infos()): lets the
+// Host copies to write, laid out like ps.params() (offsets of ps.infos()) and the
+// moments like ps.exp_avg() (ZeRO-1: this rank's packed parts, ps.shards()): lets the
 // trainer write a snapshot in the background while training continues.
 struct CheckpointBuffers {
   const float* params;
@@ -45,7 +46,7 @@ struct CheckpointWriteOptions {
 
 // Collective over g.world(). Writes <dir>/step_XXXXXXXX.h5.tmp (XXXXXXXX = meta.step):
 // every rank writes its share independently (Dense tensors spread over the ranks,
-// Expert slabs by their dp_rank-0 holders), with a checksum per block; closes it,
+// Expert slabs by their dp_rank-0 holders, ZeRO-1 moments by their owners), with a checksum per block; closes it,
 // fsyncs it (opt.fsync), renames it to .h5, rewrites <dir>/latest atomically and
 // durably, and deletes the oldest step_*.h5 beyond opt.keep (and older .tmp files).
 // Returns the final path; CheckpointError (same on every rank) on failure, leaving no
@@ -61,7 +62,8 @@ std::vector<int> dense_writers(const memory::StateStore& ps, const comm::Groups&
 // Collective over g.world(). Checks the file's metadata (format, version, /meta, the
 // manifest) and that the model's tensors are exactly the manifest's (names, shapes),
 // then reads this rank's slab of every tensor (any layout) straight into ps.params(),
-// ps.exp_avg() and ps.exp_avg_sq(), verifying each block's checksum and that every
+// and the moments this rank owns (ps.shards(); any ZeRO-1 setting) into ps.exp_avg()
+// and ps.exp_avg_sq(), verifying each block's checksum and that every
 // value is finite (and exp_avg_sq >= 0). Sets *optimizer_step (when not null) and
 // returns the stored meta. A metadata failure leaves ps untouched; a data failure
 // (checksum, value, read error) leaves it partly overwritten: load another checkpoint

@@ -136,33 +136,36 @@ CheckpointMeta read_checkpoint(const std::string& path, memory::StateStore& ps, 
       std::size_t dataset;  // index into dsets: 3 * tensor + family
       hsize_t row0, nrows;
       std::uint64_t offset, bytes;
+      std::int64_t at;  // element offset of the destination in its family buffer
     };
     std::vector<Slab> slabs;
     for (std::size_t i = 0; i < ps.infos().size(); ++i) {
       const auto& p = ps.info(int(i));
-      const hsize_t row0 = p.kind == memory::ParamKind::Expert ? hsize_t(p.global_offset0) : 0;
-      const hsize_t nrows = p.shape.empty() ? 1 : hsize_t(p.shape[0]);
+      const hsize_t first = p.kind == memory::ParamKind::Expert ? hsize_t(p.global_offset0) : 0;
+      const auto& part = ps.shards().part(int(i));
       for (std::size_t k = 0; k < 3; ++k) {
+        // Parameters: every local row. Moments: the rows this rank owns (all of its
+        // local rows unless ZeRO-1 shards them), into their packed place.
+        const hsize_t row0 = first + (k == 0 ? 0 : hsize_t(part.row0));
+        const hsize_t nrows = k == 0 ? (p.shape.empty() ? 1 : hsize_t(p.shape[0])) : hsize_t(part.rows);
+        if (nrows == 0) continue;
         const std::size_t j = 3 * i + k;
         const std::uint64_t row_bytes = 4 * row_elems(entries[j]->shape);
-        slabs.push_back({j, row0, nrows, data_offset(dsets[j]) + row0 * row_bytes, nrows * row_bytes});
+        slabs.push_back({j, row0, nrows, data_offset(dsets[j]) + row0 * row_bytes, nrows * row_bytes,
+                         k == 0 ? p.offset : part.offset});
       }
     }
     std::sort(slabs.begin(), slabs.end(), [](const Slab& a, const Slab& b) { return a.offset < b.offset; });
     std::vector<ReadAhead::Range> ranges;
-    for (const Slab& s : slabs) {
-      const auto& p = ps.info(int(s.dataset / 3));
-      ranges.push_back({s.offset, s.bytes, reinterpret_cast<char*>(bufs[s.dataset % 3] + p.offset)});
-    }
+    for (const Slab& s : slabs) ranges.push_back({s.offset, s.bytes, reinterpret_cast<char*>(bufs[s.dataset % 3] + s.at)});
     ReadAhead reader(raw.fd, std::move(ranges),
                      {.piece_bytes = kPieceBytes, .direct_fd = raw.direct_fd, .readers = kReaders});
     for (std::size_t i = 0; i < slabs.size(); ++i) {
       const Slab& s = slabs[i];
-      const auto& p = ps.info(int(s.dataset / 3));
       const int k = int(s.dataset % 3);
       const Prefetched ahead{&reader, i};
       const std::string problem = read_verified(raw.fd, dsets[s.dataset], *entries[s.dataset], kFamilies[k],
-                                                sums[s.dataset], s.row0, s.nrows, bufs[k] + p.offset, false,
+                                                sums[s.dataset], s.row0, s.nrows, bufs[k] + s.at, false,
                                                 nullptr, &ahead);
       if (!problem.empty()) fail(path, problem);
     }

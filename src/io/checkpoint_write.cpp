@@ -2,7 +2,7 @@
 // Metadata (datasets, attributes) is created collectively with identical values on
 // every rank; raw data is written independently, each element by exactly one rank:
 // Dense tensors are spread over the ranks (balanced by bytes), Expert slabs are
-// written by their dp_rank-0 holders. Independent data writes keep the ranks
+// written by their dp_rank-0 holders, and ZeRO-1 moments by the rank that owns them. Independent data writes keep the ranks
 // decoupled: a rank whose write fails (disk full, file-size limit) records the error,
 // skips its remaining data but still makes every collective metadata call, so all
 // ranks reach the agreement together.
@@ -99,11 +99,31 @@ TensorEntry entry_of(const memory::ParamInfo& p) {
   return TensorEntry{p.name, p.kind, global_dims(p)};
 }
 
+// What this rank writes of dataset (tensor i, family k): rows [row0, row0 + nrows) of
+// the global shape (nrows 0: nothing) from src. Parameters and unsharded moments are
+// written by the plan's writer; ZeRO-1 moments by their owner, from its packed part.
+struct Slab {
+  const float* src = nullptr;
+  hsize_t row0 = 0, nrows = 0;
+};
+
+Slab slab_of(const memory::StateStore& ps, const CheckpointBuffers& b, const Plan& plan, const comm::Groups& g,
+             std::size_t i, int k) {
+  const auto& p = ps.info(int(i));
+  const bool dense = p.kind == memory::ParamKind::Dense;
+  const hsize_t first = dense ? 0 : hsize_t(p.global_offset0);
+  const bool writer = dense ? plan.writer[i] == g.rank() : plan.expert_writer;
+  if (k == 0) return {b.params + p.offset, first, writer ? (p.shape.empty() ? 1 : hsize_t(p.shape[0])) : 0};
+  const auto& part = ps.shards().part(int(i));
+  const bool mine = ps.moments_sharded() || writer;
+  return {(k == 1 ? b.exp_avg : b.exp_avg_sq) + part.offset, first + hsize_t(part.row0), mine ? hsize_t(part.rows) : 0};
+}
+
 // Checksums of every block of every dataset, [tensor][family][block] flattened, the
-// same on every rank: each rank hashes the blocks it writes, a BOR allreduce merges.
+// same on every rank: each rank hashes the blocks it writes (whole blocks: a ZeRO-1
+// owner holds whole blocks), a BOR allreduce merges.
 std::vector<std::vector<std::uint64_t>> checksums(const memory::StateStore& ps, const CheckpointBuffers& b,
                                                   const Plan& plan, const comm::Groups& g) {
-  const float* bufs[3] = {b.params, b.exp_avg, b.exp_avg_sq};
   std::vector<std::size_t> start;
   std::size_t total = 0;
   for (const auto& p : ps.infos()) {
@@ -112,16 +132,13 @@ std::vector<std::vector<std::uint64_t>> checksums(const memory::StateStore& ps, 
   }
   std::vector<unsigned long long> table(total, 0);
   for (std::size_t i = 0; i < ps.infos().size(); ++i) {
-    const auto& p = ps.info(int(i));
-    const TensorEntry t = entry_of(p);
-    const bool mine = p.kind == memory::ParamKind::Dense ? plan.writer[i] == g.rank() : plan.expert_writer;
-    if (!mine) continue;
-    const hsize_t nb = block_count(t), bl = block_rows(t) * row_elems(t.shape);
-    const hsize_t first = p.kind == memory::ParamKind::Expert ? hsize_t(p.global_offset0) : 0;
-    const hsize_t local = p.kind == memory::ParamKind::Expert ? hsize_t(p.shape[0]) : nb;
-    for (int k = 0; k < 3; ++k)
-      for (hsize_t j = 0; j < local; ++j)
-        table[start[i] + std::size_t(k) * nb + first + j] = hash_bytes(bufs[k] + p.offset + j * bl, bl * 4);
+    const TensorEntry t = entry_of(ps.info(int(i)));
+    const hsize_t nb = block_count(t), brows = block_rows(t), bl = brows * row_elems(t.shape);
+    for (int k = 0; k < 3; ++k) {
+      const Slab s = slab_of(ps, b, plan, g, i, k);
+      for (hsize_t j = 0; j < s.nrows / brows; ++j)
+        table[start[i] + std::size_t(k) * nb + s.row0 / brows + j] = hash_bytes(s.src + j * bl, bl * 4);
+    }
   }
   mpiCheck(MPI_Allreduce(MPI_IN_PLACE, table.data(), int(table.size()), MPI_UNSIGNED_LONG_LONG, MPI_BOR,
                          g.world()));
@@ -215,17 +232,13 @@ std::optional<std::string> write_contents(hid_t file, const std::string& path, c
     w.dataset(name, type, {}, nullptr, text->empty() ? "" : text->c_str(), type, 0, g.rank() == 0 ? 1 : 0);
   }
 
-  const float* bufs[3] = {b.params, b.exp_avg, b.exp_avg_sq};
   for (std::size_t i = 0; i < ps.infos().size(); ++i) {
     const auto& p = ps.info(int(i));
-    const bool dense = p.kind == memory::ParamKind::Dense;
-    const bool mine = dense ? plan.writer[i] == g.rank() : plan.expert_writer;
-    const auto dims = global_dims(p);
-    const hsize_t row0 = dense ? 0 : hsize_t(p.global_offset0);
-    const hsize_t nrows = !mine ? 0 : dims.empty() ? 1 : hsize_t(p.shape[0]);
-    for (int k = 0; k < 3; ++k)
-      w.dataset(dataset_path(p.name, kFamilies[k]), H5T_IEEE_F32LE, dims, &sums[3 * i + std::size_t(k)],
-                bufs[k] + p.offset, H5T_NATIVE_FLOAT, row0, nrows);
+    for (int k = 0; k < 3; ++k) {
+      const Slab s = slab_of(ps, b, plan, g, i, k);
+      w.dataset(dataset_path(p.name, kFamilies[k]), H5T_IEEE_F32LE, global_dims(p), &sums[3 * i + std::size_t(k)],
+                s.src, H5T_NATIVE_FLOAT, s.row0, s.nrows);
+    }
   }
   {
     h5::Handle o(H5_CHECKED(H5Oopen(file, "optim", H5P_DEFAULT)), H5Oclose);

@@ -83,6 +83,7 @@ struct CheckpointConfig {
 
 struct MemoryConfig {
   std::string recompute = "none";  // none | attention | block
+  int zero = 0;                    // 1: AdamW moments sharded over each tensor's reduction group (ZeRO-1)
   double device_budget_gb = 0;     // refuse a run whose device-tier peak exceeds this; 0 = no limit
   double host_budget_gb = 0;       // the same for the host tier
   std::string optimizer = "device";  // device | host: the tier of the AdamW moments (nvme: refused, not yet)

@@ -58,20 +58,17 @@ int StateStore::add(ParamInfo info) {
   for (std::int64_t extent : info.shape) size = checked_product(size, std::uint64_t(extent), "tensor " + info.name);
   checked_product(size, 4 * sizeof(float), "tensor " + info.name + "'s state");  // every family of it
   info.size = std::int64_t(size);
-  // Keep every tensor 64-byte aligned inside the buffers (16 floats), and large ones
-  // page-aligned, so that checkpoint loads can read them with O_DIRECT straight from
-  // the device (io::ReadAhead): the buffers' views start on a page, see allocate().
+  // 64-byte aligned, large tensors on a page (place_tensor); the views start on a page.
+  info.offset = place_tensor(total_, info.size);
   const bool large = info.size >= kPageAlignFrom;
-  const std::int64_t align = large ? kPageFloats : 16;
   page_aligned_ = page_aligned_ || large;
-  info.offset = (total_ + align - 1) / align * align;
   total_ = info.offset + info.size;
   by_name_[info.name] = static_cast<int>(infos_.size());
   infos_.push_back(std::move(info));
   return static_cast<int>(infos_.size()) - 1;
 }
 
-void StateStore::allocate(Ledger& ledger, const Placement& placement, Mode mode) {
+void StateStore::allocate(Ledger& ledger, const Placement& placement, Mode mode, const ShardLayout& zero) {
   if (allocated_) throw std::logic_error("StateStore::allocate twice");
   for (Family f : kStateFamilies) {
     // A host-tier family seen through a device view: right where the device is the
@@ -83,21 +80,23 @@ void StateStore::allocate(Ledger& ledger, const Placement& placement, Mode mode)
                              (placement.of(f) == Tier::Host ? " on a device that is not the host" : ""));
   }
   total_ = (total_ + 15) / 16 * 16;
-  storage_ = total_ + (page_aligned_ ? kPageFloats : 0);  // room to start the view on a page
   placement_ = placement;
+  shards_ = ShardPlan(infos_, zero);
+  sharded_ = zero.sharded();
   for (Family f : kStateFamilies) {
     const std::string label = std::string("StateStore::") + family_name(f);
     ledger.add(category_of(f), tier(f), label, family_bytes(f));
     if (mode == Mode::Allocate) {
+      const std::int64_t room = family_elems(f) + lead_room();
       float* data = tier(f) == Tier::Host
-                        ? (host_buffers_[std::size_t(f)] = Kokkos::View<float*, HostTierSpace>(label, storage_)).data()
-                        : (buffers_[std::size_t(f)] = Kokkos::View<float*, kernels::MemSpace>(label, storage_)).data();
+                        ? (host_buffers_[std::size_t(f)] = Kokkos::View<float*, HostTierSpace>(label, room)).data()
+                        : (buffers_[std::size_t(f)] = Kokkos::View<float*, kernels::MemSpace>(label, room)).data();
       const auto address = reinterpret_cast<std::uintptr_t>(data);
       const std::int64_t lead =
-          page_aligned_ ? std::int64_t((kPageBytes - address % kPageBytes) % kPageBytes / sizeof(float)) : 0;
-      views_[std::size_t(f)] = kernels::View1<float>(data + lead, total_);  // zeroed either way
+          lead_room() > 0 ? std::int64_t((kPageBytes - address % kPageBytes) % kPageBytes / sizeof(float)) : 0;
+      views_[std::size_t(f)] = kernels::View1<float>(data + lead, family_elems(f));  // zeroed either way
     } else {
-      views_[std::size_t(f)] = kernels::View1<float>(nullptr, total_);
+      views_[std::size_t(f)] = kernels::View1<float>(nullptr, family_elems(f));
     }
   }
   ledger_ = &ledger;
@@ -120,6 +119,16 @@ void StateStore::initialize(std::uint64_t seed) {
 int StateStore::find(const std::string& name) const {
   auto it = by_name_.find(name);
   return it == by_name_.end() ? -1 : it->second;
+}
+
+std::int64_t StateStore::family_elems(Family f) const {
+  return f == Family::ExpAvg || f == Family::ExpAvgSq ? shards_.total() : total_;
+}
+
+kernels::View1<float> StateStore::owned(Family f, int i) const {
+  const ShardPlan::Part& part = shards_.part(i);
+  const std::int64_t at = f == Family::ExpAvg || f == Family::ExpAvgSq ? part.offset : infos_[i].offset + part.first;
+  return kernels::View1<float>(family(f).data() + at, part.count);
 }
 
 kernels::View1<float> StateStore::slice(kernels::View1<float> buf, int i) const {

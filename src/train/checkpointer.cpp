@@ -29,7 +29,11 @@ Checkpointer::Checkpointer(const io::Config& cfg, const comm::Groups& groups,
 }
 
 std::uint64_t Checkpointer::snapshot_bytes(const io::Config& cfg, const memory::StateStore& ps) {
-  return cfg.checkpoint.async ? 3 * std::uint64_t(ps.total()) * sizeof(float) : 0;
+  // ZeRO-1: the moment families are this rank's parts only, and so are their copies.
+  using memory::Family;
+  return cfg.checkpoint.async ? ps.family_bytes(Family::Param) + ps.family_bytes(Family::ExpAvg) +
+                                    ps.family_bytes(Family::ExpAvgSq)
+                              : 0;
 }
 
 double Checkpointer::hold_until_snapshot() {
@@ -71,19 +75,18 @@ double Checkpointer::save(long step, long optimizer_step, long long tokens_seen)
     return now() - t0;
   }
   if (writer_.joinable()) throw std::logic_error("Checkpointer::save: the previous background write was not collected");
-  const std::size_t n = std::size_t(ps_.total());
-  io::CheckpointBuffers b{snapshot_.data(), snapshot_.data() + n, snapshot_.data() + 2 * n,
-                          optimizer_step};
+  const std::size_t n = std::size_t(ps_.total()), m = std::size_t(ps_.family_elems(memory::Family::ExpAvg));
+  io::CheckpointBuffers b{snapshot_.data(), snapshot_.data() + n, snapshot_.data() + n + m, optimizer_step};
   last_path_ = dir_ + "/" + io::checkpoint_file_name(step);
   copied_ = false;
   finished_.store(false, std::memory_order_relaxed);
   started_ = t0;
-  writer_ = std::thread([this, b, n, meta, opt] {
+  writer_ = std::thread([this, b, n, m, meta, opt] {
     // The three buffers are host memory on host backends; a device build would
     // deep_copy into pinned host mirrors here.
     std::memcpy(snapshot_.data(), ps_.params().data(), n * sizeof(float));
-    std::memcpy(snapshot_.data() + n, ps_.exp_avg().data(), n * sizeof(float));
-    std::memcpy(snapshot_.data() + 2 * n, ps_.exp_avg_sq().data(), n * sizeof(float));
+    std::memcpy(snapshot_.data() + n, ps_.exp_avg().data(), m * sizeof(float));
+    std::memcpy(snapshot_.data() + n + m, ps_.exp_avg_sq().data(), m * sizeof(float));
     {
       std::lock_guard<std::mutex> lock(mutex_);
       copied_ = true;

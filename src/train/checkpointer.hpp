@@ -68,7 +68,7 @@ class Checkpointer {
   const memory::StateStore& ps_;
   std::string dir_;
   std::unique_ptr<comm::Groups> io_groups_;  // async: the writer thread's own communicators
-  std::vector<float> snapshot_;              // async: params | exp_avg | exp_avg_sq on the host
+  std::vector<float> snapshot_;              // async: params | exp_avg | exp_avg_sq (owned parts) on the host
   memory::Ledger* ledger_ = nullptr;
   std::thread writer_;
   std::mutex mutex_;

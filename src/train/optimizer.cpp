@@ -7,7 +7,7 @@ namespace furnace::train {
 double AdamW::grad_sq_sum(const memory::StateStore& ps, memory::ParamKind kind) {
   double s = 0;
   for (int i = 0; i < int(ps.infos().size()); ++i)
-    if (ps.info(i).kind == kind) s += kernels::sum_squares<float>(ps.slice(ps.grads(), i));
+    if (ps.info(i).kind == kind) s += kernels::sum_squares<float>(ps.owned(memory::Family::Grad, i));
   return s;
 }
 
@@ -22,10 +22,12 @@ void AdamW::update(memory::StateStore& ps, double lr) {
   ++step_;
   kernels::AdamWParams hp{.lr = lr, .beta1 = cfg_.beta1, .beta2 = cfg_.beta2, .eps = cfg_.eps,
                           .weight_decay = 0, .step = step_};
+  using memory::Family;
   for (int i = 0; i < int(ps.infos().size()); ++i) {
+    if (ps.shards().part(i).count == 0) continue;  // another rank's moments (ZeRO-1)
     hp.weight_decay = ps.info(i).decay ? cfg_.weight_decay : 0.0;
-    kernels::adamw_update<float>(ps.slice(ps.params(), i), ps.slice(ps.grads(), i),
-                                 ps.slice(ps.exp_avg(), i), ps.slice(ps.exp_avg_sq(), i), hp);
+    kernels::adamw_update<float>(ps.owned(Family::Param, i), ps.owned(Family::Grad, i),
+                                 ps.owned(Family::ExpAvg, i), ps.owned(Family::ExpAvgSq, i), hp);
   }
 }
 

@@ -1,5 +1,7 @@
 // AdamW over a StateStore: global-norm clipping, then one update per tensor with
-// weight decay only where the tensor asks for it (matrices, not norms).
+// weight decay only where the tensor asks for it (matrices, not norms). Each rank
+// updates the part of each tensor whose moments it owns (all of it unless ZeRO-1
+// shards them; the caller then all-gathers the parameters).
 #pragma once
 #include <functional>
 
@@ -15,8 +17,8 @@ class AdamW {
  public:
   explicit AdamW(const AdamWConfig& cfg) : cfg_(cfg) {}
 
-  // Sum of squared gradients of the tensors of one kind on this rank (the caller
-  // reduces over ranks so that every parameter is counted exactly once).
+  // Sum of squared gradients of the owned parts of the tensors of one kind on this
+  // rank (the caller reduces over ranks so that every parameter is counted exactly once).
   static double grad_sq_sum(const memory::StateStore& ps, memory::ParamKind kind);
   // Scale all gradients so that the global norm is at most grad_clip; returns the
   // factor applied (1 when no clipping).

@@ -72,12 +72,17 @@ memory::Placement placement(const io::Config& c) {
 
 }  // namespace
 
-memory::Ledger measure_memory(const io::Config& cfg, const model::GptSpec& spec) {
+memory::ShardLayout zero_layout(const io::Config& cfg, const comm::Groups& g) {
+  if (cfg.memory.zero == 0) return {};
+  return {.dense_ranks = g.size(), .dense_rank = g.rank(), .expert_ranks = g.dp(), .expert_rank = g.dp_rank()};
+}
+
+memory::Ledger measure_memory(const io::Config& cfg, const model::GptSpec& spec, const memory::ShardLayout& zero) {
   memory::Ledger planned;
   memory::StateStore ps;
   memory::Arenas arenas("Trainer", planned, memory::Mode::Measure);
   model::Gpt model(spec, ps, arenas);
-  ps.allocate(planned, placement(cfg), memory::Mode::Measure);
+  ps.allocate(planned, placement(cfg), memory::Mode::Measure, zero);
   kernels::View1<kernels::index_t> inputs, targets;
   allocate_batch(arenas, spec, inputs, targets);
   if (const auto b = Checkpointer::snapshot_bytes(cfg, ps))
@@ -103,7 +108,7 @@ Trainer::Trainer(const io::Config& cfg, comm::Groups& groups, const MemoryCheck&
   spec_.exchange = exchange_.get();
   memory::Ledger planned;
   try {
-    planned = measure_memory(cfg, spec_);
+    planned = measure_memory(cfg, spec_, zero_layout(cfg, groups));
   } catch (const std::overflow_error& e) {
     throw io::ConfigError(std::string(e.what()) + ": model.d_model = " + std::to_string(cfg.model.d_model) +
                           ", model.seq_len = " + std::to_string(cfg.model.seq_len) + ", train.batch_size = " +
@@ -112,7 +117,7 @@ Trainer::Trainer(const io::Config& cfg, comm::Groups& groups, const MemoryCheck&
   if (check) check(planned);
   arenas_.reserve(planned);
   model_ = std::make_unique<model::Gpt>(spec_, ps_, arenas_);
-  ps_.allocate(ledger_, placement(cfg));
+  ps_.allocate(ledger_, placement(cfg), memory::Mode::Allocate, zero_layout(cfg, groups));
   grad_sync_ = std::make_unique<comm::GradSync>(ps_, groups, std::size_t(cfg.comm.bucket_mb) << 20);
   ps_.initialize(cfg.train.seed);
   comm::fault::maybe_throw("trainer.setup");  // testers: one rank fails before the collective opens below
@@ -211,11 +216,18 @@ StepResult Trainer::compute_gradients(long step, std::vector<std::int32_t>* batc
   if (!fault_steps_.empty()) inject_test_fault(step);
   // Dense gradients are identical on every rank after the reduction; each expert
   // gradient lives on its ep slice: count dense once, experts once per ep group.
+  // ZeRO-1: each element is reduced on its one owner only: sum the owned parts over
+  // the world.
   double dense = AdamW::grad_sq_sum(ps_, memory::ParamKind::Dense);
   double expert = AdamW::grad_sq_sum(ps_, memory::ParamKind::Expert);
   double expert_all = expert;
-  if (groups_.size() > 1)
+  if (ps_.moments_sharded()) {
+    double both = dense + expert;
+    mpiCheck(MPI_Allreduce(MPI_IN_PLACE, &both, 1, MPI_DOUBLE, MPI_SUM, groups_.world()));
+    dense = both, expert_all = 0;
+  } else if (groups_.size() > 1) {
     mpiCheck(MPI_Allreduce(&expert, &expert_all, 1, MPI_DOUBLE, MPI_SUM, groups_.ep_comm()));
+  }
   r.grad_norm = std::sqrt(dense + expert_all);
   return r;
 }
@@ -225,6 +237,7 @@ double Trainer::apply_update(long step, StepResult& r) {
   r.lr = schedule_.at(step);
   opt_.clip(ps_, r.grad_norm);
   opt_.update(ps_, r.lr);
+  grad_sync_->gather_params();
   return r.lr;
 }
 

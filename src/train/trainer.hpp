@@ -39,7 +39,13 @@ model::GptSpec make_spec(const io::Config& cfg, const comm::Groups& groups);
 // Every byte a Trainer for `cfg` allocates on this rank, by category and tier, found
 // by building its model and state in Measure mode (nothing allocated): the same code
 // that sizes the real allocations. `spec.exchange` may be null (it is only stored).
-memory::Ledger measure_memory(const io::Config& cfg, const model::GptSpec& spec);
+// `zero`: this rank's place in the groups the moments are sharded over (zero_layout).
+memory::Ledger measure_memory(const io::Config& cfg, const model::GptSpec& spec,
+                              const memory::ShardLayout& zero = {});
+
+// memory.zero = 1: dense moments sharded over the world, expert moments over the dp
+// group (the replicas of this rank's experts), as GradSync reduces them; else unsharded.
+memory::ShardLayout zero_layout(const io::Config& cfg, const comm::Groups& groups);
 
 // Checks the measured ledger before anything large is allocated; throws (an
 // io::ConfigError naming the keys) to refuse the run.
@@ -61,7 +67,8 @@ class Trainer {
   // (summed over ranks) in the parameter store, not yet clipped. `batch` receives
   // this rank's [local_batch, seq+1] tokens when non-null.
   StepResult compute_gradients(long step, std::vector<std::int32_t>* batch = nullptr);
-  // Clip and update. Returns the lr used.
+  // Clip and update (ZeRO-1: this rank's parts, then the parameters are all-gathered).
+  // Returns the lr used.
   double apply_update(long step, StepResult& r);
   // Cross-entropy over the validation batches (the same ones every time). A stop
   // request on any rank, agreed in each batch's loss reduction, abandons it.
