@@ -58,6 +58,7 @@ TESTBIN  := $(BUILD)/bin/furnace_tests
 
 .PHONY: all deps test unit-tests train data clean install bench show-deps
 all: show-deps
+	@command -v $(MPICXX) > /dev/null || { echo "furnace: $(MPICXX) not found: run 'make deps' first (installs MPICH, HDF5, OpenBLAS, Kokkos from Debian), or set MPICXX=" >&2; exit 1; }
 	@$(MAKE) --no-print-directory -j$(NPROC) $(BIN)
 
 deps:

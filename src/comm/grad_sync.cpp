@@ -1,6 +1,7 @@
 #include "comm/grad_sync.hpp"
 
 #include <cstring>
+#include <stdexcept>
 
 #include "comm/mpi_check.hpp"
 
@@ -62,6 +63,15 @@ void GradSync::ready(int param) {
   const int i = bucket_of_[param];
   if (i < 0) return;
   if (--buckets_[i].pending == 0) start(buckets_[i]);
+}
+
+void GradSync::wait_for(int param) {
+  const int i = bucket_of_[std::size_t(param)];
+  if (i < 0) return;
+  Bucket& b = buckets_[std::size_t(i)];
+  if (b.pending > 0) throw std::logic_error("GradSync::wait_for: the bucket of a tensor not ready yet");
+  if (!b.counts.empty()) throw std::logic_error("GradSync::wait_for: not with sharded moments");
+  mpiCheck(MPI_Wait(&b.request, MPI_STATUS_IGNORE));
 }
 
 void GradSync::finish() {

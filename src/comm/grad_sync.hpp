@@ -25,6 +25,9 @@ class GradSync {
   void begin();
   // Tensor `param`'s gradient is final; starts its bucket's reduction when full.
   void ready(int param);
+  // Returns once the reduction of tensor `param`'s bucket is done (it must have been
+  // started: every tensor of it ready), so its gradient may leave memory.
+  void wait_for(int param);
   // Starts what is left (tensors never marked ready) and waits for everything.
   void finish();
   // ZeRO-1, after the optimizer updated this rank's parts: every rank gets every

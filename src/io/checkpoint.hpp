@@ -4,6 +4,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <hdf5.h>
 #include <stdexcept>
 #include <string>
@@ -28,6 +29,16 @@ struct CheckpointError : std::runtime_error {
   using runtime_error::runtime_error;
 };
 
+// Tensors that are in memory only while their group is (memory.experts = nvme,
+// memory::ExpertOffload): the checkpoint code asks for a group before it touches the
+// bytes of one of its tensors. Writing: bring(g) puts the group's parameters and
+// moments in memory (evicting any other group). Reading: bring(g) commits them as
+// zeros, the read fills them, and done(g) writes them to the nvme tier.
+struct OffloadAccess {
+  std::function<int(int tensor)> group_of;  // -1: always in memory
+  std::function<void(int group)> bring, done;
+};
+
 // Host copies to write, laid out like ps.params() (offsets of ps.infos()) and the
 // moments like ps.exp_avg() (ZeRO-1: this rank's packed parts, ps.shards()): lets the
 // trainer write a snapshot in the background while training continues.
@@ -36,6 +47,7 @@ struct CheckpointBuffers {
   const float* exp_avg;
   const float* exp_avg_sq;
   long optimizer_step;
+  const OffloadAccess* offload = nullptr;  // the buffers are the store's own then
 };
 
 struct CheckpointWriteOptions {
@@ -68,8 +80,10 @@ std::vector<int> dense_writers(const memory::StateStore& ps, const comm::Groups&
 // returns the stored meta. A metadata failure leaves ps untouched; a data failure
 // (checksum, value, read error) leaves it partly overwritten: load another checkpoint
 // or re-initialise it. Either way every rank throws the same CheckpointError.
+// With `offload`, each group of offloaded tensors is read on its own, between bring and
+// done (the resident tensors first).
 CheckpointMeta read_checkpoint(const std::string& path, memory::StateStore& ps, const comm::Groups& g,
-                               long* optimizer_step);
+                               long* optimizer_step, const OffloadAccess* offload = nullptr);
 
 // What to resume from. spec "auto": the file named by <dir>/latest, or "" when there is
 // no latest; spec a directory: its latest (error when it has none); spec a file: that

@@ -92,7 +92,7 @@ void match_model(const memory::StateStore& ps, const CheckpointHeader& h, const 
 }  // namespace
 
 CheckpointMeta read_checkpoint(const std::string& path, memory::StateStore& ps, const comm::Groups& g,
-                               long* optimizer_step) {
+                               long* optimizer_step, const OffloadAccess* offload) {
   h5::silence();
   const MPI_Comm comm = g.world();
   std::uint64_t file_bytes = 0;
@@ -155,19 +155,33 @@ CheckpointMeta read_checkpoint(const std::string& path, memory::StateStore& ps, 
                          k == 0 ? p.offset : part.offset});
       }
     }
-    std::sort(slabs.begin(), slabs.end(), [](const Slab& a, const Slab& b) { return a.offset < b.offset; });
-    std::vector<ReadAhead::Range> ranges;
-    for (const Slab& s : slabs) ranges.push_back({s.offset, s.bytes, reinterpret_cast<char*>(bufs[s.dataset % 3] + s.at)});
-    ReadAhead reader(raw.fd, std::move(ranges),
-                     {.piece_bytes = kPieceBytes, .direct_fd = raw.direct_fd, .readers = kReaders});
-    for (std::size_t i = 0; i < slabs.size(); ++i) {
-      const Slab& s = slabs[i];
-      const int k = int(s.dataset % 3);
-      const Prefetched ahead{&reader, i};
-      const std::string problem = read_verified(raw.fd, dsets[s.dataset], *entries[s.dataset], kFamilies[k],
-                                                sums[s.dataset], s.row0, s.nrows, bufs[k] + s.at, false,
-                                                nullptr, &ahead);
-      if (!problem.empty()) fail(path, problem);
+    // Offloaded groups (memory.experts = nvme) are read one after the other, each in
+    // memory only for its read: segment 0 the resident tensors, segment g + 1 group g.
+    auto segment = [&](const Slab& s) { return offload ? offload->group_of(int(s.dataset / 3)) + 1 : 0; };
+    std::sort(slabs.begin(), slabs.end(), [&](const Slab& a, const Slab& b) {
+      return std::pair(segment(a), a.offset) < std::pair(segment(b), b.offset);
+    });
+    for (std::size_t first = 0; first < slabs.size();) {
+      const int seg = segment(slabs[first]);
+      std::size_t end = first;
+      while (end < slabs.size() && segment(slabs[end]) == seg) ++end;
+      if (seg > 0) offload->bring(seg - 1);
+      std::vector<ReadAhead::Range> ranges;
+      for (std::size_t i = first; i < end; ++i)
+        ranges.push_back({slabs[i].offset, slabs[i].bytes, reinterpret_cast<char*>(bufs[slabs[i].dataset % 3] + slabs[i].at)});
+      ReadAhead reader(raw.fd, std::move(ranges),
+                       {.piece_bytes = kPieceBytes, .direct_fd = raw.direct_fd, .readers = kReaders});
+      for (std::size_t i = first; i < end; ++i) {
+        const Slab& s = slabs[i];
+        const int k = int(s.dataset % 3);
+        const Prefetched ahead{&reader, i - first};
+        const std::string problem = read_verified(raw.fd, dsets[s.dataset], *entries[s.dataset], kFamilies[k],
+                                                  sums[s.dataset], s.row0, s.nrows, bufs[k] + s.at, false,
+                                                  nullptr, &ahead);
+        if (!problem.empty()) fail(path, problem);
+      }
+      if (seg > 0) offload->done(seg - 1);
+      first = end;
     }
   });
   agree(comm, error, kReadAbort);

@@ -110,6 +110,8 @@ struct Slab {
 Slab slab_of(const memory::StateStore& ps, const CheckpointBuffers& b, const Plan& plan, const comm::Groups& g,
              std::size_t i, int k) {
   const auto& p = ps.info(int(i));
+  if (b.offload && k == 0)  // an offloaded tensor's group comes into memory first
+    if (const int group = b.offload->group_of(int(i)); group >= 0) b.offload->bring(group);
   const bool dense = p.kind == memory::ParamKind::Dense;
   const hsize_t first = dense ? 0 : hsize_t(p.global_offset0);
   const bool writer = dense ? plan.writer[i] == g.rank() : plan.expert_writer;

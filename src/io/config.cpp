@@ -251,6 +251,16 @@ void validate_at(const Config& cfg, const std::string& where) {
                  std::to_string(e.experts) + "; accepted: 1 <= top_k <= experts");
   if (cfg.memory.optimizer == "nvme")
     inconsistent("memory.optimizer = nvme is not implemented yet; accepted for now: device, host");
+  if (cfg.memory.experts == "nvme") {
+    if (cfg.memory.zero != 0)
+      inconsistent("memory.experts = nvme with memory.zero = 1 is not implemented yet; accepted: memory.zero = 0");
+    if (cfg.checkpoint.async)
+      inconsistent("memory.experts = nvme with checkpoint.async = true: the experts are not in memory to snapshot; "
+                   "accepted: checkpoint.async = false (they are written from the nvme tier)");
+    if (cfg.memory.optimizer != "device")
+      inconsistent("memory.experts = nvme keeps the experts' moments on the nvme tier already; accepted: "
+                   "memory.optimizer = device with it");
+  }
   // With a capacity factor the buffers hold every row a step can keep; a budget there
   // would do nothing, and saying so beats letting a user believe memory is bounded by it.
   if (e.capacity_factor > 0 && cfg.memory.moe_buffer_mb != MemoryConfig{}.moe_buffer_mb)
@@ -349,6 +359,8 @@ const std::vector<KeyInfo>& config_keys() {
       FURNACE_KEY(memory, device_budget_gb, at_least(0), "Refuse, before allocating, a run whose device-tier peak per rank (the memory report) exceeds this many GiB; 0 = only the memory the rank can have."),
       FURNACE_KEY(memory, host_budget_gb, at_least(0), "The same for the host tier (on a CPU build the device tier is host memory too)."),
       FURNACE_KEY(memory, optimizer, one_of({"device", "host", "nvme"}), "The tier of the AdamW moments `exp_avg`, `exp_avg_sq`: `device`, or `host` (the same memory on a CPU build, counted in the report's host column; bitwise the same training); `nvme` is not implemented yet (see docs/memory.md)."),
+      FURNACE_KEY(memory, experts, one_of({"device", "nvme"}), "The tier of the expert tensors (parameters, gradients and moments): `device`, or `nvme`: files in `memory.nvme_dir`, each MoE layer's experts brought into memory for its forward, backward and update only (bitwise the same training); see docs/memory.md."),
+      FURNACE_KEY(memory, nvme_dir, any_string(), "Directory of the nvme tier's files (one subdirectory per rank; a node-local NVMe file system); \"\" = `nvme` inside output.dir."),
       FURNACE_KEY(memory, moe_buffer_mb, above(0), "Dropless MoE (`moe.capacity_factor <= 0`, ep > 1): MiB for the expert-side buffers of all MoE layers together (received rows, expert activations, their gradients); a step that sends a rank more rows exchanges in rounds. With a capacity factor the capacity bound sizes them, and a value other than the default is refused; see docs/memory.md."),
   };
   return keys;

@@ -1,5 +1,6 @@
 #include "memory/nvme_store.hpp"
 
+#include <chrono>
 #include <cstring>
 #include <stdexcept>
 
@@ -141,6 +142,11 @@ void NvmeStore::flush(bool durable) {
     throw std::runtime_error(error_ = "nvme tier: fdatasync of '" + file_.path() + "' failed: " + e);
 }
 
+NvmeStore::Counters NvmeStore::counters() const {
+  std::lock_guard lock(mutex_);
+  return counters_;
+}
+
 std::string NvmeStore::describe(const Slot& s, bool write) const {
   const Region& r = regions_[std::size_t(s.region)];
   return std::string("nvme tier: ") + (write ? "writing" : "reading") + " region '" + r.name + "' (" +
@@ -160,8 +166,12 @@ void NvmeStore::run() {
     std::string err;
     if (error_.empty()) {  // after a failure, nothing more touches the file
       lock.unlock();
+      const auto t0 = std::chrono::steady_clock::now();
       err = write ? file_.write(s.data, r.span, r.offset) : file_.read(s.data, r.span, r.offset);
+      const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       lock.lock();
+      counters_.busy_s += dt;
+      (write ? counters_.bytes_written : counters_.bytes_read) += r.span;
     }
     if (!err.empty() && error_.empty()) error_ = describe(s, write) + err;
     s.state = write ? State::Free : State::Ready;

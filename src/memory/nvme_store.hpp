@@ -89,6 +89,13 @@ class NvmeStore {
   // then fdatasync as well.
   void flush(bool durable = false);
 
+  // Bytes moved and seconds the I/O thread spent in transfers, since construction.
+  struct Counters {
+    std::uint64_t bytes_read = 0, bytes_written = 0;
+    double busy_s = 0;
+  };
+  Counters counters() const;
+
  private:
   enum class State { Free, Reading, Ready, Held, Writing };
   struct Slot {
@@ -118,6 +125,7 @@ class NvmeStore {
   int in_flight_ = 0;                // queued or running transfers
   Ticket next_ticket_ = 1;
   std::string error_;                // the first failure, as thrown
+  Counters counters_;
   bool stop_ = false;
   std::thread thread_;
 };

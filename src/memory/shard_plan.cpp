@@ -64,7 +64,9 @@ ShardPlan::ShardPlan(const std::vector<ParamInfo>& infos, const ShardLayout& lay
     const std::int64_t hi = std::clamp(cuts[std::size_t(me) + 1], p.offset, p.offset + p.size);
     const std::int64_t per_row = p.size / rows_of(p);
     Part part;
-    part.offset = place_tensor(total_, hi - lo);
+    // Unsharded, the moments keep the parameters' layout exactly (one offset per
+    // tensor in every family), whatever placed the tensors (StateStore::add).
+    part.offset = layout.sharded() ? place_tensor(total_, hi - lo) : lo;
     if (hi > lo && per_row > 0) {
       part.first = lo - p.offset;
       part.count = hi - lo;

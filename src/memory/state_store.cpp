@@ -1,5 +1,7 @@
 #include "memory/state_store.hpp"
 
+#include <algorithm>
+#include <cstring>
 #include <numeric>
 #include <stdexcept>
 
@@ -46,8 +48,67 @@ Tier Placement::of(Family f) const {
 
 StateStore::~StateStore() {
   if (!ledger_) return;
-  for (Family f : kStateFamilies)
+  for (Family f : kStateFamilies) {
     ledger_->release(category_of(f), tier(f), std::string("StateStore::") + family_name(f), family_bytes(f));
+    if (mode_ == Mode::Measure) {
+      if (!groups_.empty()) ledger_->release(category_of(f), tier(f), window_label(f), largest_group_bytes());
+    } else {
+      for (std::size_t g = 0; g < groups_.size(); ++g)
+        if (committed_[std::size_t(f)][g])
+          ledger_->release(category_of(f), tier(f), window_label(f), std::uint64_t(groups_[g].elems()) * sizeof(float));
+    }
+  }
+}
+
+std::string StateStore::window_label(Family f) {
+  return std::string("StateStore::") + family_name(f) + " (nvme window)";
+}
+
+std::uint64_t StateStore::largest_group_bytes() const {
+  std::int64_t most = 0;
+  for (const auto& g : groups_) most = std::max(most, g.elems());
+  return std::uint64_t(most) * sizeof(float);
+}
+
+void StateStore::zero_resident(Family f) {
+  if (!offloads()) {
+    Kokkos::deep_copy(family(f), 0.0f);
+    return;
+  }
+  std::int64_t at = 0;
+  auto zero = [&](std::int64_t end) {
+    if (end > at) Kokkos::deep_copy(kernels::View1<float>(family(f).data() + at, end - at), 0.0f);
+  };
+  for (const auto& g : groups_) {
+    zero(g.begin);
+    at = g.end;
+  }
+  zero(total_);
+}
+
+void StateStore::offload(ParamKind kind) {
+  if (!infos_.empty()) throw std::logic_error("StateStore::offload after add");
+  offload_kind_ = int(kind);
+}
+
+void StateStore::commit(Family f, int group) {
+  auto&& flag = committed_[std::size_t(f)].at(std::size_t(group));
+  if (flag) return;
+  const OffloadGroup& g = groups_[std::size_t(group)];
+  const std::uint64_t bytes = std::uint64_t(g.elems()) * sizeof(float);
+  if (mode_ == Mode::Allocate) reserved_[std::size_t(f)].commit(std::size_t(g.begin) * sizeof(float), bytes);
+  ledger_->add(category_of(f), tier(f), window_label(f), bytes);
+  flag = true;
+}
+
+void StateStore::decommit(Family f, int group) {
+  auto&& flag = committed_[std::size_t(f)].at(std::size_t(group));
+  if (!flag) return;
+  const OffloadGroup& g = groups_[std::size_t(group)];
+  const std::uint64_t bytes = std::uint64_t(g.elems()) * sizeof(float);
+  if (mode_ == Mode::Allocate) reserved_[std::size_t(f)].decommit(std::size_t(g.begin) * sizeof(float), bytes);
+  ledger_->release(category_of(f), tier(f), window_label(f), bytes);
+  flag = false;
 }
 
 int StateStore::add(ParamInfo info) {
@@ -59,10 +120,13 @@ int StateStore::add(ParamInfo info) {
   checked_product(size, 4 * sizeof(float), "tensor " + info.name + "'s state");  // every family of it
   info.size = std::int64_t(size);
   // 64-byte aligned, large tensors on a page (place_tensor); the views start on a page.
-  info.offset = place_tensor(total_, info.size);
+  // An offloaded tensor has its pages to itself: it starts on one, and so does the next.
+  const bool isolated = offloads() && int(info.kind) == offload_kind_;
+  auto to_page = [](std::int64_t x) { return (x + kPageFloats - 1) / kPageFloats * kPageFloats; };
+  info.offset = isolated ? to_page(total_) : place_tensor(total_, info.size);
   const bool large = info.size >= kPageAlignFrom;
-  page_aligned_ = page_aligned_ || large;
-  total_ = info.offset + info.size;
+  page_aligned_ = page_aligned_ || large || isolated;
+  total_ = isolated ? to_page(info.offset + info.size) : info.offset + info.size;
   by_name_[info.name] = static_cast<int>(infos_.size());
   infos_.push_back(std::move(info));
   return static_cast<int>(infos_.size()) - 1;
@@ -83,6 +147,13 @@ void StateStore::allocate(Ledger& ledger, const Placement& placement, Mode mode,
   placement_ = placement;
   shards_ = ShardPlan(infos_, zero);
   sharded_ = zero.sharded();
+  mode_ = mode;
+  ledger_ = &ledger;
+  if (offloads()) {
+    allocate_reserved(ledger, mode);
+    allocated_ = true;
+    return;
+  }
   for (Family f : kStateFamilies) {
     const std::string label = std::string("StateStore::") + family_name(f);
     ledger.add(category_of(f), tier(f), label, family_bytes(f));
@@ -99,13 +170,64 @@ void StateStore::allocate(Ledger& ledger, const Placement& placement, Mode mode,
       views_[std::size_t(f)] = kernels::View1<float>(nullptr, family_elems(f));
     }
   }
-  ledger_ = &ledger;
   allocated_ = true;
 }
 
+void StateStore::allocate_reserved(Ledger& ledger, Mode mode) {
+  if (sharded_) throw std::logic_error("StateStore: offloaded tensors with sharded moments are not implemented");
+  if (!kernels::device_is_host())
+    throw std::logic_error("StateStore: the nvme tier needs a device that is the host (a GPU build would stage it)");
+  // The groups: maximal runs of consecutive offloaded tensors.
+  for (int i = 0; i < int(infos_.size()); ++i) {
+    if (!offloaded(i)) continue;
+    const ParamInfo& p = infos_[std::size_t(i)];
+    const std::int64_t end = (p.offset + p.size + kPageFloats - 1) / kPageFloats * kPageFloats;
+    if (!groups_.empty() && groups_.back().last == i - 1) {
+      groups_.back().last = i;
+      groups_.back().end = end;
+    } else {
+      groups_.push_back({.first = i, .last = i, .begin = p.offset, .end = end});
+    }
+  }
+  for (const auto& g : groups_) offloaded_elems_ += g.elems();
+  total_ = (total_ + kPageFloats - 1) / kPageFloats * kPageFloats;  // the reservation is whole pages
+  for (Family f : kStateFamilies) {
+    const std::string label = std::string("StateStore::") + family_name(f);
+    ledger.add(category_of(f), tier(f), label, family_bytes(f));
+    committed_[std::size_t(f)].assign(groups_.size(), false);
+    if (mode == Mode::Measure) {
+      // The most an offloaded family holds at once: one group (ExpertOffload).
+      if (!groups_.empty()) ledger.add(category_of(f), tier(f), window_label(f), largest_group_bytes());
+      views_[std::size_t(f)] = kernels::View1<float>(nullptr, total_);
+      continue;
+    }
+    Reservation& r = reserved_[std::size_t(f)] = Reservation(std::size_t(total_) * sizeof(float));
+    // Everything between the groups is in memory for the whole run, zeroed and
+    // resident from the start like every other allocation.
+    std::int64_t at = 0;
+    auto resident = [&](std::int64_t end) {
+      if (end <= at) return;
+      r.commit(std::size_t(at) * sizeof(float), std::size_t(end - at) * sizeof(float));
+      std::memset(r.data() + at * sizeof(float), 0, std::size_t(end - at) * sizeof(float));
+    };
+    for (const auto& g : groups_) {
+      resident(g.begin);
+      at = g.end;
+    }
+    resident(total_);
+    views_[std::size_t(f)] = kernels::View1<float>(reinterpret_cast<float*>(r.data()), total_);
+  }
+}
+
 void StateStore::initialize(std::uint64_t seed) {
-  for (const auto& p : infos_) {
-    auto x = slice(params(), int(&p - infos_.data()));
+  for (int i = 0; i < int(infos_.size()); ++i)
+    if (!offloaded(i)) initialize(seed, i);
+}
+
+void StateStore::initialize(std::uint64_t seed, int i) {
+  {
+    const auto& p = infos_[std::size_t(i)];
+    auto x = slice(params(), i);
     if (p.init_std > 0) {
       std::int64_t per_row = p.size / (p.shape.empty() ? 1 : p.shape[0]);
       kernels::fill_normal(x, kernels::stream_key(seed, p.name), p.global_offset0 * per_row,

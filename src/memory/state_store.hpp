@@ -16,6 +16,7 @@
 #include "memory/arena.hpp"
 #include "memory/ledger.hpp"
 #include "memory/param_info.hpp"
+#include "memory/reservation.hpp"
 #include "memory/shard_plan.hpp"
 
 namespace furnace::memory {
@@ -28,8 +29,8 @@ inline constexpr std::array<Family, 4> kStateFamilies = {Family::Param, Family::
 const char* family_name(Family f);  // "param", "grad", "exp_avg", "exp_avg_sq"
 Category category_of(Family f);     // Parameters, Gradients, Optimizer, Optimizer
 
-// Where each family lives (memory.* keys). The device and host tiers are
-// implemented; the nvme tier (memory::NvmeStore) is not wired into the store yet.
+// Where each family lives (memory.* keys): the device and host tiers. The nvme tier
+// holds whole tensors of one kind instead (StateStore::offload, memory.experts = nvme).
 struct Placement {
   Tier params = Tier::Device, grads = Tier::Device, optimizer = Tier::Device;
   Tier of(Family f) const;
@@ -41,12 +42,38 @@ struct Placement {
 // build it is the device tier's memory, only counted under another tier.
 using HostTierSpace = Kokkos::HostSpace;
 
+// A run of consecutive offloaded tensors [first, last] (one MoE layer's experts) and
+// its elements [begin, end) in every family buffer, whole pages.
+struct OffloadGroup {
+  int first = 0, last = 0;
+  std::int64_t begin = 0, end = 0;
+  std::int64_t elems() const { return end - begin; }
+};
+
 class StateStore {
  public:
   StateStore() = default;
   ~StateStore();
   StateStore(const StateStore&) = delete;
   StateStore& operator=(const StateStore&) = delete;
+
+  // Before add(): the tensors of `kind` live on the nvme tier (memory.experts = nvme),
+  // in memory only while their group is committed (memory::ExpertOffload moves the
+  // bytes). Each such tensor starts and ends on a page of its own, and every family is
+  // then a Reservation, so a group's pages can leave memory while the views, the
+  // optimizer and the reductions keep their addresses. Not with sharded moments.
+  void offload(ParamKind kind);
+  bool offloads() const { return offload_kind_ >= 0; }
+  bool offloaded(int i) const { return offloads() && int(infos_[std::size_t(i)].kind) == offload_kind_; }
+  const std::vector<OffloadGroup>& offload_groups() const { return groups_; }
+  // A group's range of family f in memory (zeros) or out of it (its contents lost);
+  // counted in the ledger under "StateStore::<family> (nvme window)". Measure mode
+  // records the largest group of every family instead: the window's bound.
+  void commit(Family f, int group);
+  void decommit(Family f, int group);
+  bool committed(Family f, int group) const { return committed_[std::size_t(f)][std::size_t(group)]; }
+  // Zeroes family f where it is always in memory (all of it without offloaded tensors).
+  void zero_resident(Family f);
 
   // Registration phase: returns the tensor's index.
   int add(ParamInfo info);
@@ -57,7 +84,10 @@ class StateStore {
                 const ShardLayout& zero = {});
   // Deterministic initialisation: each tensor from its own counter-based stream,
   // indexed by global element number, so any sharding gives the same values.
+  // Offloaded tensors are skipped: their group is initialised while committed, with
+  // initialize(seed, i) for each of its tensors (ExpertOffload).
   void initialize(std::uint64_t seed);
+  void initialize(std::uint64_t seed, int i);
 
   const std::vector<ParamInfo>& infos() const { return infos_; }
   const ParamInfo& info(int i) const { return infos_[i]; }
@@ -69,8 +99,11 @@ class StateStore {
   Tier tier(Family f) const { return placement_.of(f); }
   // Elements of a family: total(), or the moment parts this rank owns (ShardPlan).
   std::int64_t family_elems(Family f) const;
-  // Bytes allocated per family: its elements and the lead that puts the view on a page.
-  std::uint64_t family_bytes(Family f) const { return std::uint64_t(family_elems(f) + lead_room()) * sizeof(float); }
+  // Bytes allocated per family: its elements and the lead that puts the view on a page;
+  // with offloaded tensors, those of the tensors always in memory.
+  std::uint64_t family_bytes(Family f) const {
+    return std::uint64_t(family_elems(f) - offloaded_elems_ + lead_room()) * sizeof(float);
+  }
   kernels::View1<float> params() const { return family(Family::Param); }
   kernels::View1<float> grads() const { return family(Family::Grad); }
   kernels::View1<float> exp_avg() const { return family(Family::ExpAvg); }
@@ -95,7 +128,8 @@ class StateStore {
   std::unordered_map<std::string, int> by_name_;
   std::int64_t total_ = 0;
   bool page_aligned_ = false;  // some tensor starts on a page (then the views do too)
-  std::int64_t lead_room() const { return page_aligned_ ? kPageFloats : 0; }
+  // A Reservation starts on a page: no lead then.
+  std::int64_t lead_room() const { return page_aligned_ && !offloads() ? kPageFloats : 0; }
   bool allocated_ = false;
   Ledger* ledger_ = nullptr;
   Placement placement_;
@@ -104,6 +138,16 @@ class StateStore {
   std::array<Kokkos::View<float*, kernels::MemSpace>, kStateFamilies.size()> buffers_;
   std::array<Kokkos::View<float*, HostTierSpace>, kStateFamilies.size()> host_buffers_;  // host-tier families
   std::array<kernels::View1<float>, kStateFamilies.size()> views_;
+  // Offload (memory.experts = nvme).
+  int offload_kind_ = -1;                     // a ParamKind, -1: none
+  std::vector<OffloadGroup> groups_;
+  std::int64_t offloaded_elems_ = 0;
+  Mode mode_ = Mode::Allocate;
+  std::array<Reservation, kStateFamilies.size()> reserved_;
+  std::array<std::vector<bool>, kStateFamilies.size()> committed_;
+  static std::string window_label(Family f);
+  std::uint64_t largest_group_bytes() const;
+  void allocate_reserved(Ledger& ledger, Mode mode);
 };
 
 }  // namespace furnace::memory

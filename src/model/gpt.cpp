@@ -74,7 +74,9 @@ LossParts Gpt::forward(View1<const k::index_t> inputs, View1<const k::index_t> t
   k::embedding_forward<float>(inputs, spec_.seq, ps_.v2(P, wte_), ps_.v2(P, wpe_), x_[0]);
   LossParts out;
   for (int l = 0; l < spec_.layers; ++l) {
+    if (hooks_.before_forward) hooks_.before_forward(l);
     blocks_[l]->forward(ps_, x_[l], x_[l + 1]);
+    if (hooks_.after_forward) hooks_.after_forward(l);
     if (const auto* m = blocks_[l]->moe()) {
       out.aux += m->stats().aux_loss;
       out.z += m->stats().z_loss;
@@ -112,8 +114,10 @@ void Gpt::backward(double global_tokens, const std::function<void(int)>& ready) 
   norm_backward(spec_, ps_, normf_, dhf_, x_[spec_.layers], meanf_, rstdf_, dres_);
   done(normf_.w, normf_.b < 0 ? normf_.w : normf_.b);
   for (int l = spec_.layers - 1; l >= 0; --l) {
+    if (hooks_.before_backward) hooks_.before_backward(l);
     blocks_[l]->backward(ps_, x_[l], dres_, scratch_);
     done(blocks_[l]->first_param(), blocks_[l]->last_param());
+    if (hooks_.after_backward) hooks_.after_backward(l);
   }
   k::embedding_backward<float>(inputs_, spec_.seq, dres_, ps_.v2(G, wte_), ps_.v2(G, wpe_));
   done(std::min(wte_, wpe_), std::max(wte_, wpe_));

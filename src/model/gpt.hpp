@@ -23,6 +23,12 @@ struct LossParts {
   std::int64_t bad_targets = 0;
 };
 
+// Called around each block's forward and backward: memory.experts = nvme brings a
+// layer's experts into memory and out again there (train::Trainer). Any may be empty.
+struct LayerHooks {
+  std::function<void(int layer)> before_forward, after_forward, before_backward, after_backward;
+};
+
 class Gpt {
  public:
   // Registers every parameter in `ps`; the caller then allocates and initialises it.
@@ -30,6 +36,7 @@ class Gpt {
 
   const GptSpec& spec() const { return spec_; }
   void set_reducer(const moe::SumReducer& r);
+  void set_layer_hooks(LayerHooks hooks) { hooks_ = std::move(hooks); }
 
   // inputs, targets: [batch * seq] on the device.
   LossParts forward(kernels::View1<const kernels::index_t> inputs,
@@ -45,6 +52,7 @@ class Gpt {
   double flops_per_token() const;
 
  private:
+  LayerHooks hooks_;
   // Fills recompute_ with one copy of what spec_.recompute drops from every block.
   void allocate_recompute_buffers(memory::Arenas& arenas);
 

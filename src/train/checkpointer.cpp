@@ -70,7 +70,7 @@ double Checkpointer::save(long step, long optimizer_step, long long tokens_seen)
                                        .fsync = cfg_.checkpoint.fsync};
   if (!io_groups_) {
     io::CheckpointBuffers b{ps_.params().data(), ps_.exp_avg().data(), ps_.exp_avg_sq().data(),
-                            optimizer_step};
+                            optimizer_step, offload_};
     last_path_ = io::write_checkpoint(dir_, ps_, b, meta, groups_, opt);
     return now() - t0;
   }

@@ -36,6 +36,9 @@ class Checkpointer {
   ~Checkpointer();
 
   std::string dir() const { return dir_; }
+  // memory.experts = nvme: how the writer reaches the offloaded groups (synchronous
+  // writes only; the trainer owns it and outlives this).
+  void set_offload(const io::OffloadAccess* access) { offload_ = access; }
   bool async() const { return io_groups_ != nullptr; }
   // Saves the state after `step` training steps; collective. Synchronous: the file
   // exists on return (a failure throws io::CheckpointError, the same on every rank).
@@ -66,6 +69,7 @@ class Checkpointer {
   const io::Config& cfg_;
   const comm::Groups& groups_;
   const memory::StateStore& ps_;
+  const io::OffloadAccess* offload_ = nullptr;
   std::string dir_;
   std::unique_ptr<comm::Groups> io_groups_;  // async: the writer thread's own communicators
   std::vector<float> snapshot_;              // async: params | exp_avg | exp_avg_sq (owned parts) on the host

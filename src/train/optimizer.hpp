@@ -4,6 +4,7 @@
 // shards them; the caller then all-gathers the parameters).
 #pragma once
 #include <functional>
+#include <vector>
 
 #include "memory/state_store.hpp"
 
@@ -19,12 +20,20 @@ class AdamW {
 
   // Sum of squared gradients of the owned parts of the tensors of one kind on this
   // rank (the caller reduces over ranks so that every parameter is counted exactly once).
-  static double grad_sq_sum(const memory::StateStore& ps, memory::ParamKind kind);
-  // Scale all gradients so that the global norm is at most grad_clip; returns the
-  // factor applied (1 when no clipping).
+  // Offloaded tensors (not in memory now) contribute offloaded[i], their sum of squares
+  // taken while they were (the same number: sum_squares of the same bits).
+  static double grad_sq_sum(const memory::StateStore& ps, memory::ParamKind kind,
+                            const std::vector<double>* offloaded = nullptr);
+  // The factor that brings the global norm to at most grad_clip (1: no clipping).
+  double clip_factor(double global_norm) const;
+  // Scale the gradients in memory by clip_factor; returns it. Offloaded tensors are
+  // the caller's (scale_tensor, when they are in memory).
   double clip(memory::StateStore& ps, double global_norm) const;
-  // One AdamW step (increments the step counter).
+  static void scale_tensor(memory::StateStore& ps, int i, double factor);
+  // One AdamW step (increments the step counter) of every tensor in memory; offloaded
+  // ones then get update_tensor, with this step's settings, once they are in memory.
   void update(memory::StateStore& ps, double lr);
+  void update_tensor(memory::StateStore& ps, int i) const;
 
   long step() const { return step_; }
   void set_step(long s) { step_ = s; }
@@ -32,6 +41,7 @@ class AdamW {
  private:
   AdamWConfig cfg_;
   long step_ = 0;
+  double lr_ = 0;  // of the current step
 };
 
 }  // namespace furnace::train

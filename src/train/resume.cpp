@@ -67,7 +67,8 @@ std::vector<std::string> resume_candidates(const std::string& dir, std::vector<s
   return out;
 }
 
-Resumed resume_auto(const std::string& dir, memory::StateStore& ps, const comm::Groups& g) {
+Resumed resume_auto(const std::string& dir, memory::StateStore& ps, const comm::Groups& g,
+                    const io::OffloadAccess* offload) {
   const bool root = g.rank() == 0;
   // Every rank must try the same files in the same order (each read is collective):
   // rank 0 lists the directory for all.
@@ -90,7 +91,7 @@ Resumed resume_auto(const std::string& dir, memory::StateStore& ps, const comm::
   Resumed r;
   for (const auto& path : candidates) {
     try {
-      r.meta = io::read_checkpoint(path, ps, g, &r.optimizer_step);
+      r.meta = io::read_checkpoint(path, ps, g, &r.optimizer_step, offload);
       r.path = path;
       return r;
     } catch (const io::CheckpointError& e) {

@@ -28,7 +28,8 @@ std::vector<std::string> resume_candidates(const std::string& dir, std::vector<s
 // was skipped. No checkpoint at all: returns an empty path, after saying that the
 // run starts at step 0. Checkpoints of which none loads: io::CheckpointError (a fresh
 // start would overwrite the metrics and, by checkpoint.keep, the checkpoints).
-Resumed resume_auto(const std::string& dir, memory::StateStore& ps, const comm::Groups& g);
+Resumed resume_auto(const std::string& dir, memory::StateStore& ps, const comm::Groups& g,
+                    const io::OffloadAccess* offload = nullptr);
 
 // One line per setting whose value differs between two resolved configs
 // (io::to_json): "train.seed: 1 in checkpoint, 2 now", in the order of `now_json`,

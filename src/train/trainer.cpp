@@ -81,8 +81,10 @@ memory::Ledger measure_memory(const io::Config& cfg, const model::GptSpec& spec,
   memory::Ledger planned;
   memory::StateStore ps;
   memory::Arenas arenas("Trainer", planned, memory::Mode::Measure);
+  if (cfg.memory.experts == "nvme") ps.offload(memory::ParamKind::Expert);
   model::Gpt model(spec, ps, arenas);
   ps.allocate(planned, placement(cfg), memory::Mode::Measure, zero);
+  memory::ExpertOffload::record_staging(ps, planned);
   kernels::View1<kernels::index_t> inputs, targets;
   allocate_batch(arenas, spec, inputs, targets);
   if (const auto b = Checkpointer::snapshot_bytes(cfg, ps))
@@ -116,10 +118,12 @@ Trainer::Trainer(const io::Config& cfg, comm::Groups& groups, const MemoryCheck&
   }
   if (check) check(planned);
   arenas_.reserve(planned);
+  if (cfg.memory.experts == "nvme") ps_.offload(memory::ParamKind::Expert);
   model_ = std::make_unique<model::Gpt>(spec_, ps_, arenas_);
   ps_.allocate(ledger_, placement(cfg), memory::Mode::Allocate, zero_layout(cfg, groups));
   grad_sync_ = std::make_unique<comm::GradSync>(ps_, groups, std::size_t(cfg.comm.bucket_mb) << 20);
-  ps_.initialize(cfg.train.seed);
+  ps_.initialize(cfg.train.seed);  // the tensors in memory; set_up_offload the others
+  if (ps_.offloads()) set_up_offload();
   comm::fault::maybe_throw("trainer.setup");  // testers: one rank fails before the collective opens below
   // Aux-loss statistics are global over the world, so the objective is layout-independent.
   MPI_Comm world = groups.world();
@@ -132,12 +136,13 @@ Trainer::Trainer(const io::Config& cfg, comm::Groups& groups, const MemoryCheck&
   valid_data_ = std::make_unique<io::TokenDataset>(cfg.data.valid, cfg.model.vocab_size, min_tokens,
                                                        groups.world());
   ckpt_ = std::make_unique<Checkpointer>(cfg, groups, ps_, &ledger_);
+  if (offload_) ckpt_->set_offload(&ckpt_write_access_);
   if (const char* fault = std::getenv("FURNACE_TEST_NAN_GRAD")) {
     std::istringstream in(fault);
     std::getline(in, fault_tensor_, '@');
     for (std::string s; std::getline(in, s, ',');) fault_steps_.push_back(std::stol(s));
-    if (ps_.find(fault_tensor_) < 0)
-      throw std::invalid_argument("FURNACE_TEST_NAN_GRAD names no tensor '" + fault_tensor_ + "'");
+    if (ps_.find(fault_tensor_) < 0 || ps_.offloaded(ps_.find(fault_tensor_)))
+      throw std::invalid_argument("FURNACE_TEST_NAN_GRAD names no tensor in memory '" + fault_tensor_ + "'");
   }
   allocate_batch(arenas_, spec_, inputs_, targets_);
 }
@@ -154,9 +159,22 @@ std::string Trainer::memory_report(const std::string& when) const {
                 "  resident (rank %d): peak VmHWM %s, %s more than when set-up began; ledger peak %s (ratio %.3f)\n",
                 groups_.rank(), memory::format_bytes(hwm).c_str(), memory::format_bytes(growth).c_str(),
                 memory::format_bytes(mine).c_str(), mine > 0 ? double(growth) / double(mine) : 0.0);
+  std::string tier;
+  if (offload_) {
+    // What the nvme tier moved so far, and the rate each transfer saw (the busy time is
+    // summed over the four families' I/O threads, which run side by side).
+    const auto t = offload_->traffic();
+    char line[320];
+    std::snprintf(line, sizeof line,
+                  "  nvme tier (rank %d): %s read, %s written; I/O threads busy %.1f s, %.2f GB/s per thread (%s)\n",
+                  groups_.rank(), memory::format_bytes(t.bytes_read).c_str(), memory::format_bytes(t.bytes_written).c_str(),
+                  t.busy_s, t.busy_s > 0 ? double(t.bytes_read + t.bytes_written) / t.busy_s / 1e9 : 0.0,
+                  offload_->store(memory::Family::Param).file().mode().c_str());
+    tier = line;
+  }
   return ledger_.report("memory " + when + " (rank " + std::to_string(groups_.rank()) + "; largest peak over " +
                         std::to_string(groups_.size()) + " rank(s): " + memory::format_bytes(most) + ")") +
-         resident;
+         resident + tier;
 }
 
 void Trainer::load_local_batch(const io::TokenDataset& data, int stream, long index,
@@ -211,7 +229,7 @@ StepResult Trainer::compute_gradients(long step, std::vector<std::int32_t>* batc
   StepResult r;
   load_local_batch(*train_data_, 0, step, batch_);
   if (batch) *batch = batch_;
-  Kokkos::deep_copy(ps_.grads(), 0.0f);
+  ps_.zero_resident(memory::Family::Grad);  // offloaded groups: zeroed as they come in
   forward_loss(batch_, true, &r);
   if (!fault_steps_.empty()) inject_test_fault(step);
   // Dense gradients are identical on every rank after the reduction; each expert
@@ -219,7 +237,7 @@ StepResult Trainer::compute_gradients(long step, std::vector<std::int32_t>* batc
   // ZeRO-1: each element is reduced on its one owner only: sum the owned parts over
   // the world.
   double dense = AdamW::grad_sq_sum(ps_, memory::ParamKind::Dense);
-  double expert = AdamW::grad_sq_sum(ps_, memory::ParamKind::Expert);
+  double expert = AdamW::grad_sq_sum(ps_, memory::ParamKind::Expert, offload_ ? &offloaded_sq_ : nullptr);
   double expert_all = expert;
   if (ps_.moments_sharded()) {
     double both = dense + expert;
@@ -237,6 +255,7 @@ double Trainer::apply_update(long step, StepResult& r) {
   r.lr = schedule_.at(step);
   opt_.clip(ps_, r.grad_norm);
   opt_.update(ps_, r.lr);
+  if (offload_) update_offloaded(opt_.clip_factor(r.grad_norm));
   grad_sync_->gather_params();
   return r.lr;
 }
@@ -245,10 +264,10 @@ std::string Trainer::resume(const std::string& spec) {
   const bool root = groups_.rank() == 0;
   Resumed r;
   if (spec == "auto") {
-    r = resume_auto(ckpt_->dir(), ps_, groups_);
+    r = resume_auto(ckpt_->dir(), ps_, groups_, offload_ ? &ckpt_read_access_ : nullptr);
   } else {
     r.path = io::resolve_resume(ckpt_->dir(), spec);
-    r.meta = io::read_checkpoint(r.path, ps_, groups_, &r.optimizer_step);
+    r.meta = io::read_checkpoint(r.path, ps_, groups_, &r.optimizer_step, offload_ ? &ckpt_read_access_ : nullptr);
   }
   if (r.path.empty()) return "";
   // Every rank read the same meta: the same verdict everywhere, no collective needed.
@@ -289,10 +308,13 @@ std::string Trainer::first_nonfinite_tensor() const {
   // code = i (value of tensor i) or n + i (its gradient); 2n: none on this rank.
   const int n = int(ps_.infos().size());
   int mine[2] = {2 * n, groups_.rank()}, first[2];
+  // Offloaded tensors (memory.experts = nvme) are not in memory: their gradients are
+  // judged by the sums of squares taken in the backward, their values not at all.
   for (int i = 0; i < n && mine[0] == 2 * n; ++i)
-    if (!std::isfinite(k::sum_squares<float>(ps_.slice(ps_.params(), i)))) mine[0] = i;
+    if (!ps_.offloaded(i) && !std::isfinite(k::sum_squares<float>(ps_.slice(ps_.params(), i)))) mine[0] = i;
   for (int i = 0; i < n && mine[0] == 2 * n; ++i)
-    if (!std::isfinite(k::sum_squares<float>(ps_.slice(ps_.grads(), i)))) mine[0] = n + i;
+    if (!std::isfinite(ps_.offloaded(i) ? offloaded_sq_[std::size_t(i)] : k::sum_squares<float>(ps_.slice(ps_.grads(), i))))
+      mine[0] = n + i;
   mpiCheck(MPI_Allreduce(mine, first, 1, MPI_2INT, MPI_MINLOC, groups_.world()));
   if (first[0] == 2 * n) return "every parameter and gradient is finite (the forward overflowed)";
   const bool value = first[0] < n;

@@ -13,6 +13,7 @@
 #include "io/config.hpp"
 #include "io/dataset.hpp"
 #include "memory/arena.hpp"
+#include "memory/expert_offload.hpp"
 #include "memory/ledger.hpp"
 #include "memory/state_store.hpp"
 #include "model/gpt.hpp"
@@ -119,6 +120,12 @@ class Trainer {
   // gradient norm (so only rank 0 sees a non-finite one).
   void inject_test_fault(long step);
 
+  // memory.experts = nvme (trainer_offload.cpp): the layer hooks that bring each MoE
+  // layer's experts in and out around its forward and backward, the optimizer pass
+  // over the offloaded groups, and the checkpoint code's access to them.
+  void set_up_offload();
+  void update_offloaded(double clip_factor);
+
   // run()'s checkpoints (loop.cpp), announced by rank 0 once the file exists. Each
   // returns false when a write failed, with the reason (the same on every rank) in
   // `error`. save_checkpoint first collects a background write still in flight;
@@ -143,6 +150,10 @@ class Trainer {
   LrSchedule schedule_;
   kernels::View1<kernels::index_t> inputs_, targets_;
   std::vector<std::int32_t> batch_;
+  std::unique_ptr<memory::ExpertOffload> offload_;  // memory.experts = nvme
+  std::vector<int> layer_group_;                    // per layer: its offloaded group, -1 for none
+  std::vector<double> offloaded_sq_;                // per tensor: sum of squared gradients, taken in the backward
+  io::OffloadAccess ckpt_write_access_, ckpt_read_access_;
   std::unique_ptr<Checkpointer> ckpt_;
   long start_step_ = 0;  // steps already done (resume)
   std::string fault_tensor_;             // inject_test_fault

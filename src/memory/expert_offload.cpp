@@ -1,0 +1,133 @@
+#include "memory/expert_offload.hpp"
+
+#include <cstring>
+#include <stdexcept>
+
+namespace furnace::memory {
+namespace {
+
+std::uint64_t largest_group(const StateStore& ps) {
+  std::int64_t most = 0;
+  for (const auto& g : ps.offload_groups()) most = std::max(most, g.elems());
+  return std::uint64_t(most) * sizeof(float);
+}
+
+std::uint64_t group_bytes(const StateStore& ps, int g) {
+  return std::uint64_t(ps.offload_groups()[std::size_t(g)].elems()) * sizeof(float);
+}
+
+float* group_data(const StateStore& ps, Family f, int g) {
+  return ps.family(f).data() + ps.offload_groups()[std::size_t(g)].begin;
+}
+
+}  // namespace
+
+std::uint64_t ExpertOffload::staging_bytes(const StateStore& ps) {
+  // NvmeStore rounds a slot to the file's alignment; groups are whole pages, which
+  // is that alignment on every file system seen so far.
+  return ps.offload_groups().empty() ? 0 : round_up(largest_group(ps), 4096) * kSlotsPerFamily;
+}
+
+void ExpertOffload::record_staging(const StateStore& ps, Ledger& ledger) {
+  if (ps.offload_groups().empty()) return;
+  for (Family f : kStateFamilies) ledger.add(category_of(f), Tier::Host, "NvmeStore::staging", staging_bytes(ps));
+  for (Family f : kStateFamilies)
+    for (int g = 0; g < int(ps.offload_groups().size()); ++g)
+      ledger.add(category_of(f), Tier::Nvme, "NvmeStore::file", round_up(group_bytes(ps, g), 4096));
+}
+
+ExpertOffload::ExpertOffload(StateStore& ps, const ExpertOffloadOptions& options, Ledger& ledger)
+    : ps_(ps), group_of_(ps.infos().size(), -1) {
+  const auto& groups = ps.offload_groups();
+  for (int g = 0; g < int(groups.size()); ++g)
+    for (int i = groups[std::size_t(g)].first; i <= groups[std::size_t(g)].last; ++i) group_of_[std::size_t(i)] = g;
+  for (Family f : kStateFamilies) {
+    NvmeStoreOptions o{.dir = options.dir, .origin = options.origin, .rank = options.rank,
+                       .family = family_name(f), .slot_bytes = std::size_t(largest_group(ps)),
+                       .slots = kSlotsPerFamily, .category = category_of(f),
+                       .force_buffered = options.force_buffered};
+    auto& store = stores_[std::size_t(f)] = std::make_unique<NvmeStore>(o, ledger);
+    for (int g = 0; g < int(groups.size()); ++g)
+      store->add_region("group " + std::to_string(g) + " (" + ps.info(groups[std::size_t(g)].first).name + "...)",
+                        group_bytes(ps, g));
+    pending_[std::size_t(f)].assign(groups.size(), 0);
+  }
+}
+
+void ExpertOffload::evict_others(int g) {
+  for (int o = 0; o < groups(); ++o)
+    if (o != g) evict(o);
+}
+
+void ExpertOffload::evict(int g) {
+  for (Family f : kStateFamilies) ps_.decommit(f, g);
+}
+
+void ExpertOffload::initialize(std::uint64_t seed) {
+  for (int g = 0; g < groups(); ++g) {
+    bring_zeroed(g, Family::Param);
+    const auto& grp = ps_.offload_groups()[std::size_t(g)];
+    for (int i = grp.first; i <= grp.last; ++i) ps_.initialize(seed, i);
+    write(g, {Family::Param});
+  }
+  for (int g = 0; g < groups(); ++g) evict(g);
+  flush();
+}
+
+void ExpertOffload::prefetch(int g, std::initializer_list<Family> families) {
+  for (Family f : families) {
+    auto& t = pending_[std::size_t(f)].at(std::size_t(g));
+    if (t == 0 && !ps_.committed(f, g)) t = stores_[std::size_t(f)]->prefetch(g);
+  }
+}
+
+void ExpertOffload::bring(int g, std::initializer_list<Family> families) {
+  evict_others(g);
+  prefetch(g, families);
+  for (Family f : families) {
+    auto& t = pending_[std::size_t(f)][std::size_t(g)];
+    if (t == 0) continue;  // in memory already
+    NvmeStore& store = *stores_[std::size_t(f)];
+    const auto bytes = store.wait(t);
+    ps_.commit(f, g);
+    std::memcpy(group_data(ps_, f, g), bytes.data(), bytes.size());
+    store.release(t);
+    t = 0;
+  }
+}
+
+void ExpertOffload::bring_zeroed(int g, Family f) {
+  evict_others(g);
+  if (pending_[std::size_t(f)][std::size_t(g)] != 0)
+    throw std::logic_error("ExpertOffload::bring_zeroed: a read of the same region is queued");
+  if (ps_.committed(f, g))
+    std::memset(group_data(ps_, f, g), 0, group_bytes(ps_, g));
+  else
+    ps_.commit(f, g);  // fresh pages read as zero
+}
+
+void ExpertOffload::write(int g, std::initializer_list<Family> families) {
+  for (Family f : families) {
+    if (!ps_.committed(f, g)) throw std::logic_error("ExpertOffload::write: the group is not in memory");
+    if (pending_[std::size_t(f)][std::size_t(g)] != 0)
+      throw std::logic_error("ExpertOffload::write: a read of the same region is still queued");
+    stores_[std::size_t(f)]->write_back(g, group_data(ps_, f, g));
+  }
+}
+
+void ExpertOffload::flush(bool durable) {
+  for (auto& s : stores_) s->flush(durable);
+}
+
+ExpertOffload::Traffic ExpertOffload::traffic() const {
+  Traffic t;
+  for (const auto& s : stores_) {
+    const auto c = s->counters();
+    t.bytes_read += c.bytes_read;
+    t.bytes_written += c.bytes_written;
+    t.busy_s += c.busy_s;
+  }
+  return t;
+}
+
+}  // namespace furnace::memory

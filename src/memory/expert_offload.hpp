@@ -1,0 +1,86 @@
+// memory.experts = nvme: the offloaded tensors of a StateStore (each MoE layer's
+// experts, one OffloadGroup per layer) live in files, one per family
+// (<nvme_dir>/rank<R>/<family>.bin, a memory::NvmeStore each, so the nvme and staging
+// bytes are counted under their own category), and come into memory one group at a
+// time: the trainer brings a layer's parameters in for its forward, its parameters
+// and (zeroed) gradients for its backward, writes the gradients out once they are
+// reduced, and runs the optimizer group by group after the gradient norm is known.
+// Reads of the next group are queued ahead (prefetch) so that they overlap the work
+// on the current one; each store has two staging slots, so a read and a write can be
+// in flight while the current group is worked on.
+//
+// At most one group is in memory at a time: bringing one in evicts any other (its
+// updated families must have been written first; write() copies into staging, so
+// eviction may follow at once). A read queued before a write of the same region would
+// return the old bytes: write() refuses a region with a read still queued.
+#pragma once
+#include <array>
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "memory/nvme_store.hpp"
+#include "memory/state_store.hpp"
+
+namespace furnace::memory {
+
+struct ExpertOffloadOptions {
+  std::string dir;                         // memory.nvme_dir
+  std::string origin = "memory.nvme_dir";  // names `dir` in messages
+  int rank = 0;
+  bool force_buffered = false;             // skip O_DIRECT
+};
+
+class ExpertOffload {
+ public:
+  static constexpr int kSlotsPerFamily = 2;
+
+  // The stores' host staging (host tier) that a run with `ps`'s groups allocates,
+  // per family: what Measure mode records before any file exists.
+  static std::uint64_t staging_bytes(const StateStore& ps);
+  static void record_staging(const StateStore& ps, Ledger& ledger);  // Measure mode
+
+  // Creates the files (throws std::runtime_error naming the directory or file); the
+  // groups start out of memory, with parameters and moments zero in the files.
+  ExpertOffload(StateStore& ps, const ExpertOffloadOptions& options, Ledger& ledger);
+  ~ExpertOffload() = default;
+
+  int groups() const { return int(ps_.offload_groups().size()); }
+  // The group tensor i belongs to, -1 when it is always in memory.
+  int group_of(int tensor) const { return group_of_[std::size_t(tensor)]; }
+
+  // The parameters of every group from the seed (StateStore::initialize), written out.
+  void initialize(std::uint64_t seed);
+  // Queues reads of group g's families that are neither in memory nor queued.
+  void prefetch(int g, std::initializer_list<Family> families);
+  // In memory on return, read from the file (or taken from its queued read); evicts
+  // every other group first.
+  void bring(int g, std::initializer_list<Family> families);
+  // In memory on return, all zeros, no read (gradients); evicts every other group.
+  void bring_zeroed(int g, Family f);
+  // Queues writes of group g's families (they must be in memory).
+  void write(int g, std::initializer_list<Family> families);
+  void evict(int g);
+  // Waits for every queued transfer; `durable`: fdatasync the files too.
+  void flush(bool durable = false);
+
+  // Totals since construction, for the bandwidth the tier achieved.
+  struct Traffic {
+    std::uint64_t bytes_read = 0, bytes_written = 0;
+    double busy_s = 0;  // summed over the stores' I/O threads
+  };
+  Traffic traffic() const;
+  const NvmeStore& store(Family f) const { return *stores_[std::size_t(f)]; }
+
+ private:
+  void evict_others(int g);
+  StateStore& ps_;
+  std::vector<int> group_of_;
+  std::array<std::unique_ptr<NvmeStore>, kStateFamilies.size()> stores_;
+  // A queued read per (family, group), 0 for none.
+  std::array<std::vector<NvmeStore::Ticket>, kStateFamilies.size()> pending_;
+};
+
+}  // namespace furnace::memory
