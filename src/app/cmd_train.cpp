@@ -99,7 +99,18 @@ int cmd_train(const TrainOptions& opt) {
     return rc;
   {
     const std::string report = trainer->memory_report("after set-up");
-    if (world_rank() == 0) std::printf("%s", report.c_str()), std::fflush(stdout);
+    if (world_rank() == 0) {
+      // The model's size over all ranks (global shapes), and its fp32 training state.
+      double params = 0;
+      for (const auto& p : trainer->params().infos()) {
+        double n = 1;
+        for (auto e : p.global_shape) n *= double(e);
+        params += n;
+      }
+      std::printf("model: %.4g parameters; training state (parameters, gradients, 2 AdamW moments, fp32): %s\n%s",
+                  params, memory::format_bytes(std::uint64_t(params * 16)).c_str(), report.c_str());
+      std::fflush(stdout);
+    }
   }
   if (opt.dry_run) {
     if (world_rank() == 0) std::printf("dry run: everything is built; not training (--dry-run)\n");

@@ -30,7 +30,7 @@ struct CheckpointError : std::runtime_error {
 };
 
 // Tensors that are in memory only while their group is (memory.experts = nvme,
-// memory::ExpertOffload): the checkpoint code asks for a group before it touches the
+// memory::StateOffload): the checkpoint code asks for a group before it touches the
 // bytes of one of its tensors. Writing: bring(g) puts the group's parameters and
 // moments in memory (evicting any other group). Reading: bring(g) commits them as
 // zeros, the read fills them, and done(g) writes them to the nvme tier.

@@ -137,10 +137,16 @@ std::string unknown_section(const std::string& where, const std::string& sec) {
 
 std::string unknown_key(const std::string& where, const std::string& sec, const std::string& name) {
   std::vector<std::string> same_section;
-  std::string elsewhere;  // the same key name in another section, e.g. [model] experts
+  // The same key name in another section, e.g. [model] experts: the section whose name
+  // is closest (moe.experts, not memory.experts).
+  std::string elsewhere;
+  std::size_t elsewhere_d = std::string::npos;
   for (const auto& k : config_keys()) {
-    if (k.section == sec) same_section.push_back(k.name);
-    else if (k.name == name) elsewhere = k.full_name();
+    if (k.section == sec) {
+      same_section.push_back(k.name);
+    } else if (k.name == name) {
+      if (const std::size_t d = edit_distance(sec, k.section); d < elsewhere_d) elsewhere_d = d, elsewhere = k.full_name();
+    }
   }
   std::string best = closest(name, same_section);
   best = best.empty() ? elsewhere : sec + "." + best;
@@ -249,8 +255,13 @@ void validate_at(const Config& cfg, const std::string& where) {
   if (e.experts > 0 && e.top_k > e.experts)
     inconsistent("moe.top_k = " + std::to_string(e.top_k) + " is larger than moe.experts = " +
                  std::to_string(e.experts) + "; accepted: 1 <= top_k <= experts");
-  if (cfg.memory.optimizer == "nvme")
-    inconsistent("memory.optimizer = nvme is not implemented yet; accepted for now: device, host");
+  if (cfg.memory.optimizer == "nvme") {
+    if (cfg.memory.zero != 0)
+      inconsistent("memory.optimizer = nvme with memory.zero = 1 is not implemented yet; accepted: memory.zero = 0");
+    if (cfg.checkpoint.async)
+      inconsistent("memory.optimizer = nvme with checkpoint.async = true: the moments are not in memory to snapshot; "
+                   "accepted: checkpoint.async = false (they are written from the nvme tier)");
+  }
   if (cfg.memory.experts == "nvme") {
     if (cfg.memory.zero != 0)
       inconsistent("memory.experts = nvme with memory.zero = 1 is not implemented yet; accepted: memory.zero = 0");
@@ -258,7 +269,8 @@ void validate_at(const Config& cfg, const std::string& where) {
       inconsistent("memory.experts = nvme with checkpoint.async = true: the experts are not in memory to snapshot; "
                    "accepted: checkpoint.async = false (they are written from the nvme tier)");
     if (cfg.memory.optimizer != "device")
-      inconsistent("memory.experts = nvme keeps the experts' moments on the nvme tier already; accepted: "
+      inconsistent("memory.experts = nvme with memory.optimizer = " + cfg.memory.optimizer +
+                   " is not implemented yet (the experts' moments are on the nvme tier already); accepted: "
                    "memory.optimizer = device with it");
   }
   // With a capacity factor the buffers hold every row a step can keep; a budget there
@@ -358,7 +370,8 @@ const std::vector<KeyInfo>& config_keys() {
       FURNACE_KEY(memory, zero, in(0, 1), "ZeRO-1: `1` keeps each rank's share of the AdamW moments only (dense tensors sharded over the world, expert tensors over their dp replicas); gradients are reduce-scattered and parameters all-gathered, and checkpoints keep global shapes; see docs/memory.md."),
       FURNACE_KEY(memory, device_budget_gb, at_least(0), "Refuse, before allocating, a run whose device-tier peak per rank (the memory report) exceeds this many GiB; 0 = only the memory the rank can have."),
       FURNACE_KEY(memory, host_budget_gb, at_least(0), "The same for the host tier (on a CPU build the device tier is host memory too)."),
-      FURNACE_KEY(memory, optimizer, one_of({"device", "host", "nvme"}), "The tier of the AdamW moments `exp_avg`, `exp_avg_sq`: `device`, or `host` (the same memory on a CPU build, counted in the report's host column; bitwise the same training); `nvme` is not implemented yet (see docs/memory.md)."),
+      FURNACE_KEY(memory, optimizer, one_of({"device", "host", "nvme"}), "The tier of the AdamW moments `exp_avg`, `exp_avg_sq`: `device`, or `host` (the same memory on a CPU build, counted in the report's host column; bitwise the same training); or `nvme`: files in `memory.nvme_dir`, brought in group by group for the update (bitwise the same training); see docs/memory.md."),
+      FURNACE_KEY(memory, nvme_group_mb, above(0), "`memory.optimizer = nvme`: MiB of each moment family per group of consecutive tensors (one transfer each); the window in memory is one group of both moments, plus two staging slots per moment; see docs/memory.md."),
       FURNACE_KEY(memory, experts, one_of({"device", "nvme"}), "The tier of the expert tensors (parameters, gradients and moments): `device`, or `nvme`: files in `memory.nvme_dir`, each MoE layer's experts brought into memory for its forward, backward and update only (bitwise the same training); see docs/memory.md."),
       FURNACE_KEY(memory, nvme_dir, any_string(), "Directory of the nvme tier's files (one subdirectory per rank; a node-local NVMe file system); \"\" = `nvme` inside output.dir."),
       FURNACE_KEY(memory, moe_buffer_mb, above(0), "Dropless MoE (`moe.capacity_factor <= 0`, ep > 1): MiB for the expert-side buffers of all MoE layers together (received rows, expert activations, their gradients); a step that sends a rank more rows exchanges in rounds. With a capacity factor the capacity bound sizes them, and a value other than the default is refused; see docs/memory.md."),

@@ -51,7 +51,8 @@ StateStore::~StateStore() {
   for (Family f : kStateFamilies) {
     ledger_->release(category_of(f), tier(f), std::string("StateStore::") + family_name(f), family_bytes(f));
     if (mode_ == Mode::Measure) {
-      if (!groups_.empty()) ledger_->release(category_of(f), tier(f), window_label(f), largest_group_bytes());
+      if (!groups_.empty() && family_offloaded(f))
+        ledger_->release(category_of(f), tier(f), window_label(f), largest_group_bytes());
     } else {
       for (std::size_t g = 0; g < groups_.size(); ++g)
         if (committed_[std::size_t(f)][g])
@@ -79,19 +80,40 @@ void StateStore::zero_resident(Family f) {
   auto zero = [&](std::int64_t end) {
     if (end > at) Kokkos::deep_copy(kernels::View1<float>(family(f).data() + at, end - at), 0.0f);
   };
-  for (const auto& g : groups_) {
-    zero(g.begin);
-    at = g.end;
-  }
+  if (family_offloaded(f))
+    for (const auto& g : groups_) {
+      zero(g.begin);
+      at = g.end;
+    }
   zero(total_);
 }
 
-void StateStore::offload(ParamKind kind) {
+void StateStore::offload(Offload what, std::uint64_t group_bytes) {
   if (!infos_.empty()) throw std::logic_error("StateStore::offload after add");
-  offload_kind_ = int(kind);
+  offload_ = what;
+  group_target_ = std::int64_t(std::max<std::uint64_t>(group_bytes / sizeof(float), 1));
+}
+
+bool StateStore::offloaded(int i) const {
+  switch (offload_) {
+    case Offload::None: return false;
+    case Offload::Experts: return infos_[std::size_t(i)].kind == ParamKind::Expert;
+    case Offload::Moments: return true;
+  }
+  return false;
+}
+
+bool StateStore::offloaded(int i, Family f) const { return family_offloaded(f) && offloaded(i); }
+
+std::vector<Family> StateStore::offloaded_families() const {
+  std::vector<Family> out;
+  for (Family f : kStateFamilies)
+    if (family_offloaded(f)) out.push_back(f);
+  return out;
 }
 
 void StateStore::commit(Family f, int group) {
+  if (!family_offloaded(f)) throw std::logic_error(std::string("StateStore::commit: ") + family_name(f) + " is not offloaded");
   auto&& flag = committed_[std::size_t(f)].at(std::size_t(group));
   if (flag) return;
   const OffloadGroup& g = groups_[std::size_t(group)];
@@ -120,12 +142,16 @@ int StateStore::add(ParamInfo info) {
   checked_product(size, 4 * sizeof(float), "tensor " + info.name + "'s state");  // every family of it
   info.size = std::int64_t(size);
   // 64-byte aligned, large tensors on a page (place_tensor); the views start on a page.
-  // An offloaded tensor has its pages to itself: it starts on one, and so does the next.
-  const bool isolated = offloads() && int(info.kind) == offload_kind_;
+  // Experts: an offloaded tensor has its pages to itself: it starts on one, and so does
+  // the next. Moments: a group starts on a page once the open one is full.
+  const bool isolated = offload_ == Offload::Experts && info.kind == ParamKind::Expert;
   auto to_page = [](std::int64_t x) { return (x + kPageFloats - 1) / kPageFloats * kPageFloats; };
-  info.offset = isolated ? to_page(total_) : place_tensor(total_, info.size);
+  const bool new_group = offload_ == Offload::Moments && (infos_.empty() || group_fill_ >= group_target_);
+  info.offset = isolated || new_group ? to_page(total_) : place_tensor(total_, info.size);
+  if (new_group) group_starts_.push_back(int(infos_.size())), group_fill_ = 0;
+  group_fill_ += info.size;
   const bool large = info.size >= kPageAlignFrom;
-  page_aligned_ = page_aligned_ || large || isolated;
+  page_aligned_ = page_aligned_ || large || isolated || new_group;
   total_ = isolated ? to_page(info.offset + info.size) : info.offset + info.size;
   by_name_[info.name] = static_cast<int>(infos_.size());
   infos_.push_back(std::move(info));
@@ -144,6 +170,7 @@ void StateStore::allocate(Ledger& ledger, const Placement& placement, Mode mode,
                              (placement.of(f) == Tier::Host ? " on a device that is not the host" : ""));
   }
   total_ = (total_ + 15) / 16 * 16;
+  if (offloads()) total_ = (total_ + kPageFloats - 1) / kPageFloats * kPageFloats;  // a Reservation is whole pages
   placement_ = placement;
   shards_ = ShardPlan(infos_, zero);
   sharded_ = zero.sharded();
@@ -177,8 +204,15 @@ void StateStore::allocate_reserved(Ledger& ledger, Mode mode) {
   if (sharded_) throw std::logic_error("StateStore: offloaded tensors with sharded moments are not implemented");
   if (!kernels::device_is_host())
     throw std::logic_error("StateStore: the nvme tier needs a device that is the host (a GPU build would stage it)");
-  // The groups: maximal runs of consecutive offloaded tensors.
-  for (int i = 0; i < int(infos_.size()); ++i) {
+  // Moments: the groups cut at group_starts_ (pages), the last one to the end.
+  for (std::size_t k = 0; offload_ == Offload::Moments && k < group_starts_.size(); ++k) {
+    const int first = group_starts_[k];
+    const int last = k + 1 < group_starts_.size() ? group_starts_[k + 1] - 1 : int(infos_.size()) - 1;
+    const std::int64_t end = k + 1 < group_starts_.size() ? infos_[std::size_t(last + 1)].offset : total_;
+    groups_.push_back({.first = first, .last = last, .begin = infos_[std::size_t(first)].offset, .end = end});
+  }
+  // Experts: the groups are the maximal runs of consecutive offloaded tensors.
+  for (int i = 0; offload_ == Offload::Experts && i < int(infos_.size()); ++i) {
     if (!offloaded(i)) continue;
     const ParamInfo& p = infos_[std::size_t(i)];
     const std::int64_t end = (p.offset + p.size + kPageFloats - 1) / kPageFloats * kPageFloats;
@@ -190,14 +224,14 @@ void StateStore::allocate_reserved(Ledger& ledger, Mode mode) {
     }
   }
   for (const auto& g : groups_) offloaded_elems_ += g.elems();
-  total_ = (total_ + kPageFloats - 1) / kPageFloats * kPageFloats;  // the reservation is whole pages
   for (Family f : kStateFamilies) {
     const std::string label = std::string("StateStore::") + family_name(f);
     ledger.add(category_of(f), tier(f), label, family_bytes(f));
     committed_[std::size_t(f)].assign(groups_.size(), false);
     if (mode == Mode::Measure) {
-      // The most an offloaded family holds at once: one group (ExpertOffload).
-      if (!groups_.empty()) ledger.add(category_of(f), tier(f), window_label(f), largest_group_bytes());
+      // The most an offloaded family holds at once: one group (StateOffload).
+      if (!groups_.empty() && family_offloaded(f))
+        ledger.add(category_of(f), tier(f), window_label(f), largest_group_bytes());
       views_[std::size_t(f)] = kernels::View1<float>(nullptr, total_);
       continue;
     }
@@ -210,10 +244,11 @@ void StateStore::allocate_reserved(Ledger& ledger, Mode mode) {
       r.commit(std::size_t(at) * sizeof(float), std::size_t(end - at) * sizeof(float));
       std::memset(r.data() + at * sizeof(float), 0, std::size_t(end - at) * sizeof(float));
     };
-    for (const auto& g : groups_) {
-      resident(g.begin);
-      at = g.end;
-    }
+    if (family_offloaded(f))
+      for (const auto& g : groups_) {
+        resident(g.begin);
+        at = g.end;
+      }
     resident(total_);
     views_[std::size_t(f)] = kernels::View1<float>(reinterpret_cast<float*>(r.data()), total_);
   }
@@ -221,7 +256,7 @@ void StateStore::allocate_reserved(Ledger& ledger, Mode mode) {
 
 void StateStore::initialize(std::uint64_t seed) {
   for (int i = 0; i < int(infos_.size()); ++i)
-    if (!offloaded(i)) initialize(seed, i);
+    if (!offloaded(i, Family::Param)) initialize(seed, i);
 }
 
 void StateStore::initialize(std::uint64_t seed, int i) {
@@ -244,7 +279,8 @@ int StateStore::find(const std::string& name) const {
 }
 
 std::int64_t StateStore::family_elems(Family f) const {
-  return f == Family::ExpAvg || f == Family::ExpAvgSq ? shards_.total() : total_;
+  // Unsharded, the moments have the parameters' layout (ShardPlan), total_ included.
+  return sharded_ && (f == Family::ExpAvg || f == Family::ExpAvgSq) ? shards_.total() : total_;
 }
 
 kernels::View1<float> StateStore::owned(Family f, int i) const {

@@ -57,14 +57,27 @@ class StateStore {
   StateStore(const StateStore&) = delete;
   StateStore& operator=(const StateStore&) = delete;
 
-  // Before add(): the tensors of `kind` live on the nvme tier (memory.experts = nvme),
-  // in memory only while their group is committed (memory::ExpertOffload moves the
-  // bytes). Each such tensor starts and ends on a page of its own, and every family is
-  // then a Reservation, so a group's pages can leave memory while the views, the
-  // optimizer and the reductions keep their addresses. Not with sharded moments.
-  void offload(ParamKind kind);
-  bool offloads() const { return offload_kind_ >= 0; }
-  bool offloaded(int i) const { return offloads() && int(infos_[std::size_t(i)].kind) == offload_kind_; }
+  // Before add(): parts of the state live on the nvme tier, in memory only while their
+  // group is committed (memory::StateOffload moves the bytes):
+  //   Experts  every family of the Expert tensors (memory.experts = nvme); each such
+  //            tensor starts and ends on a page of its own, a group is a run of them
+  //            (one MoE layer's experts);
+  //   Moments  the two moment families of every tensor (memory.optimizer = nvme); a
+  //            group is a run of consecutive tensors of at least group_bytes, starting
+  //            on a page.
+  // Every family is then a Reservation, so a group's pages can leave memory while the
+  // views, the optimizer and the reductions keep their addresses. Not with sharded
+  // moments.
+  enum class Offload { None, Experts, Moments };
+  void offload(Offload what, std::uint64_t group_bytes = 64 << 20);
+  bool offloads() const { return offload_ != Offload::None; }
+  Offload offload_mode() const { return offload_; }
+  // Family f of tensor i lives on the nvme tier.
+  bool offloaded(int i, Family f) const;
+  // Some family of tensor i does (its update runs with its group's: StateOffload).
+  bool offloaded(int i) const;
+  // The families that leave memory, in kStateFamilies order.
+  std::vector<Family> offloaded_families() const;
   const std::vector<OffloadGroup>& offload_groups() const { return groups_; }
   // A group's range of family f in memory (zeros) or out of it (its contents lost);
   // counted in the ledger under "StateStore::<family> (nvme window)". Measure mode
@@ -85,7 +98,7 @@ class StateStore {
   // Deterministic initialisation: each tensor from its own counter-based stream,
   // indexed by global element number, so any sharding gives the same values.
   // Offloaded tensors are skipped: their group is initialised while committed, with
-  // initialize(seed, i) for each of its tensors (ExpertOffload).
+  // initialize(seed, i) for each of its tensors (StateOffload).
   void initialize(std::uint64_t seed);
   void initialize(std::uint64_t seed, int i);
 
@@ -102,7 +115,7 @@ class StateStore {
   // Bytes allocated per family: its elements and the lead that puts the view on a page;
   // with offloaded tensors, those of the tensors always in memory.
   std::uint64_t family_bytes(Family f) const {
-    return std::uint64_t(family_elems(f) - offloaded_elems_ + lead_room()) * sizeof(float);
+    return std::uint64_t(family_elems(f) - (family_offloaded(f) ? offloaded_elems_ : 0) + lead_room()) * sizeof(float);
   }
   kernels::View1<float> params() const { return family(Family::Param); }
   kernels::View1<float> grads() const { return family(Family::Grad); }
@@ -138,8 +151,13 @@ class StateStore {
   std::array<Kokkos::View<float*, kernels::MemSpace>, kStateFamilies.size()> buffers_;
   std::array<Kokkos::View<float*, HostTierSpace>, kStateFamilies.size()> host_buffers_;  // host-tier families
   std::array<kernels::View1<float>, kStateFamilies.size()> views_;
-  // Offload (memory.experts = nvme).
-  int offload_kind_ = -1;                     // a ParamKind, -1: none
+  // Offload (memory.experts or memory.optimizer = nvme).
+  Offload offload_ = Offload::None;
+  std::int64_t group_target_ = 0, group_fill_ = 0;  // Moments: floats per group, and in the open one
+  std::vector<int> group_starts_;                    // Moments: the first tensor of each group
+  bool family_offloaded(Family f) const {
+    return offload_ == Offload::Experts || (offload_ == Offload::Moments && (f == Family::ExpAvg || f == Family::ExpAvgSq));
+  }
   std::vector<OffloadGroup> groups_;
   std::int64_t offloaded_elems_ = 0;
   Mode mode_ = Mode::Allocate;

@@ -8,7 +8,7 @@ double AdamW::grad_sq_sum(const memory::StateStore& ps, memory::ParamKind kind, 
   double s = 0;
   for (int i = 0; i < int(ps.infos().size()); ++i)
     if (ps.info(i).kind == kind)
-      s += ps.offloaded(i) ? offloaded->at(std::size_t(i)) : kernels::sum_squares<float>(ps.owned(memory::Family::Grad, i));
+      s += ps.offloaded(i, memory::Family::Grad) ? offloaded->at(std::size_t(i)) : kernels::sum_squares<float>(ps.owned(memory::Family::Grad, i));
   return s;
 }
 
@@ -27,7 +27,7 @@ double AdamW::clip(memory::StateStore& ps, double global_norm) const {
   // Elementwise, so tensor by tensor gives the same bits; offloaded groups are scaled
   // when they come in for their update (scale_tensor).
   for (int i = 0; i < int(ps.infos().size()); ++i)
-    if (!ps.offloaded(i)) scale_tensor(ps, i, f);
+    if (!ps.offloaded(i, memory::Family::Grad)) scale_tensor(ps, i, f);
   return f;
 }
 

@@ -70,6 +70,14 @@ memory::Placement placement(const io::Config& c) {
   return p;
 }
 
+// memory.experts / memory.optimizer = nvme: what the store keeps on the nvme tier.
+void offload_state(const io::Config& c, memory::StateStore& ps) {
+  using Offload = memory::StateStore::Offload;
+  if (c.memory.experts == "nvme") ps.offload(Offload::Experts);
+  if (c.memory.optimizer == "nvme")
+    ps.offload(Offload::Moments, std::uint64_t(c.memory.nvme_group_mb * double(1 << 20)));
+}
+
 }  // namespace
 
 memory::ShardLayout zero_layout(const io::Config& cfg, const comm::Groups& g) {
@@ -81,10 +89,10 @@ memory::Ledger measure_memory(const io::Config& cfg, const model::GptSpec& spec,
   memory::Ledger planned;
   memory::StateStore ps;
   memory::Arenas arenas("Trainer", planned, memory::Mode::Measure);
-  if (cfg.memory.experts == "nvme") ps.offload(memory::ParamKind::Expert);
+  offload_state(cfg, ps);
   model::Gpt model(spec, ps, arenas);
   ps.allocate(planned, placement(cfg), memory::Mode::Measure, zero);
-  memory::ExpertOffload::record_staging(ps, planned);
+  memory::StateOffload::record_staging(ps, planned);
   kernels::View1<kernels::index_t> inputs, targets;
   allocate_batch(arenas, spec, inputs, targets);
   if (const auto b = Checkpointer::snapshot_bytes(cfg, ps))
@@ -118,7 +126,7 @@ Trainer::Trainer(const io::Config& cfg, comm::Groups& groups, const MemoryCheck&
   }
   if (check) check(planned);
   arenas_.reserve(planned);
-  if (cfg.memory.experts == "nvme") ps_.offload(memory::ParamKind::Expert);
+  offload_state(cfg, ps_);
   model_ = std::make_unique<model::Gpt>(spec_, ps_, arenas_);
   ps_.allocate(ledger_, placement(cfg), memory::Mode::Allocate, zero_layout(cfg, groups));
   grad_sync_ = std::make_unique<comm::GradSync>(ps_, groups, std::size_t(cfg.comm.bucket_mb) << 20);
@@ -141,7 +149,7 @@ Trainer::Trainer(const io::Config& cfg, comm::Groups& groups, const MemoryCheck&
     std::istringstream in(fault);
     std::getline(in, fault_tensor_, '@');
     for (std::string s; std::getline(in, s, ',');) fault_steps_.push_back(std::stol(s));
-    if (ps_.find(fault_tensor_) < 0 || ps_.offloaded(ps_.find(fault_tensor_)))
+    if (ps_.find(fault_tensor_) < 0 || ps_.offloaded(ps_.find(fault_tensor_), memory::Family::Grad))
       throw std::invalid_argument("FURNACE_TEST_NAN_GRAD names no tensor in memory '" + fault_tensor_ + "'");
   }
   allocate_batch(arenas_, spec_, inputs_, targets_);
@@ -169,7 +177,7 @@ std::string Trainer::memory_report(const std::string& when) const {
                   "  nvme tier (rank %d): %s read, %s written; I/O threads busy %.1f s, %.2f GB/s per thread (%s)\n",
                   groups_.rank(), memory::format_bytes(t.bytes_read).c_str(), memory::format_bytes(t.bytes_written).c_str(),
                   t.busy_s, t.busy_s > 0 ? double(t.bytes_read + t.bytes_written) / t.busy_s / 1e9 : 0.0,
-                  offload_->store(memory::Family::Param).file().mode().c_str());
+                  offload_->store(offload_->families().front()).file().mode().c_str());
     tier = line;
   }
   return ledger_.report("memory " + when + " (rank " + std::to_string(groups_.rank()) + "; largest peak over " +
@@ -311,9 +319,9 @@ std::string Trainer::first_nonfinite_tensor() const {
   // Offloaded tensors (memory.experts = nvme) are not in memory: their gradients are
   // judged by the sums of squares taken in the backward, their values not at all.
   for (int i = 0; i < n && mine[0] == 2 * n; ++i)
-    if (!ps_.offloaded(i) && !std::isfinite(k::sum_squares<float>(ps_.slice(ps_.params(), i)))) mine[0] = i;
+    if (!ps_.offloaded(i, memory::Family::Param) && !std::isfinite(k::sum_squares<float>(ps_.slice(ps_.params(), i)))) mine[0] = i;
   for (int i = 0; i < n && mine[0] == 2 * n; ++i)
-    if (!std::isfinite(ps_.offloaded(i) ? offloaded_sq_[std::size_t(i)] : k::sum_squares<float>(ps_.slice(ps_.grads(), i))))
+    if (!std::isfinite(ps_.offloaded(i, memory::Family::Grad) ? offloaded_sq_[std::size_t(i)] : k::sum_squares<float>(ps_.slice(ps_.grads(), i))))
       mine[0] = n + i;
   mpiCheck(MPI_Allreduce(mine, first, 1, MPI_2INT, MPI_MINLOC, groups_.world()));
   if (first[0] == 2 * n) return "every parameter and gradient is finite (the forward overflowed)";

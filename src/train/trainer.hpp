@@ -13,7 +13,7 @@
 #include "io/config.hpp"
 #include "io/dataset.hpp"
 #include "memory/arena.hpp"
-#include "memory/expert_offload.hpp"
+#include "memory/state_offload.hpp"
 #include "memory/ledger.hpp"
 #include "memory/state_store.hpp"
 #include "model/gpt.hpp"
@@ -120,7 +120,7 @@ class Trainer {
   // gradient norm (so only rank 0 sees a non-finite one).
   void inject_test_fault(long step);
 
-  // memory.experts = nvme (trainer_offload.cpp): the layer hooks that bring each MoE
+  // memory.experts or memory.optimizer = nvme (trainer_offload.cpp): the layer hooks that bring each MoE
   // layer's experts in and out around its forward and backward, the optimizer pass
   // over the offloaded groups, and the checkpoint code's access to them.
   void set_up_offload();
@@ -150,7 +150,7 @@ class Trainer {
   LrSchedule schedule_;
   kernels::View1<kernels::index_t> inputs_, targets_;
   std::vector<std::int32_t> batch_;
-  std::unique_ptr<memory::ExpertOffload> offload_;  // memory.experts = nvme
+  std::unique_ptr<memory::StateOffload> offload_;  // memory.experts or memory.optimizer = nvme
   std::vector<int> layer_group_;                    // per layer: its offloaded group, -1 for none
   std::vector<double> offloaded_sq_;                // per tensor: sum of squared gradients, taken in the backward
   io::OffloadAccess ckpt_write_access_, ckpt_read_access_;

@@ -1,5 +1,6 @@
-// memory.experts = nvme: the trainer's side of memory::ExpertOffload. Each MoE layer's
-// experts (one offloaded group) are in memory around their own work only:
+// memory.experts = nvme and memory.optimizer = nvme: the trainer's side of
+// memory::StateOffload. With the experts offloaded, each MoE layer's experts (one
+// offloaded group) are in memory around their own work only:
 //
 //   forward   layer l: parameters in (read queued while layer l-1 ran)
 //   backward  layer l: parameters in (still there for the last layer), gradients
@@ -7,6 +8,9 @@
 //             squares kept for the clipping norm, the gradients written out
 //   update    group by group after the norm is known: parameters, gradients and
 //             moments in, clipped, AdamW, parameters and moments written out
+//
+// With the moments offloaded, only the update touches the tier: each group's moments
+// come in, the group is updated, its moments go out.
 //
 // Every kernel sees the same bits as with the experts in memory (the views keep their
 // addresses: StateStore::offload), so the run is bitwise the same.
@@ -30,18 +34,36 @@ void Trainer::set_up_offload() {
     std::filesystem::create_directories(dir, ec);  // a failure is named by the store
   }
   try {
-    offload_ = std::make_unique<memory::ExpertOffload>(
-        ps_, memory::ExpertOffloadOptions{.dir = dir, .origin = origin, .rank = groups_.rank()}, ledger_);
+    offload_ = std::make_unique<memory::StateOffload>(
+        ps_, memory::StateOffloadOptions{.dir = dir, .origin = origin, .rank = groups_.rank()}, ledger_);
   } catch (const std::runtime_error& e) {  // the directory or its file system: the run's settings
     throw io::ConfigError(e.what());
   }
   if (groups_.rank() == 0) {
-    std::printf("nvme tier: the experts of %d MoE layer(s) in %s/rank*/ (%s)\n", offload_->groups(), dir.c_str(),
-                offload_->store(Family::Param).file().mode().c_str());
+    if (offload_->has(Family::Param))
+      std::printf("nvme tier: the experts of %d MoE layer(s) in %s/rank*/ (%s)\n", offload_->groups(), dir.c_str(),
+                  offload_->store(Family::Param).file().mode().c_str());
+    else
+      std::printf("nvme tier: the AdamW moments in %d group(s) of tensors in %s/rank*/ (%s)\n", offload_->groups(),
+                  dir.c_str(), offload_->store(Family::ExpAvg).file().mode().c_str());
     std::fflush(stdout);
   }
   offloaded_sq_.assign(ps_.infos().size(), 0.0);
   offload_->initialize(cfg_.train.seed);
+  ckpt_write_access_ = {
+      .group_of = [this](int i) { return offload_->group_of(i); },
+      .bring = [this](int g) { offload_->bring(g, offload_->checkpointed()); },
+      .done = {},
+  };
+  ckpt_read_access_ = {
+      .group_of = [this](int i) { return offload_->group_of(i); },
+      .bring =
+          [this](int g) {
+            for (Family f : offload_->checkpointed()) offload_->bring_zeroed(g, f);
+          },
+      .done = [this](int g) { offload_->write(g, offload_->checkpointed()); },
+  };
+  if (!offload_->has(Family::Param)) return;  // Moments: only the update touches the tier
 
   const auto& blocks = model_->blocks();
   layer_group_.assign(blocks.size(), -1);
@@ -79,34 +101,24 @@ void Trainer::set_up_offload() {
           },
   });
 
-  ckpt_write_access_ = {
-      .group_of = [this](int i) { return offload_->group_of(i); },
-      .bring = [this](int g) { offload_->bring(g, {Family::Param, Family::ExpAvg, Family::ExpAvgSq}); },
-      .done = {},
-  };
-  ckpt_read_access_ = {
-      .group_of = [this](int i) { return offload_->group_of(i); },
-      .bring =
-          [this](int g) {
-            for (Family f : {Family::Param, Family::ExpAvg, Family::ExpAvgSq}) offload_->bring_zeroed(g, f);
-          },
-      .done = [this](int g) { offload_->write(g, {Family::Param, Family::ExpAvg, Family::ExpAvgSq}); },
-  };
 }
 
 void Trainer::update_offloaded(double clip_factor) {
   const int groups = offload_->groups();
+  const auto& families = offload_->families();
   for (int g = 0; g < groups; ++g) {
-    offload_->bring(g, {Family::Param, Family::Grad, Family::ExpAvg, Family::ExpAvgSq});
-    if (g + 1 < groups) offload_->prefetch(g + 1, {Family::Param, Family::Grad, Family::ExpAvg, Family::ExpAvgSq});
+    offload_->bring(g, families);
+    if (g + 1 < groups) offload_->prefetch(g + 1, families);
     const auto& grp = ps_.offload_groups()[std::size_t(g)];
     for (int i = grp.first; i <= grp.last; ++i) {
-      if (clip_factor != 1.0) AdamW::scale_tensor(ps_, i, clip_factor);
+      // Gradients in memory were clipped with the others (AdamW::clip).
+      if (clip_factor != 1.0 && ps_.offloaded(i, Family::Grad)) AdamW::scale_tensor(ps_, i, clip_factor);
       opt_.update_tensor(ps_, i);
     }
-    offload_->write(g, {Family::Param, Family::ExpAvg, Family::ExpAvgSq});
+    offload_->write(g, offload_->checkpointed());
   }
-  if (groups > 0) offload_->prefetch(0, {Family::Param});  // the next forward's first layer
+  // The next forward's first layer (Experts), or the next update's first group.
+  if (groups > 0) offload_->prefetch(0, {offload_->has(Family::Param) ? Family::Param : Family::ExpAvg});
 }
 
 }  // namespace furnace::train

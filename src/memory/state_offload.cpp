@@ -1,4 +1,4 @@
-#include "memory/expert_offload.hpp"
+#include "memory/state_offload.hpp"
 
 #include <cstring>
 #include <stdexcept>
@@ -22,26 +22,28 @@ float* group_data(const StateStore& ps, Family f, int g) {
 
 }  // namespace
 
-std::uint64_t ExpertOffload::staging_bytes(const StateStore& ps) {
+std::uint64_t StateOffload::staging_bytes(const StateStore& ps) {
   // NvmeStore rounds a slot to the file's alignment; groups are whole pages, which
   // is that alignment on every file system seen so far.
   return ps.offload_groups().empty() ? 0 : round_up(largest_group(ps), 4096) * kSlotsPerFamily;
 }
 
-void ExpertOffload::record_staging(const StateStore& ps, Ledger& ledger) {
+void StateOffload::record_staging(const StateStore& ps, Ledger& ledger) {
   if (ps.offload_groups().empty()) return;
-  for (Family f : kStateFamilies) ledger.add(category_of(f), Tier::Host, "NvmeStore::staging", staging_bytes(ps));
-  for (Family f : kStateFamilies)
+  for (Family f : ps.offloaded_families()) ledger.add(category_of(f), Tier::Host, "NvmeStore::staging", staging_bytes(ps));
+  for (Family f : ps.offloaded_families())
     for (int g = 0; g < int(ps.offload_groups().size()); ++g)
       ledger.add(category_of(f), Tier::Nvme, "NvmeStore::file", round_up(group_bytes(ps, g), 4096));
 }
 
-ExpertOffload::ExpertOffload(StateStore& ps, const ExpertOffloadOptions& options, Ledger& ledger)
-    : ps_(ps), group_of_(ps.infos().size(), -1) {
+StateOffload::StateOffload(StateStore& ps, const StateOffloadOptions& options, Ledger& ledger)
+    : ps_(ps), group_of_(ps.infos().size(), -1), families_(ps.offloaded_families()) {
   const auto& groups = ps.offload_groups();
   for (int g = 0; g < int(groups.size()); ++g)
     for (int i = groups[std::size_t(g)].first; i <= groups[std::size_t(g)].last; ++i) group_of_[std::size_t(i)] = g;
-  for (Family f : kStateFamilies) {
+  for (Family f : families_)
+    if (f != Family::Grad) checkpointed_.push_back(f);
+  for (Family f : families_) {
     NvmeStoreOptions o{.dir = options.dir, .origin = options.origin, .rank = options.rank,
                        .family = family_name(f), .slot_bytes = std::size_t(largest_group(ps)),
                        .slots = kSlotsPerFamily, .category = category_of(f),
@@ -54,16 +56,17 @@ ExpertOffload::ExpertOffload(StateStore& ps, const ExpertOffloadOptions& options
   }
 }
 
-void ExpertOffload::evict_others(int g) {
+void StateOffload::evict_others(int g) {
   for (int o = 0; o < groups(); ++o)
     if (o != g) evict(o);
 }
 
-void ExpertOffload::evict(int g) {
-  for (Family f : kStateFamilies) ps_.decommit(f, g);
+void StateOffload::evict(int g) {
+  for (Family f : families_) ps_.decommit(f, g);
 }
 
-void ExpertOffload::initialize(std::uint64_t seed) {
+void StateOffload::initialize(std::uint64_t seed) {
+  if (!has(Family::Param)) return;
   for (int g = 0; g < groups(); ++g) {
     bring_zeroed(g, Family::Param);
     const auto& grp = ps_.offload_groups()[std::size_t(g)];
@@ -74,14 +77,14 @@ void ExpertOffload::initialize(std::uint64_t seed) {
   flush();
 }
 
-void ExpertOffload::prefetch(int g, std::initializer_list<Family> families) {
+void StateOffload::prefetch(int g, const std::vector<Family>& families) {
   for (Family f : families) {
     auto& t = pending_[std::size_t(f)].at(std::size_t(g));
     if (t == 0 && !ps_.committed(f, g)) t = stores_[std::size_t(f)]->prefetch(g);
   }
 }
 
-void ExpertOffload::bring(int g, std::initializer_list<Family> families) {
+void StateOffload::bring(int g, const std::vector<Family>& families) {
   evict_others(g);
   prefetch(g, families);
   for (Family f : families) {
@@ -96,32 +99,34 @@ void ExpertOffload::bring(int g, std::initializer_list<Family> families) {
   }
 }
 
-void ExpertOffload::bring_zeroed(int g, Family f) {
+void StateOffload::bring_zeroed(int g, Family f) {
   evict_others(g);
   if (pending_[std::size_t(f)][std::size_t(g)] != 0)
-    throw std::logic_error("ExpertOffload::bring_zeroed: a read of the same region is queued");
+    throw std::logic_error("StateOffload::bring_zeroed: a read of the same region is queued");
   if (ps_.committed(f, g))
     std::memset(group_data(ps_, f, g), 0, group_bytes(ps_, g));
   else
     ps_.commit(f, g);  // fresh pages read as zero
 }
 
-void ExpertOffload::write(int g, std::initializer_list<Family> families) {
+void StateOffload::write(int g, const std::vector<Family>& families) {
   for (Family f : families) {
-    if (!ps_.committed(f, g)) throw std::logic_error("ExpertOffload::write: the group is not in memory");
+    if (!ps_.committed(f, g)) throw std::logic_error("StateOffload::write: the group is not in memory");
     if (pending_[std::size_t(f)][std::size_t(g)] != 0)
-      throw std::logic_error("ExpertOffload::write: a read of the same region is still queued");
+      throw std::logic_error("StateOffload::write: a read of the same region is still queued");
     stores_[std::size_t(f)]->write_back(g, group_data(ps_, f, g));
   }
 }
 
-void ExpertOffload::flush(bool durable) {
-  for (auto& s : stores_) s->flush(durable);
+void StateOffload::flush(bool durable) {
+  for (auto& s : stores_)
+    if (s) s->flush(durable);
 }
 
-ExpertOffload::Traffic ExpertOffload::traffic() const {
+StateOffload::Traffic StateOffload::traffic() const {
   Traffic t;
   for (const auto& s : stores_) {
+    if (!s) continue;
     const auto c = s->counters();
     t.bytes_read += c.bytes_read;
     t.bytes_written += c.bytes_written;

@@ -1,10 +1,13 @@
-// memory.experts = nvme: the offloaded tensors of a StateStore (each MoE layer's
-// experts, one OffloadGroup per layer) live in files, one per family
-// (<nvme_dir>/rank<R>/<family>.bin, a memory::NvmeStore each, so the nvme and staging
-// bytes are counted under their own category), and come into memory one group at a
-// time: the trainer brings a layer's parameters in for its forward, its parameters
-// and (zeroed) gradients for its backward, writes the gradients out once they are
-// reduced, and runs the optimizer group by group after the gradient norm is known.
+// The nvme tier of a StateStore that offloads (StateStore::offload): each offloaded
+// family lives in a file (<nvme_dir>/rank<R>/<family>.bin, a memory::NvmeStore each,
+// so the nvme and staging bytes are counted under the family's own category), and a
+// group of tensors comes into memory only for its work:
+//   Experts (memory.experts = nvme): all four families of each MoE layer's experts;
+//     the trainer brings a layer's parameters in for its forward, its parameters and
+//     (zeroed) gradients for its backward, writes the gradients out once reduced, and
+//     runs the optimizer group by group once the gradient norm is known;
+//   Moments (memory.optimizer = nvme): the AdamW moments of every tensor, brought in
+//     group by group for the update and written back.
 // Reads of the next group are queued ahead (prefetch) so that they overlap the work
 // on the current one; each store has two staging slots, so a read and a write can be
 // in flight while the current group is worked on.
@@ -26,42 +29,46 @@
 
 namespace furnace::memory {
 
-struct ExpertOffloadOptions {
+struct StateOffloadOptions {
   std::string dir;                         // memory.nvme_dir
   std::string origin = "memory.nvme_dir";  // names `dir` in messages
   int rank = 0;
   bool force_buffered = false;             // skip O_DIRECT
 };
 
-class ExpertOffload {
+class StateOffload {
  public:
   static constexpr int kSlotsPerFamily = 2;
 
-  // The stores' host staging (host tier) that a run with `ps`'s groups allocates,
-  // per family: what Measure mode records before any file exists.
+  // The stores' host staging (host tier, per offloaded family) and their files (nvme
+  // tier) for `ps`'s groups: what Measure mode records before any file exists.
   static std::uint64_t staging_bytes(const StateStore& ps);
-  static void record_staging(const StateStore& ps, Ledger& ledger);  // Measure mode
+  static void record_staging(const StateStore& ps, Ledger& ledger);
 
   // Creates the files (throws std::runtime_error naming the directory or file); the
-  // groups start out of memory, with parameters and moments zero in the files.
-  ExpertOffload(StateStore& ps, const ExpertOffloadOptions& options, Ledger& ledger);
-  ~ExpertOffload() = default;
+  // groups start out of memory, zero in the files.
+  StateOffload(StateStore& ps, const StateOffloadOptions& options, Ledger& ledger);
 
   int groups() const { return int(ps_.offload_groups().size()); }
   // The group tensor i belongs to, -1 when it is always in memory.
   int group_of(int tensor) const { return group_of_[std::size_t(tensor)]; }
+  // The offloaded families, and those of them a checkpoint holds (no gradients).
+  const std::vector<Family>& families() const { return families_; }
+  const std::vector<Family>& checkpointed() const { return checkpointed_; }
+  bool has(Family f) const { return stores_[std::size_t(f)] != nullptr; }
 
-  // The parameters of every group from the seed (StateStore::initialize), written out.
+  // Experts: the parameters of every group from the seed (StateStore::initialize),
+  // written out. Moments: nothing to do (the files' zeros are the initial moments).
   void initialize(std::uint64_t seed);
   // Queues reads of group g's families that are neither in memory nor queued.
-  void prefetch(int g, std::initializer_list<Family> families);
+  void prefetch(int g, const std::vector<Family>& families);
   // In memory on return, read from the file (or taken from its queued read); evicts
   // every other group first.
-  void bring(int g, std::initializer_list<Family> families);
-  // In memory on return, all zeros, no read (gradients); evicts every other group.
+  void bring(int g, const std::vector<Family>& families);
+  // In memory on return, all zeros, no read; evicts every other group.
   void bring_zeroed(int g, Family f);
   // Queues writes of group g's families (they must be in memory).
-  void write(int g, std::initializer_list<Family> families);
+  void write(int g, const std::vector<Family>& families);
   void evict(int g);
   // Waits for every queued transfer; `durable`: fdatasync the files too.
   void flush(bool durable = false);
@@ -78,6 +85,7 @@ class ExpertOffload {
   void evict_others(int g);
   StateStore& ps_;
   std::vector<int> group_of_;
+  std::vector<Family> families_, checkpointed_;
   std::array<std::unique_ptr<NvmeStore>, kStateFamilies.size()> stores_;
   // A queued read per (family, group), 0 for none.
   std::array<std::vector<NvmeStore::Ticket>, kStateFamilies.size()> pending_;
