@@ -32,8 +32,9 @@ class Reservation {
 
  private:
   void check_range(std::size_t offset, std::size_t bytes, const char* who) const;
+  std::byte* base_ = nullptr;  // the mapping (data_ is on a 2 MiB boundary inside it)
   std::byte* data_ = nullptr;
-  std::size_t bytes_ = 0;
+  std::size_t bytes_ = 0, mapped_ = 0;
 };
 
 }  // namespace furnace::memory
