@@ -142,6 +142,8 @@ void NvmeStore::flush(bool durable) {
     throw std::runtime_error(error_ = "nvme tier: fdatasync of '" + file_.path() + "' failed: " + e);
 }
 
+void NvmeStore::inject_write_fault() { fail_next_write_.store(true); }
+
 NvmeStore::Counters NvmeStore::counters() const {
   std::lock_guard lock(mutex_);
   return counters_;
@@ -167,7 +169,10 @@ void NvmeStore::run() {
     if (error_.empty()) {  // after a failure, nothing more touches the file
       lock.unlock();
       const auto t0 = std::chrono::steady_clock::now();
-      err = write ? file_.write(s.data, r.span, r.offset) : file_.read(s.data, r.span, r.offset);
+      if (write && fail_next_write_.exchange(false))
+        err = "injected fault at nvme.write (FURNACE_FAULT)";
+      else
+        err = write ? file_.write(s.data, r.span, r.offset) : file_.read(s.data, r.span, r.offset);
       const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       lock.lock();
       counters_.busy_s += dt;

@@ -24,6 +24,7 @@
 // the store's contents are unknown, so it fails every operation until it is
 // destroyed. Agreeing on the failure across ranks is the caller's (the trainer's).
 #pragma once
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -95,6 +96,9 @@ class NvmeStore {
     double busy_s = 0;
   };
   Counters counters() const;
+  // Testers: the next write fails as a real one would ("injected fault at nvme.write
+  // (FURNACE_FAULT)"); the trainer arms it when FURNACE_FAULT names nvme.write.
+  void inject_write_fault();
 
  private:
   enum class State { Free, Reading, Ready, Held, Writing };
@@ -126,6 +130,7 @@ class NvmeStore {
   Ticket next_ticket_ = 1;
   std::string error_;                // the first failure, as thrown
   Counters counters_;
+  std::atomic<bool> fail_next_write_{false};
   bool stop_ = false;
   std::thread thread_;
 };

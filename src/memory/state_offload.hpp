@@ -80,6 +80,7 @@ class StateOffload {
   };
   Traffic traffic() const;
   const NvmeStore& store(Family f) const { return *stores_[std::size_t(f)]; }
+  void inject_write_fault(Family f) { stores_[std::size_t(f)]->inject_write_fault(); }
 
  private:
   void evict_others(int g);

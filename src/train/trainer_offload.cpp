@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "comm/fault.hpp"
 #include "comm/mpi_check.hpp"
 #include "kernels/optim.hpp"
 #include "train/trainer.hpp"
@@ -50,6 +51,9 @@ void Trainer::set_up_offload() {
   }
   offloaded_sq_.assign(ps_.infos().size(), 0.0);
   offload_->initialize(cfg_.train.seed);
+  // Testers: the first write of training fails (the gradients, or the moments).
+  if (comm::fault::hit("nvme.write"))
+    offload_->inject_write_fault(offload_->has(Family::Grad) ? Family::Grad : Family::ExpAvg);
   ckpt_write_access_ = {
       .group_of = [this](int i) { return offload_->group_of(i); },
       .bring = [this](int g) { offload_->bring(g, offload_->checkpointed()); },

@@ -10,6 +10,8 @@
 #   - a checkpoint written at step 25 with the experts on nvme resumes, on nvme and in
 #     memory, to the same losses 26..50 (so the offloaded groups are written and read
 #     back, not left at their initial values);
+#   - a failed write to the tier on one rank ends the job with the file's name, once
+#     (exit 4), at 2 ranks;
 #   - the settings it cannot combine with are refused in one line (exit 2).
 source "$(dirname "$0")/lib/common.sh"
 source "$(dirname "$0")/lib/one_line.sh"
@@ -68,6 +70,16 @@ for tier in nvme device; do
 done
 echo "ok: the step-25 checkpoint of the nvme run resumes bitwise, with the experts on nvme and in memory"
 
+# (MPI_Abort adds MPICH's own line; the reason itself must come exactly once.)
+set +e
+FURNACE_FAULT=nvme.write@1 timeout -k 5 60 mpiexec -n 2 "$BIN" train "${COMMON[@]}" --set output.dir="\"$SCRATCH/fault\"" \
+  --set memory.experts=nvme --set parallel.ep=2 > /dev/null 2> "$SCRATCH/fault.err"
+rc=$?
+set -e
+pattern="nvme tier: writing region .* to '.*/rank1/grad.bin' failed: injected fault at nvme.write"
+[ "$rc" -eq 4 ] || fail "a failed nvme write: expected exit 4, got $rc: $(head -c 600 "$SCRATCH/fault.err")"
+[ "$(grep -c -- "$pattern" "$SCRATCH/fault.err")" -eq 1 ] || fail "a failed nvme write: the reason not once: $(head -c 600 "$SCRATCH/fault.err")"
+echo "ok: a failed nvme write on rank 1 ends the job, exit 4, naming the file once"
 expect_line 2 "memory.experts = nvme with memory.zero = 1 is not implemented yet" \
   "$BIN" train "${TINY[@]}" --set output.dir="\"$SCRATCH/z\"" --set memory.experts=nvme --set memory.zero=1 --set parallel.ep=1
 expect_line 2 "memory.experts = nvme with checkpoint.async = true" \
