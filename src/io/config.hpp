@@ -87,7 +87,7 @@ struct MemoryConfig {
   double device_budget_gb = 0;     // refuse a run whose device-tier peak exceeds this; 0 = no limit
   double host_budget_gb = 0;       // the same for the host tier
   std::string optimizer = "device";  // device | host | nvme: the tier of the AdamW moments
-  std::string experts = "device";    // device | nvme: the tier of the expert tensors (all four families)
+  std::string experts = "device";    // device | host | nvme: the tier of the expert tensors (all four families)
   std::string nvme_dir;              // the nvme tier's files; "" = <output.dir>/nvme
   double nvme_group_mb = 64;         // memory.optimizer = nvme: moments per group (MiB per family)
   double moe_buffer_mb = 64;       // dropless MoE: expert-side buffers of all MoE layers (MiB)

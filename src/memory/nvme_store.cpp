@@ -175,7 +175,7 @@ void NvmeStore::run() {
         err = write ? file_.write(s.data, r.span, r.offset) : file_.read(s.data, r.span, r.offset);
       const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       lock.lock();
-      counters_.busy_s += dt;
+      (write ? counters_.write_s : counters_.read_s) += dt;
       (write ? counters_.bytes_written : counters_.bytes_read) += r.span;
     }
     if (!err.empty() && error_.empty()) error_ = describe(s, write) + err;

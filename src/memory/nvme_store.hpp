@@ -93,7 +93,7 @@ class NvmeStore {
   // Bytes moved and seconds the I/O thread spent in transfers, since construction.
   struct Counters {
     std::uint64_t bytes_read = 0, bytes_written = 0;
-    double busy_s = 0;
+    double read_s = 0, write_s = 0;  // in transfers of each direction
   };
   Counters counters() const;
   // Testers: the next write fails as a real one would ("injected fault at nvme.write

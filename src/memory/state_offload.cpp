@@ -130,7 +130,8 @@ StateOffload::Traffic StateOffload::traffic() const {
     const auto c = s->counters();
     t.bytes_read += c.bytes_read;
     t.bytes_written += c.bytes_written;
-    t.busy_s += c.busy_s;
+    t.read_s += c.read_s;
+    t.write_s += c.write_s;
   }
   return t;
 }

@@ -76,7 +76,7 @@ class StateOffload {
   // Totals since construction, for the bandwidth the tier achieved.
   struct Traffic {
     std::uint64_t bytes_read = 0, bytes_written = 0;
-    double busy_s = 0;  // summed over the stores' I/O threads
+    double read_s = 0, write_s = 0;  // in transfers, summed over the stores' I/O threads
   };
   Traffic traffic() const;
   const NvmeStore& store(Family f) const { return *stores_[std::size_t(f)]; }

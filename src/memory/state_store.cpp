@@ -49,7 +49,9 @@ Tier Placement::of(Family f) const {
 StateStore::~StateStore() {
   if (!ledger_) return;
   for (Family f : kStateFamilies) {
-    ledger_->release(category_of(f), tier(f), std::string("StateStore::") + family_name(f), family_bytes(f));
+    const std::uint64_t host = host_expert_bytes(f);
+    ledger_->release(category_of(f), tier(f), std::string("StateStore::") + family_name(f), family_bytes(f) - host);
+    if (host > 0) ledger_->release(category_of(f), Tier::Host, std::string("StateStore::") + family_name(f) + " (experts)", host);
     if (mode_ == Mode::Measure) {
       if (!groups_.empty() && family_offloaded(f))
         ledger_->release(category_of(f), tier(f), window_label(f), largest_group_bytes());
@@ -59,6 +61,15 @@ StateStore::~StateStore() {
           ledger_->release(category_of(f), tier(f), window_label(f), std::uint64_t(groups_[g].elems()) * sizeof(float));
     }
   }
+}
+
+std::uint64_t StateStore::host_expert_bytes(Family f) const {
+  if (placement_.experts != Tier::Host || offloads()) return 0;
+  std::int64_t n = 0;
+  for (int i = 0; i < int(infos_.size()); ++i)
+    if (infos_[std::size_t(i)].kind == ParamKind::Expert)
+      n += f == Family::ExpAvg || f == Family::ExpAvgSq ? shards_.part(i).count : infos_[std::size_t(i)].size;
+  return std::uint64_t(n) * sizeof(float);
 }
 
 std::string StateStore::window_label(Family f) {
@@ -181,9 +192,13 @@ void StateStore::allocate(Ledger& ledger, const Placement& placement, Mode mode,
     allocated_ = true;
     return;
   }
+  if (placement.experts == Tier::Host && !kernels::device_is_host())
+    throw std::logic_error("StateStore: the host tier for the experts is not implemented on a device that is not the host");
   for (Family f : kStateFamilies) {
     const std::string label = std::string("StateStore::") + family_name(f);
-    ledger.add(category_of(f), tier(f), label, family_bytes(f));
+    const std::uint64_t host = host_expert_bytes(f);
+    ledger.add(category_of(f), tier(f), label, family_bytes(f) - host);
+    if (host > 0) ledger.add(category_of(f), Tier::Host, label + " (experts)", host);
     if (mode == Mode::Allocate) {
       const std::int64_t room = family_elems(f) + lead_room();
       float* data = tier(f) == Tier::Host

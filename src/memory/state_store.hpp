@@ -31,8 +31,13 @@ Category category_of(Family f);     // Parameters, Gradients, Optimizer, Optimiz
 
 // Where each family lives (memory.* keys): the device and host tiers. The nvme tier
 // holds whole tensors of one kind instead (StateStore::offload, memory.experts = nvme).
+// `experts`: Device, or Host (memory.experts = host): the Expert tensors' share of every
+// family counted on the host tier. On a build whose device is the host that is where
+// they are already (one buffer per family, as ever); a GPU build would keep them in
+// pinned host memory and stream them, which is not built (refused there).
 struct Placement {
   Tier params = Tier::Device, grads = Tier::Device, optimizer = Tier::Device;
+  Tier experts = Tier::Device;
   Tier of(Family f) const;
 };
 
@@ -165,6 +170,8 @@ class StateStore {
   std::array<std::vector<bool>, kStateFamilies.size()> committed_;
   static std::string window_label(Family f);
   std::uint64_t largest_group_bytes() const;
+  // memory.experts = host: the bytes of family f that the Expert tensors hold here.
+  std::uint64_t host_expert_bytes(Family f) const;
   void allocate_reserved(Ledger& ledger, Mode mode);
 };
 

@@ -197,6 +197,8 @@ Trainer::RunResult Trainer::run() {
       apply_update(step, r);
     }
     const double dt = seconds_since(ts);
+    // The nvme tier's traffic at the end of the step, before any evaluation.
+    const auto traffic = offload_ ? offload_->traffic() : memory::StateOffload::Traffic{};
     if (root && report_hold)
       std::printf("background checkpoint: its snapshot copy held step %ld's update for %.3f s\n",
                   step + 1, r.checkpoint_hold_s);
@@ -231,6 +233,10 @@ Trainer::RunResult Trainer::run() {
       if (skipped > 0) j["skipped_steps"] = skipped;  // so far in this run
       j["memory_peak_bytes"] = nlohmann::json::parse(ledger_.peak_json());  // rank 0's, by category
       j["resident_bytes"] = memory::process_status_bytes("VmRSS");           // rank 0's process, now
+      if (offload_) {  // rank 0's nvme tier traffic from set-up to the end of this step
+        j["nvme_read_bytes"] = traffic.bytes_read;
+        j["nvme_written_bytes"] = traffic.bytes_written;
+      }
       metrics->write(j.dump());
       if ((step + 1) % std::max(1, tc.log_every) == 0 || evaluated) {
         const double eta = elapsed / double(step + 1 - start_step_) * (tc.steps - step - 1);

@@ -67,6 +67,7 @@ void allocate_batch(memory::Arenas& arenas, const model::GptSpec& s, kernels::Vi
 memory::Placement placement(const io::Config& c) {
   memory::Placement p;
   p.optimizer = c.memory.optimizer == "host" ? memory::Tier::Host : memory::Tier::Device;
+  p.experts = c.memory.experts == "host" ? memory::Tier::Host : memory::Tier::Device;
   return p;
 }
 
@@ -169,14 +170,15 @@ std::string Trainer::memory_report(const std::string& when) const {
                 memory::format_bytes(mine).c_str(), mine > 0 ? double(growth) / double(mine) : 0.0);
   std::string tier;
   if (offload_) {
-    // What the nvme tier moved so far, and the rate each transfer saw (the busy time is
-    // summed over the four families' I/O threads, which run side by side).
+    // What the nvme tier moved so far, and the rate its transfers ran at (bytes over
+    // the time spent in them, summed over the families' I/O threads).
     const auto t = offload_->traffic();
-    char line[320];
+    auto rate = [](std::uint64_t b, double s) { return s > 0 ? double(b) / s / 1e9 : 0.0; };
+    char line[400];
     std::snprintf(line, sizeof line,
-                  "  nvme tier (rank %d): %s read, %s written; I/O threads busy %.1f s, %.2f GB/s per thread (%s)\n",
-                  groups_.rank(), memory::format_bytes(t.bytes_read).c_str(), memory::format_bytes(t.bytes_written).c_str(),
-                  t.busy_s, t.busy_s > 0 ? double(t.bytes_read + t.bytes_written) / t.busy_s / 1e9 : 0.0,
+                  "  nvme tier (rank %d): %s read at %.2f GB/s, %s written at %.2f GB/s (in transfers; %s)\n",
+                  groups_.rank(), memory::format_bytes(t.bytes_read).c_str(), rate(t.bytes_read, t.read_s),
+                  memory::format_bytes(t.bytes_written).c_str(), rate(t.bytes_written, t.write_s),
                   offload_->store(offload_->families().front()).file().mode().c_str());
     tier = line;
   }

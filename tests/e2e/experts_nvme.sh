@@ -45,6 +45,14 @@ done
 grep -Eq "^  nvme tier \(rank 0\): [1-9].* read, [1-9].* written" <<< "$report" || fail "no nvme traffic line: $report"
 [ -z "$(ls -A "$SCRATCH/nvme-ep2/nvme" 2>/dev/null)" ] || fail "the nvme files were left behind: $(ls -R "$SCRATCH/nvme-ep2/nvme")"
 echo "ok: the report shows the nvme tier; its files are removed at the end"
+# Flat: the window is reached in the first step (its update brings a whole group in)
+# and never grows after it.
+/usr/bin/python3 - "$SCRATCH/nvme-ep2/metrics.jsonl" <<'PY' || fail "memory_peak_bytes grew after step 1 with the experts on nvme"
+import json, sys
+peaks = [json.loads(l)["memory_peak_bytes"] for l in open(sys.argv[1])]
+assert all(p == peaks[1] for p in peaks[1:]), [p for p in peaks if p != peaks[1]][:2]
+print("ok: memory_peak_bytes the same at steps 2-50:", peaks[1])
+PY
 
 # While training: one file per family and rank in memory.nvme_dir.
 mkdir -p "$SCRATCH/tier"

@@ -26,6 +26,18 @@ for tier in host nvme; do
     || fail "$tier: losses differ: $(diff "$SCRATCH/device.losses" "$SCRATCH/$tier.losses" | head -4)"
   echo "ok: 50 losses bitwise identical with the optimizer on the device and on the $tier tier"
 done
+# memory.experts = host: the experts' share of every family in the host column, the
+# same training.
+mpiexec -n 2 "$BIN" train "${TINY[@]}" --set output.dir="\"$SCRATCH/experts-host\"" --set train.steps=50 \
+  --set train.eval_every=0 --set checkpoint.every=25 --set parallel.ep=2 --set memory.experts=host \
+  > "$SCRATCH/experts-host.out" || fail "memory.experts=host exited $?: $(tail -5 "$SCRATCH/experts-host.out")"
+losses "$SCRATCH/experts-host/metrics.jsonl" | cmp -s "$SCRATCH/device.losses" - || fail "memory.experts=host: losses differ"
+report=$(sed -n '/^memory after set-up/,/^  total/p' "$SCRATCH/experts-host.out")
+for cat in parameters gradients optimizer; do
+  grep -Eq "^  $cat +[1-9][0-9.]* [KMG]iB / +[1-9][0-9.]* [KMG]iB +[1-9][0-9.]* [KMG]iB / " <<< "$report" \
+    || fail "memory.experts=host: no $cat bytes in both columns: $report"
+done
+echo "ok: memory.experts = host: 50 losses bitwise identical, the experts' bytes in the host column"
 groups=$(sed -n 's/^nvme tier: the AdamW moments in \([0-9]*\) group.*/\1/p' "$SCRATCH/nvme.out")
 [ "${groups:-0}" -ge 4 ] || fail "expected the moments in several groups, got '${groups}': $(grep 'nvme tier' "$SCRATCH/nvme.out")"
 echo "ok: the nvme run streamed the moments in $groups groups"
