@@ -42,7 +42,7 @@ grep -q "nvme (current / peak)" <<< "$report" || fail "no nvme column: $report"
 for cat in parameters gradients optimizer; do
   grep -Eq "^  $cat .* [1-9][0-9.]* [KMG]iB / +[1-9][0-9.]* [KMG]iB$" <<< "$report" || fail "no $cat bytes on the nvme tier: $report"
 done
-grep -Eq "^  nvme tier \(rank 0\): [1-9].* read, [1-9].* written" <<< "$report" || fail "no nvme traffic line: $report"
+grep -Eq "^  nvme tier \(rank 0\): [1-9].* read at [0-9.]+ GB/s, [1-9].* written at [0-9.]+ GB/s" <<< "$report" || fail "no nvme traffic line: $report"
 [ -z "$(ls -A "$SCRATCH/nvme-ep2/nvme" 2>/dev/null)" ] || fail "the nvme files were left behind: $(ls -R "$SCRATCH/nvme-ep2/nvme")"
 echo "ok: the report shows the nvme tier; its files are removed at the end"
 # Flat: the window is reached in the first step (its update brings a whole group in)
