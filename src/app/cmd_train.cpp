@@ -62,6 +62,8 @@ void print_banner(const std::string& layout) {
   std::string kokkos_source = serial ? "Serial backend" : thread_budget_in_use().kokkos.source;
   if (!serial && kernels::ExecSpace().concurrency() > 1 && !std::getenv("OMP_PROC_BIND"))
     kokkos_source += "; OMP_PROC_BIND unset: threads unbound";
+  if (const std::string wait = kernels::openmp_wait_policy_source(); !serial && !wait.empty())
+    kokkos_source += "; wait policy " + wait;
   std::printf("furnace %s (%s) | %s | Kokkos %s, %d thread(s) (%s) | BLAS %s, %d thread(s) (%s), sgemm %.0f GFLOP/s\n",
               FURNACE_VERSION, FURNACE_GIT_REV, layout.c_str(), kernels::ExecSpace::name(),
               int(kernels::ExecSpace().concurrency()), kokkos_source.c_str(),

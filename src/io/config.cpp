@@ -255,19 +255,18 @@ void validate_at(const Config& cfg, const std::string& where) {
   if (e.experts > 0 && e.top_k > e.experts)
     inconsistent("moe.top_k = " + std::to_string(e.top_k) + " is larger than moe.experts = " +
                  std::to_string(e.experts) + "; accepted: 1 <= top_k <= experts");
-  if (cfg.memory.optimizer == "nvme") {
+  // The nvme tier (memory.optimizer or memory.experts = nvme) is not combined with
+  // sharded moments or background checkpoints yet.
+  auto nvme_refusals = [&](const std::string& key, const std::string& what) {
     if (cfg.memory.zero != 0)
-      inconsistent("memory.optimizer = nvme with memory.zero = 1 is not implemented yet; accepted: memory.zero = 0");
+      inconsistent(key + " = nvme with memory.zero = 1 is not implemented yet; accepted: memory.zero = 0");
     if (cfg.checkpoint.async)
-      inconsistent("memory.optimizer = nvme with checkpoint.async = true: the moments are not in memory to snapshot; "
-                   "accepted: checkpoint.async = false (they are written from the nvme tier)");
-  }
+      inconsistent(key + " = nvme with checkpoint.async = true: " + what +
+                   " not in memory to snapshot; accepted: checkpoint.async = false (they are written from the nvme tier)");
+  };
+  if (cfg.memory.optimizer == "nvme") nvme_refusals("memory.optimizer", "the moments are");
   if (cfg.memory.experts == "nvme") {
-    if (cfg.memory.zero != 0)
-      inconsistent("memory.experts = nvme with memory.zero = 1 is not implemented yet; accepted: memory.zero = 0");
-    if (cfg.checkpoint.async)
-      inconsistent("memory.experts = nvme with checkpoint.async = true: the experts are not in memory to snapshot; "
-                   "accepted: checkpoint.async = false (they are written from the nvme tier)");
+    nvme_refusals("memory.experts", "the experts are");
     if (cfg.memory.optimizer != "device")
       inconsistent("memory.experts = nvme with memory.optimizer = " + cfg.memory.optimizer +
                    " is not implemented yet (the experts' moments are on the nvme tier already); accepted: "

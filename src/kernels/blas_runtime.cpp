@@ -1,6 +1,7 @@
 // OpenBLAS core selection and introspection (see blas_runtime.hpp for why re-exec).
 #include "kernels/blas_runtime.hpp"
 
+#include <Kokkos_Macros.hpp>
 #include <cblas.h>
 #include <unistd.h>
 
@@ -148,6 +149,22 @@ BlasCoreChoice choose_blas_core(const char* requested, std::string_view in_use,
 
 std::string detect_blas_core() { return best_core(cpu_features()); }
 
+namespace {
+#ifdef KOKKOS_ENABLE_OPENMP
+constexpr bool kOpenMpBuild = true;
+#else
+constexpr bool kOpenMpBuild = false;
+#endif
+}  // namespace
+
+std::string openmp_wait_policy_source() {
+  if (!kOpenMpBuild) return "";
+  const char* set = std::getenv("FURNACE_OMP_WAIT_POLICY_SET");
+  const char* policy = std::getenv("OMP_WAIT_POLICY");
+  if (set && policy) return std::string(policy) + " (set by furnace)";
+  return policy ? std::string(policy) + " (OMP_WAIT_POLICY)" : "active (libgomp default)";
+}
+
 void select_blas_core_or_reexec(int argc, char** argv) {
   // The guard makes a second exec impossible even if OpenBLAS ignores our choice.
   if (env_set("FURNACE_BLAS_REEXEC")) return;
@@ -158,9 +175,13 @@ void select_blas_core_or_reexec(int argc, char** argv) {
     std::exit(2);
   }
   // OPENBLAS_CORETYPE set by the user is their direct choice; OpenBLAS already used it.
-  if (env_set("OPENBLAS_CORETYPE") || choice.reexec_with.empty()) return;
+  const bool core = !env_set("OPENBLAS_CORETYPE") && !choice.reexec_with.empty();
+  // The user's OMP_WAIT_POLICY wins.
+  const bool wait_policy = kOpenMpBuild && !env_set("OMP_WAIT_POLICY");
+  if (!core && !wait_policy) return;
 
-  setenv("OPENBLAS_CORETYPE", choice.reexec_with.c_str(), 1);
+  if (core) setenv("OPENBLAS_CORETYPE", choice.reexec_with.c_str(), 1);
+  if (wait_policy) setenv("OMP_WAIT_POLICY", "passive", 1), setenv("FURNACE_OMP_WAIT_POLICY_SET", "1", 1);
   setenv("FURNACE_BLAS_REEXEC", "1", 1);
   // exec keeps the PID, environment and open descriptors, so under mpiexec (hydra) the
   // PMI connection survives; this runs before MPI_Init, so no MPI state is lost.
@@ -169,8 +190,8 @@ void select_blas_core_or_reexec(int argc, char** argv) {
   std::error_code ec;
   const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
   execv(ec ? "/proc/self/exe" : self.c_str(), argv);
-  std::fprintf(stderr, "furnace: warning: could not re-exec to select OpenBLAS core %s (%s); "
-               "continuing with core %s\n", choice.reexec_with.c_str(), std::strerror(errno),
+  std::fprintf(stderr, "furnace: warning: could not re-exec to select OpenBLAS core %s and OpenMP's wait policy (%s); "
+               "continuing with core %s\n", core ? choice.reexec_with.c_str() : "(as is)", std::strerror(errno),
                blas_core_in_use().c_str());
 }
 

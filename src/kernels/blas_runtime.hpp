@@ -60,7 +60,14 @@ std::string detect_blas_core();
 // ladder core, after checking this CPU can run it (if not, one line on stderr and
 // exit(2)). Otherwise re-executes with detect_blas_core() only when OpenBLAS picked
 // a weaker ladder core. Returns normally when no re-exec is needed.
+//
+// The same re-exec (one at most) also sets OMP_WAIT_POLICY=passive on a build whose
+// Kokkos runs on OpenMP, when the user has not set it: libgomp reads it once, as it is
+// loaded, and its default (threads spin after each parallel region) made 2 OpenMP
+// threads plus OpenBLAS's own on 2 cores 6-15x slower per step than passive waiting.
+// openmp_wait_policy_source() says which applies, for the banner.
 void select_blas_core_or_reexec(int argc, char** argv);
+std::string openmp_wait_policy_source();  // "" (Serial build), "passive (set by furnace)", "X (OMP_WAIT_POLICY)"
 
 // The core OpenBLAS is actually running (openblas_get_corename()), and its config.
 std::string blas_core_in_use();

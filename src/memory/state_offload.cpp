@@ -36,7 +36,7 @@ void StateOffload::record_staging(const StateStore& ps, Ledger& ledger) {
       ledger.add(category_of(f), Tier::Nvme, "NvmeStore::file", round_up(group_bytes(ps, g), 4096));
 }
 
-StateOffload::StateOffload(StateStore& ps, const StateOffloadOptions& options, Ledger& ledger)
+StateOffload::StateOffload(StateStore& ps, const NvmeStoreOptions& files, Ledger& ledger)
     : ps_(ps), group_of_(ps.infos().size(), -1), families_(ps.offloaded_families()) {
   const auto& groups = ps.offload_groups();
   for (int g = 0; g < int(groups.size()); ++g)
@@ -44,10 +44,11 @@ StateOffload::StateOffload(StateStore& ps, const StateOffloadOptions& options, L
   for (Family f : families_)
     if (f != Family::Grad) checkpointed_.push_back(f);
   for (Family f : families_) {
-    NvmeStoreOptions o{.dir = options.dir, .origin = options.origin, .rank = options.rank,
-                       .family = family_name(f), .slot_bytes = std::size_t(largest_group(ps)),
-                       .slots = kSlotsPerFamily, .category = category_of(f),
-                       .force_buffered = options.force_buffered};
+    NvmeStoreOptions o = files;
+    o.family = family_name(f);
+    o.slot_bytes = std::size_t(largest_group(ps));
+    o.slots = kSlotsPerFamily;
+    o.category = category_of(f);
     auto& store = stores_[std::size_t(f)] = std::make_unique<NvmeStore>(o, ledger);
     for (int g = 0; g < int(groups.size()); ++g)
       store->add_region("group " + std::to_string(g) + " (" + ps.info(groups[std::size_t(g)].first).name + "...)",

@@ -29,13 +29,6 @@
 
 namespace furnace::memory {
 
-struct StateOffloadOptions {
-  std::string dir;                         // memory.nvme_dir
-  std::string origin = "memory.nvme_dir";  // names `dir` in messages
-  int rank = 0;
-  bool force_buffered = false;             // skip O_DIRECT
-};
-
 class StateOffload {
  public:
   static constexpr int kSlotsPerFamily = 2;
@@ -46,8 +39,9 @@ class StateOffload {
   static void record_staging(const StateStore& ps, Ledger& ledger);
 
   // Creates the files (throws std::runtime_error naming the directory or file); the
-  // groups start out of memory, zero in the files.
-  StateOffload(StateStore& ps, const StateOffloadOptions& options, Ledger& ledger);
+  // groups start out of memory, zero in the files. `files`: the directory, its origin
+  // for messages, the rank and force_buffered; the rest is set per family.
+  StateOffload(StateStore& ps, const NvmeStoreOptions& files, Ledger& ledger);
 
   int groups() const { return int(ps_.offload_groups().size()); }
   // The group tensor i belongs to, -1 when it is always in memory.

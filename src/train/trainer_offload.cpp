@@ -36,7 +36,7 @@ void Trainer::set_up_offload() {
   }
   try {
     offload_ = std::make_unique<memory::StateOffload>(
-        ps_, memory::StateOffloadOptions{.dir = dir, .origin = origin, .rank = groups_.rank()}, ledger_);
+        ps_, memory::NvmeStoreOptions{.dir = dir, .origin = origin, .rank = groups_.rank()}, ledger_);
   } catch (const std::runtime_error& e) {  // the directory or its file system: the run's settings
     throw io::ConfigError(e.what());
   }

@@ -162,8 +162,8 @@ constexpr const char* kDropCore = "FURNACE_BLAS_TEST_DROP_CORETYPE";  // unset i
 void report(const char* path, const char* stage) {
   auto env = [](const char* name) { const char* v = std::getenv(name); return v ? v : "-"; };
   if (std::FILE* f = std::fopen(path, "w")) {
-    std::fprintf(f, "%s %d %s %s %s\n", stage, int(getpid()), blas_core_in_use().c_str(),
-                 env("OPENBLAS_CORETYPE"), env("FURNACE_BLAS_REEXEC"));
+    std::fprintf(f, "%s %d %s %s %s %s\n", stage, int(getpid()), blas_core_in_use().c_str(),
+                 env("OPENBLAS_CORETYPE"), env("FURNACE_BLAS_REEXEC"), env("OMP_WAIT_POLICY"));
     std::fclose(f);
   }
 }
@@ -190,12 +190,14 @@ const bool kIsChild = child_hook();
 struct ChildRun {
   int status = -1;        // waitpid status
   pid_t pid = -1;         // of the spawned child
-  std::string stage, core, coretype, guard, output;
+  std::string stage, core, coretype, guard, wait_policy, output;
   bool same_pid = false;  // the report came from the spawned pid (an exec keeps it)
 };
 
 // Runs the child with exactly these settings of the variables select reads (the
-// outer environment's, e.g. a site's OPENBLAS_CORETYPE, are dropped).
+// outer environment's, e.g. a site's OPENBLAS_CORETYPE, are dropped). OMP_WAIT_POLICY
+// is passive unless `vars` name it ("" for unset), so that on an OpenMP build the BLAS
+// cases are not re-executed for the wait policy.
 ChildRun run_child(std::vector<std::pair<std::string, std::string>> vars) {
   static int counter = 0;
   const std::string base = "/tmp/furnace_blas_child_" + std::to_string(getpid()) + "_" +
@@ -204,10 +206,15 @@ ChildRun run_child(std::vector<std::pair<std::string, std::string>> vars) {
   std::vector<std::string> env;
   for (char** e = environ; *e; ++e) {
     const std::string kv = *e;
-    if (kv.rfind("OPENBLAS_CORETYPE=", 0) != 0 && kv.rfind("FURNACE_BLAS_", 0) != 0) env.push_back(kv);
+    if (kv.rfind("OPENBLAS_CORETYPE=", 0) != 0 && kv.rfind("FURNACE_BLAS_", 0) != 0 &&
+        kv.rfind("OMP_WAIT_POLICY=", 0) != 0 && kv.rfind("FURNACE_OMP_", 0) != 0)
+      env.push_back(kv);
   }
+  if (std::none_of(vars.begin(), vars.end(), [](const auto& kv) { return kv.first == "OMP_WAIT_POLICY"; }))
+    vars.emplace_back("OMP_WAIT_POLICY", "passive");
   vars.emplace_back(kReport, report_path);
-  for (const auto& [k, v] : vars) env.push_back(k + "=" + v);
+  for (const auto& [k, v] : vars)
+    if (!(k == "OMP_WAIT_POLICY" && v.empty())) env.push_back(k + "=" + v);
   std::vector<char*> envp;
   for (auto& kv : env) envp.push_back(kv.data());
   envp.push_back(nullptr);
@@ -227,7 +234,7 @@ ChildRun run_child(std::vector<std::pair<std::string, std::string>> vars) {
   waitpid(r.pid, &r.status, 0);
   std::ifstream rep(report_path);
   int pid = -1;
-  rep >> r.stage >> pid >> r.core >> r.coretype >> r.guard;
+  rep >> r.stage >> pid >> r.core >> r.coretype >> r.guard >> r.wait_policy;
   r.same_pid = pid == int(r.pid);
   std::ifstream out(output_path);
   r.output.assign(std::istreambuf_iterator<char>(out), {});
@@ -295,6 +302,25 @@ TEST(BlasReexec, ReturnsWithoutExecWhenTheUserChoseOrAlreadyReexeced) {
     EXPECT_EQ(r.stage, "returned") << r.output;
     EXPECT_EQ(r.guard, "-");
   }
+}
+
+TEST(BlasReexec, OpenMpBuildsGetAPassiveWaitPolicyUnlessTheUserSetOne) {
+  // OPENBLAS_CORETYPE is the user's: the BLAS core needs no exec; only the wait policy may.
+  ChildRun r = run_child({{"OPENBLAS_CORETYPE", "PRESCOTT"}, {"OMP_WAIT_POLICY", ""}});
+  ASSERT_TRUE(exited_with(r, 0)) << r.output;
+  if (openmp_wait_policy_source().empty()) {  // a Serial build: nothing to set, no exec
+    EXPECT_EQ(r.stage, "returned") << r.output;
+    EXPECT_EQ(r.wait_policy, "-");
+  } else {  // libgomp reads it at load: set, and re-executed once, same pid
+    EXPECT_EQ(r.stage, "reexeced") << r.output;
+    EXPECT_TRUE(r.same_pid);
+    EXPECT_EQ(r.wait_policy, "passive");
+    EXPECT_EQ(up(r.core), "PRESCOTT");  // the user's core kept
+  }
+  // The user's policy wins, on every build.
+  r = run_child({{"OPENBLAS_CORETYPE", "PRESCOTT"}, {"OMP_WAIT_POLICY", "active"}});
+  EXPECT_EQ(r.stage, "returned") << r.output;
+  EXPECT_EQ(r.wait_policy, "active");
 }
 
 TEST(BlasReexec, InvalidChoiceExitsWithCode2AndOneLine) {

@@ -19,17 +19,14 @@
 #include <random>
 #include <thread>
 
+#include "temp_dir.hpp"
+
 namespace furnace::memory {
 namespace {
 namespace fs = std::filesystem;
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/furnace_nvme_XXXXXX";
-    path = ::mkdtemp(tmpl);
-  }
-  ~TempDir() { fs::remove_all(path); }
+struct TempDir : testing::TempDir {
+  TempDir() : testing::TempDir("furnace_nvme") {}
 };
 
 std::vector<std::byte> random_bytes(std::size_t n, unsigned seed) {

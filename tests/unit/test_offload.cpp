@@ -13,17 +13,14 @@
 #include <cstring>
 #include <filesystem>
 
+#include "temp_dir.hpp"
+
 namespace furnace::memory {
 namespace {
 namespace fs = std::filesystem;
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/furnace_offload_XXXXXX";
-    path = ::mkdtemp(tmpl);
-  }
-  ~TempDir() { fs::remove_all(path); }
+struct TempDir : testing::TempDir {
+  TempDir() : testing::TempDir("furnace_offload") {}
 };
 
 TEST(Reservation, CommittedPagesReadZeroAndDecommitDropsThem) {
