@@ -7,6 +7,7 @@
 
 #include "kernels/gemm.hpp"
 #include "kernels/math.hpp"
+#include "kernels/rowwise.hpp"
 
 namespace furnace::kernels {
 namespace {
@@ -49,20 +50,21 @@ View2<T> rows_of(View4<T> p) {  // [B, heads, seq, seq] as [B*heads*seq, seq]
 }
 
 // In place over scores: row r is query i = r % seq; keys j > i are masked to exactly 0.
+// One team per row (rowwise.hpp), its threads splitting the row's visible keys: on a
+// GPU a row of seq = 2048 is then one team's coalesced work instead of one thread's
+// loop; on host backends a team is one thread and this is the plain loop, same order.
 template <class T>
 void causal_softmax(View4<T> probs) {
   View2<T> p = rows_of(probs);
   const int seq = int(p.extent(1));
-  Kokkos::parallel_for("kernels::causal_softmax", Range(0, p.extent(0)),
-                       KOKKOS_LAMBDA(const std::int64_t r) {
-    const int i = int(r % seq);
-    T m = p(r, 0);
-    for (int j = 1; j <= i; ++j) m = fmax(m, p(r, j));
-    acc_t s = 0;
-    for (int j = 0; j <= i; ++j) s += (p(r, j) = fexp(p(r, j) - m));
+  Kokkos::parallel_for("kernels::causal_softmax", row_teams(p.extent(0)), KOKKOS_LAMBDA(const Member& t) {
+    const std::int64_t r = t.league_rank();
+    const int visible = int(r % seq) + 1;  // keys 0..i
+    const T m = team_max<T>(t, visible, [&](int j) { return p(r, j); });
+    const acc_t s = team_sum(t, visible, [&](int j) { return p(r, j) = fexp(p(r, j) - m); });
     const T inv = T(1 / s);
-    for (int j = 0; j <= i; ++j) p(r, j) *= inv;
-    for (int j = i + 1; j < seq; ++j) p(r, j) = 0;
+    team_for(t, visible, [&](int j) { p(r, j) *= inv; });
+    team_for(t, seq - visible, [&](int j) { p(r, visible + j) = 0; });
   });
 }
 
@@ -73,13 +75,12 @@ void causal_softmax_backward(View4<const T> probs, View4<T> dprobs, T scale) {
   View2<const T> p = rows_of(probs);
   View2<T> dp = rows_of(dprobs);
   const int seq = int(p.extent(1));
-  Kokkos::parallel_for("kernels::causal_softmax_backward", Range(0, p.extent(0)),
-                       KOKKOS_LAMBDA(const std::int64_t r) {
-    const int i = int(r % seq);
-    acc_t s = 0;
-    for (int j = 0; j <= i; ++j) s += dp(r, j) * p(r, j);
-    for (int j = 0; j <= i; ++j) dp(r, j) = p(r, j) * (dp(r, j) - T(s)) * scale;
-    for (int j = i + 1; j < seq; ++j) dp(r, j) = 0;
+  Kokkos::parallel_for("kernels::causal_softmax_backward", row_teams(p.extent(0)), KOKKOS_LAMBDA(const Member& t) {
+    const std::int64_t r = t.league_rank();
+    const int visible = int(r % seq) + 1;
+    const T s = T(team_sum(t, visible, [&](int j) { return dp(r, j) * p(r, j); }));
+    team_for(t, visible, [&](int j) { dp(r, j) = p(r, j) * (dp(r, j) - s) * scale; });
+    team_for(t, seq - visible, [&](int j) { dp(r, visible + j) = 0; });
   });
 }
 
