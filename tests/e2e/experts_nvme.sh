@@ -25,13 +25,16 @@ for ep in 2 1; do
   for run in "device-ep$ep" "nvme-ep$ep"; do
     [ "$(cat "$SCRATCH/$run.rc")" -eq 0 ] || fail "$run exited $(cat "$SCRATCH/$run.rc"): $(tail -5 "$SCRATCH/$run.log")"
   done
+  # Every step's value of KEY (None where a line has none: val_loss after evaluations only).
+  values() { /usr/bin/python3 -c 'import json,sys; [print(repr(json.loads(l).get(sys.argv[2]))) for l in open(sys.argv[1])]' "$1" "$2"; }
   for key in loss val_loss grad_norm; do
-    losses "$SCRATCH/device-ep$ep/metrics.jsonl" "$key" 2>/dev/null > "$SCRATCH/device.$key" || true
-    losses "$SCRATCH/nvme-ep$ep/metrics.jsonl" "$key" 2>/dev/null > "$SCRATCH/nvme.$key" || true
+    values "$SCRATCH/device-ep$ep/metrics.jsonl" "$key" > "$SCRATCH/device.$key"
+    values "$SCRATCH/nvme-ep$ep/metrics.jsonl" "$key" > "$SCRATCH/nvme.$key"
     cmp -s "$SCRATCH/device.$key" "$SCRATCH/nvme.$key" \
       || fail "ep $ep: $key differs with the experts on nvme: $(diff "$SCRATCH/device.$key" "$SCRATCH/nvme.$key" | head -4)"
   done
   [ "$(wc -l < "$SCRATCH/nvme.loss")" -eq 50 ] || fail "ep $ep: expected 50 metric lines"
+  [ "$(grep -vc None "$SCRATCH/nvme.val_loss")" -eq 2 ] || fail "ep $ep: expected 2 evaluations, got $(grep -vc None "$SCRATCH/nvme.val_loss")"
   echo "ok: dp $((2 / ep)) x ep $ep: 50 losses and gradient norms bitwise identical with the experts on nvme"
 done
 
