@@ -213,9 +213,9 @@ ExpertBenchShape parse_expert_bench_shape(std::string_view spec) {
 
 int bench_kernels(const BenchKernelsOptions& opt) {
   const auto shapes = opt.shapes.empty() ? default_expert_bench_shapes() : opt.shapes;
-  int rank = 0, mpi_up = 0;
+  int rank = 0, ranks = 1, mpi_up = 0;
   MPI_Initialized(&mpi_up);
-  if (mpi_up) MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  if (mpi_up) MPI_Comm_rank(MPI_COMM_WORLD, &rank), MPI_Comm_size(MPI_COMM_WORLD, &ranks);
   if (const auto bad = validate(opt, shapes); !bad.empty()) {
     if (rank == 0) std::fprintf(stderr, "furnace bench kernels: %s\n", bad.c_str());
     return 2;
@@ -225,17 +225,26 @@ int bench_kernels(const BenchKernelsOptions& opt) {
   if (rank == 0) {
     if (opt.csv)
       std::printf("shape,experts,d_model,hidden,rows,gflop,expert_ffn_gflops,sgemm_gflops,ratio,"
-                  "blas_core,threads\n");
+                  "blas_core,threads,ranks\n");
     else
       std::printf("Expert FFN forward+backward vs plain cblas_sgemm of the same 6 GEMMs per expert\n"
-                  "(median of %d, OpenBLAS core %s, %d thread%s)\n\n"
+                  "(median of %d, OpenBLAS core %s, %d thread%s per rank, %d rank%s%s)\n\n"
                   "%-30s %9s %14s %14s %7s %-10s %7s\n", opt.reps, core.c_str(), threads,
-                  threads == 1 ? "" : "s", "shape", "GFLOP", "ExpertFFN GF/s", "sgemm GF/s",
-                  "ratio", "core", "threads");
+                  threads == 1 ? "" : "s", ranks, ranks == 1 ? "" : "s",
+                  ranks > 1 ? ": every rank runs each shape at the same time, GF/s summed over the ranks" : "",
+                  "shape", "GFLOP", "ExpertFFN GF/s", "sgemm GF/s", "ratio", "core", "threads");
     std::fflush(stdout);
   }
   for (const auto& s : shapes) {
-    const Result r = run_shape(s, opt.reps);
+    // Ranks start each shape together and their rates add up: what the node does at
+    // this layout (1 rank x N threads against N ranks x 1 thread: scripts/bench-threads).
+    if (mpi_up && ranks > 1) MPI_Barrier(MPI_COMM_WORLD);
+    Result r = run_shape(s, opt.reps);
+    if (mpi_up && ranks > 1) {
+      double rates[2] = {r.ffn_gflops, r.plain_gflops};
+      MPI_Allreduce(MPI_IN_PLACE, rates, 2, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+      r.ffn_gflops = rates[0], r.plain_gflops = rates[1];
+    }
     if (rank != 0) continue;
     // Both sides count the same six GEMMs; a mismatch means flops_forward_backward is off.
     if (std::abs(r.ffn_flops - r.plain_flops) > 1e-9 * r.plain_flops)
@@ -243,9 +252,9 @@ int bench_kernels(const BenchKernelsOptions& opt) {
                    "GEMMs do %.6g\n", r.ffn_flops, r.plain_flops);
     const double ratio = r.ffn_gflops / r.plain_gflops;
     if (opt.csv)
-      std::printf("%s,%d,%d,%d,%lld,%.4f,%.2f,%.2f,%.3f,%s,%d\n", s.label().c_str(), s.experts,
+      std::printf("%s,%d,%d,%d,%lld,%.4f,%.2f,%.2f,%.3f,%s,%d,%d\n", s.label().c_str(), s.experts,
                   s.d_model, s.hidden, static_cast<long long>(s.rows()), r.ffn_flops * 1e-9,
-                  r.ffn_gflops, r.plain_gflops, ratio, core.c_str(), threads);
+                  r.ffn_gflops, r.plain_gflops, ratio, core.c_str(), threads, ranks);
     else
       std::printf("%-30s %9.2f %14.1f %14.1f %7.3f %-10s %7d\n", s.label().c_str(),
                   r.ffn_flops * 1e-9, r.ffn_gflops, r.plain_gflops, ratio, core.c_str(), threads);

@@ -89,6 +89,7 @@ int run(int argc, char** argv) {
   BenchKernelsOptions bk;
   auto* bkc = bench->add_subcommand("kernels", "expert FFN forward+backward vs plain cblas_sgemm");
   bkc->add_option("--reps", bk.reps, "timed repetitions per shape")->capture_default_str();
+  bkc->add_flag("--csv", bk.csv, "one CSV line per shape (with the header) instead of the table");
 
   BenchAllToAllOptions ba;
   auto* bac = bench->add_subcommand("alltoall",
