@@ -6,12 +6,6 @@
 namespace furnace::memory {
 namespace {
 
-std::uint64_t largest_group(const StateStore& ps) {
-  std::int64_t most = 0;
-  for (const auto& g : ps.offload_groups()) most = std::max(most, g.elems());
-  return std::uint64_t(most) * sizeof(float);
-}
-
 std::uint64_t group_bytes(const StateStore& ps, int g) {
   return std::uint64_t(ps.offload_groups()[std::size_t(g)].elems()) * sizeof(float);
 }
@@ -25,7 +19,7 @@ float* group_data(const StateStore& ps, Family f, int g) {
 std::uint64_t StateOffload::staging_bytes(const StateStore& ps) {
   // NvmeStore rounds a slot to the file's alignment; groups are whole pages, which
   // is that alignment on every file system seen so far.
-  return ps.offload_groups().empty() ? 0 : round_up(largest_group(ps), 4096) * kSlotsPerFamily;
+  return ps.offload_groups().empty() ? 0 : round_up(ps.largest_group_bytes(), 4096) * kSlotsPerFamily;
 }
 
 void StateOffload::record_staging(const StateStore& ps, Ledger& ledger) {
@@ -46,7 +40,7 @@ StateOffload::StateOffload(StateStore& ps, const NvmeStoreOptions& files, Ledger
   for (Family f : families_) {
     NvmeStoreOptions o = files;
     o.family = family_name(f);
-    o.slot_bytes = std::size_t(largest_group(ps));
+    o.slot_bytes = std::size_t(ps.largest_group_bytes());
     o.slots = kSlotsPerFamily;
     o.category = category_of(f);
     auto& store = stores_[std::size_t(f)] = std::make_unique<NvmeStore>(o, ledger);

@@ -76,7 +76,6 @@ class StateStore {
   enum class Offload { None, Experts, Moments };
   void offload(Offload what, std::uint64_t group_bytes = 64 << 20);
   bool offloads() const { return offload_ != Offload::None; }
-  Offload offload_mode() const { return offload_; }
   // Family f of tensor i lives on the nvme tier.
   bool offloaded(int i, Family f) const;
   // Some family of tensor i does (its update runs with its group's: StateOffload).
@@ -84,6 +83,8 @@ class StateStore {
   // The families that leave memory, in kStateFamilies order.
   std::vector<Family> offloaded_families() const;
   const std::vector<OffloadGroup>& offload_groups() const { return groups_; }
+  // The largest group's bytes in one family (the window, and a staging slot).
+  std::uint64_t largest_group_bytes() const;
   // A group's range of family f in memory (zeros) or out of it (its contents lost);
   // counted in the ledger under "StateStore::<family> (nvme window)". Measure mode
   // records the largest group of every family instead: the window's bound.
@@ -169,7 +170,6 @@ class StateStore {
   std::array<Reservation, kStateFamilies.size()> reserved_;
   std::array<std::vector<bool>, kStateFamilies.size()> committed_;
   static std::string window_label(Family f);
-  std::uint64_t largest_group_bytes() const;
   // memory.experts = host: the bytes of family f that the Expert tensors hold here.
   std::uint64_t host_expert_bytes(Family f) const;
   void allocate_reserved(Ledger& ledger, Mode mode);

@@ -76,7 +76,6 @@ LossParts Gpt::forward(View1<const k::index_t> inputs, View1<const k::index_t> t
   for (int l = 0; l < spec_.layers; ++l) {
     if (hooks_.before_forward) hooks_.before_forward(l);
     blocks_[l]->forward(ps_, x_[l], x_[l + 1]);
-    if (hooks_.after_forward) hooks_.after_forward(l);
     if (const auto* m = blocks_[l]->moe()) {
       out.aux += m->stats().aux_loss;
       out.z += m->stats().z_loss;

@@ -26,7 +26,7 @@ struct LossParts {
 // Called around each block's forward and backward: memory.experts = nvme brings a
 // layer's experts into memory and out again there (train::Trainer). Any may be empty.
 struct LayerHooks {
-  std::function<void(int layer)> before_forward, after_forward, before_backward, after_backward;
+  std::function<void(int layer)> before_forward, before_backward, after_backward;
 };
 
 class Gpt {

@@ -83,7 +83,6 @@ void Trainer::set_up_offload() {
             offload_->bring(g, {Family::Param});
             if (g + 1 < groups) offload_->prefetch(g + 1, {Family::Param});
           },
-      .after_forward = {},
       .before_backward =
           [this](int l) {
             const int g = layer_group_[std::size_t(l)];
