@@ -20,6 +20,7 @@
 #include "io/hdf5_util.hpp"
 #include "app/setup_check.hpp"
 #include "comm/agree.hpp"
+#include "comm/mpi_check.hpp"
 #include "kernels/blas_runtime.hpp"
 #include "train/signals.hpp"
 
@@ -228,13 +229,14 @@ int main(int argc, char** argv) {
     // try to close (see h5::abandon). Every rank agreed on the failure and its reason
     // is printed; end the job as one: ranks leaving without MPI_Finalize one by one
     // make mpiexec kill the rest and report signal 9 instead of `rc`.
+    // Rank 0 printed the reason; end_job gives the launcher time to forward it (an
+    // immediate MPI_Abort lost the line now and then: a disk-full run at 2 ranks in CI).
     std::fflush(stdout);
     std::fflush(stderr);
-    if (world == 1) _exit(rc);
-    MPI_Barrier(MPI_COMM_WORLD);
+    if (world > 1) MPI_Barrier(MPI_COMM_WORLD);
     int rank = 0;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    if (rank == 0) MPI_Abort(MPI_COMM_WORLD, rc);
+    if (rank == 0) furnace::comm::end_job(rc);
     for (;;) pause();
   }
   Kokkos::finalize();

@@ -32,8 +32,16 @@ void abort_job(const char* message, int code) {
     std::fprintf(stderr, "furnace: rank %d: %s\n", rank, message);
   else
     std::fprintf(stderr, "furnace: %s\n", message);
+  end_job(code);
+}
+
+void end_job(int code) {
   std::fflush(stderr);
   std::fflush(stdout);
+  int size = 1, up = 0, down = 0;
+  MPI_Initialized(&up);
+  MPI_Finalized(&down);
+  if (up && !down) MPI_Comm_size(MPI_COMM_WORLD, &size);
   if (size <= 1) _exit(code);  // nothing to tear down; no exit handlers (HDF5's would touch MPI files)
   // The launcher forwards our stderr asynchronously; MPI_Abort makes it kill every
   // process, possibly before it read the line. Give it a moment first.

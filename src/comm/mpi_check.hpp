@@ -13,6 +13,12 @@ namespace furnace::comm {
 // so mpiexec's stdio forwarding has the line before MPI_Abort kills the job).
 [[noreturn]] void abort_job(const char* message, int code);
 
+// Ends the job with `code` after its reason was printed (by this rank or another):
+// flushes stdio, waits briefly so that mpiexec forwards what is still in the pipes,
+// then MPI_Abort (or _exit at one rank: no exit handlers, see hdf5_util.hpp).
+// Without the wait the launcher may tear the job down before it read the line.
+[[noreturn]] void end_job(int code);
+
 [[noreturn]] void mpi_fail(int code, const char* call, const char* file, int line);
 
 }  // namespace furnace::comm
