@@ -39,13 +39,12 @@ HDF5_INC  := $(shell pkg-config --cflags hdf5-mpich 2>/dev/null)
 HDF5_LIBS := $(shell pkg-config --libs hdf5-mpich 2>/dev/null)
 BLAS_INC  := $(shell pkg-config --cflags openblas 2>/dev/null)
 BLAS_LIBS := -lopenblas
-XXHASH_LIBS := -lxxhash
 
 CPPFLAGS := -Isrc $(KOKKOS_INC) $(HDF5_INC) $(BLAS_INC) -MMD -MP \
             -DFURNACE_VERSION=\"$(shell cat VERSION)\" \
             -DFURNACE_GIT_REV=\"$(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)\"
 ALLCXX   := -std=c++20 -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers $(KOKKOS_OPENMP) $(CXXFLAGS)
-LDLIBS   := $(KOKKOS_LIBS) $(HDF5_LIBS) $(BLAS_LIBS) $(XXHASH_LIBS) $(KOKKOS_OPENMP) -lpthread
+LDLIBS   := $(KOKKOS_LIBS) $(HDF5_LIBS) $(BLAS_LIBS) $(KOKKOS_OPENMP) -lpthread
 
 LIB_SRC  := $(shell find src -name '*.cpp' ! -path 'src/app/main.cpp' | sort)
 APP_MAIN := src/app/main.cpp

@@ -131,12 +131,14 @@ CheckpointMeta read_checkpoint(const std::string& path, memory::StateStore& ps, 
     // piece here as it arrives, so checksums and value checks overlap the reads.
     // Measured with bench io --fsync: 0.35-0.5 of a plain read before, 0.8-0.9 after.
     // Direct I/O straight into the store (its large tensors are page-aligned) with
-    // two reads in flight: see read_ahead.hpp.
+    // kReaders reads in flight, except for rows other ranks read too: those go through
+    // the page cache, so a node reads them once (see read_ahead.hpp).
     struct Slab {
       std::size_t dataset;  // index into dsets: 3 * tensor + family
       hsize_t row0, nrows;
       std::uint64_t offset, bytes;
       std::int64_t at;  // element offset of the destination in its family buffer
+      bool shared;      // other ranks read the same rows (see ReadAhead::Range::shared)
     };
     std::vector<Slab> slabs;
     for (std::size_t i = 0; i < ps.infos().size(); ++i) {
@@ -147,12 +149,16 @@ CheckpointMeta read_checkpoint(const std::string& path, memory::StateStore& ps, 
         // Parameters: every local row. Moments: the rows this rank owns (all of its
         // local rows unless ZeRO-1 shards them), into their packed place.
         const hsize_t row0 = first + (k == 0 ? 0 : hsize_t(part.row0));
-        const hsize_t nrows = k == 0 ? (p.shape.empty() ? 1 : hsize_t(p.shape[0])) : hsize_t(part.rows);
+        const hsize_t local_rows = p.shape.empty() ? 1 : hsize_t(p.shape[0]);
+        const hsize_t nrows = k == 0 ? local_rows : hsize_t(part.rows);
         if (nrows == 0) continue;
+        // Dense state is on every rank, an expert's on every rank of its dp group;
+        // ZeRO-1 moment shards are this rank's alone.
+        const int replicas = p.kind == memory::ParamKind::Dense ? g.size() : g.dp();
         const std::size_t j = 3 * i + k;
         const std::uint64_t row_bytes = 4 * row_elems(entries[j]->shape);
         slabs.push_back({j, row0, nrows, data_offset(dsets[j]) + row0 * row_bytes, nrows * row_bytes,
-                         k == 0 ? p.offset : part.offset});
+                         k == 0 ? p.offset : part.offset, replicas > 1 && nrows == local_rows});
       }
     }
     // Offloaded groups (memory.experts = nvme) are read one after the other, each in
@@ -168,7 +174,8 @@ CheckpointMeta read_checkpoint(const std::string& path, memory::StateStore& ps, 
       if (seg > 0) offload->bring(seg - 1);
       std::vector<ReadAhead::Range> ranges;
       for (std::size_t i = first; i < end; ++i)
-        ranges.push_back({slabs[i].offset, slabs[i].bytes, reinterpret_cast<char*>(bufs[slabs[i].dataset % 3] + slabs[i].at)});
+        ranges.push_back({slabs[i].offset, slabs[i].bytes, reinterpret_cast<char*>(bufs[slabs[i].dataset % 3] + slabs[i].at),
+                          slabs[i].shared});
       ReadAhead reader(raw.fd, std::move(ranges),
                        {.piece_bytes = kPieceBytes, .direct_fd = raw.direct_fd, .readers = kReaders});
       for (std::size_t i = first; i < end; ++i) {

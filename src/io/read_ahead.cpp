@@ -11,7 +11,7 @@ namespace furnace::io {
 ReadAhead::ReadAhead(int fd, std::vector<Range> ranges, const Options& options)
     : fd_(fd), direct_fd_(options.direct_fd), ranges_(std::move(ranges)) {
   const std::size_t piece = std::max<std::size_t>(options.piece_bytes / kDirectAlign * kDirectAlign, 4096);
-  for (std::size_t i = 0; i < ranges_.size(); ++i) split(ranges_[i], i, piece, direct_fd_ >= 0);
+  for (std::size_t i = 0; i < ranges_.size(); ++i) split(ranges_[i], i, piece, direct_fd_ >= 0 && !ranges_[i].shared);
   piece_done_.assign(pieces_.size(), 0);
   for (int t = 0; t < std::max(options.readers, 1); ++t) threads_.emplace_back([this] { run(); });
 }

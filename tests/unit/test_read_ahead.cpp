@@ -60,7 +60,8 @@ TEST(ReadAhead, RangesArriveInOrderWithTheFilesBytes) {
 
 // With an O_DIRECT descriptor and three readers: ranges in phase with their
 // destination are read directly (all but an unaligned head and tail), one out of
-// phase goes through the page cache, and every byte is the file's, in order.
+// phase and one marked shared (other ranks read it) go through the page cache, and
+// every byte is the file's, in order.
 TEST(ReadAhead, DirectReadsFromSeveralReadersGiveTheFilesBytes) {
   const auto bytes = pattern(1 << 20);
   TempFile file(bytes);
@@ -68,17 +69,18 @@ TEST(ReadAhead, DirectReadsFromSeveralReadersGiveTheFilesBytes) {
   if (direct < 0) GTEST_SKIP() << "O_DIRECT is not supported for " << file.path;
   constexpr std::size_t kA = ReadAhead::kDirectAlign;
   char* room = static_cast<char*>(std::aligned_alloc(4096, 4 << 20));
-  struct Span { std::uint64_t offset, bytes, dst; };
+  struct Span { std::uint64_t offset, bytes, dst; bool shared = false; };
   const std::vector<Span> spans = {
       {4096, 300000, 0},             // in phase, no head; tail 300000 % 512
       {1000, 200000, (1 << 20) + 1000},  // in phase, head of 24 bytes
       {777, 100000, 2 << 20},        // out of phase: buffered
-      {900000, 148576, (3 << 20) + 900000 % kA}};  // in phase, to the end of the file
+      {900000, 148576, (3 << 20) + 900000 % kA},  // in phase, to the end of the file
+      {8192, 65536, (3 << 20) + (1 << 19), true}};  // in phase but shared: buffered
   std::vector<ReadAhead::Range> ranges;
   std::uint64_t expect_direct = 0;
   for (const Span& sp : spans) {
-    ranges.push_back({sp.offset, sp.bytes, room + sp.dst});
-    if ((sp.dst - sp.offset) % kA == 0) {
+    ranges.push_back({sp.offset, sp.bytes, room + sp.dst, sp.shared});
+    if ((sp.dst - sp.offset) % kA == 0 && !sp.shared) {
       const std::uint64_t head = (kA - sp.offset % kA) % kA;
       expect_direct += (sp.bytes - head) / kA * kA;
     }
