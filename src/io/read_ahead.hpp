@@ -11,8 +11,8 @@
 // head and tail of a range, and ranges whose offset and address are out of phase, go
 // through the ordinary descriptor. Several readers keep more than one request in
 // flight, which a single synchronous O_DIRECT stream does not (measured here: 4 MiB
-// pieces at 2.4-3.5 GB/s with one reader, 4.5-5.2 GB/s with two; bench io's read
-// ratio 0.74-0.76 with two, 0.86-0.88 with eight readers of 4 MiB pieces).
+// pieces at 2.4-3.5 GB/s with one reader, 4.5-5.2 GB/s with two). The checkpoint
+// load uses eight: see docs/checkpoint-format.md for its bench io ratios.
 #pragma once
 #include <condition_variable>
 #include <cstdint>
