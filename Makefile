@@ -38,7 +38,7 @@ KOKKOS_OPENMP := $(shell grep -qs 'define KOKKOS_ENABLE_OPENMP' $(KOKKOS_CFG) &&
 HDF5_INC  := $(shell pkg-config --cflags hdf5-mpich 2>/dev/null)
 HDF5_LIBS := $(shell pkg-config --libs hdf5-mpich 2>/dev/null)
 BLAS_INC  := $(shell pkg-config --cflags openblas 2>/dev/null)
-BLAS_LIBS := -lopenblas
+BLAS_LIBS := -lopenblas -ldnnl -lgomp   # oneDNN: bf16 GEMMs (its OpenMP runtime is libgomp)
 
 CPPFLAGS := -Isrc $(KOKKOS_INC) $(HDF5_INC) $(BLAS_INC) -MMD -MP \
             -DFURNACE_VERSION=\"$(shell cat VERSION)\" \

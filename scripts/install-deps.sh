@@ -9,6 +9,7 @@ PACKAGES=(
   mpich libmpich-dev                 # MPI (process manager: hydra mpiexec)
   libhdf5-mpich-dev hdf5-tools       # parallel HDF5 1.10 (MPI-IO driver), h5dump
   libopenblas-dev                    # host GEMM
+  libdnnl-dev                        # oneDNN 2.6: bf16 GEMMs (AVX512-BF16, AMX)
   libxxhash-dev                      # checkpoint checksums (XXH3, header-only use: inlined)
   libtrilinos-kokkos-dev             # Kokkos 3.4 (Serial backend)
   libtomlplusplus-dev                # config files (TOML)

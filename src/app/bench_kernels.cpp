@@ -1,7 +1,9 @@
 // `furnace bench kernels` (see bench_kernels.hpp). ExpertFFN and the plain sgemm loop
 // run on the same inputs and weights, alternately, so both see the same machine state.
 #include "app/bench_kernels.hpp"
+
 #include "app/bench_util.hpp"
+#include "kernels/gemm.hpp"
 
 #include <cblas.h>
 #include <mpi.h>
@@ -117,6 +119,7 @@ double time_it(F&& f) {
 
 struct Result {
   double ffn_gflops = 0, plain_gflops = 0;
+  double bf16_gflops = 0;  // the same ExpertFFN with train.precision = bf16 (its flops counted as fp32's)
   double ffn_flops = 0, plain_flops = 0;  // per forward + backward, as each side counts
 };
 
@@ -140,6 +143,13 @@ Result run_shape(const ExpertBenchShape& s, int reps) {
   }
   r.ffn_gflops = r.ffn_flops / median(t_ffn) * 1e-9;
   r.plain_gflops = r.plain_flops / median(t_plain) * 1e-9;
+  // bf16 after the fp32 runs, not interleaved: OpenBLAS's threads spin for a while
+  // after each call and would take the cores from oneDNN's.
+  ffn.set_precision(kernels::Precision::BF16);
+  time_it(ffn_step);
+  std::vector<double> t_bf16;
+  for (int i = 0; i < reps; ++i) t_bf16.push_back(time_it(ffn_step));
+  r.bf16_gflops = r.ffn_flops / median(t_bf16) * 1e-9;
   return r;
 }
 
@@ -225,14 +235,17 @@ int bench_kernels(const BenchKernelsOptions& opt) {
   if (rank == 0) {
     if (opt.csv)
       std::printf("shape,experts,d_model,hidden,rows,gflop,expert_ffn_gflops,sgemm_gflops,ratio,"
-                  "blas_core,threads,ranks\n");
+                  "blas_core,threads,ranks,bf16_gflops,bf16_over_fp32\n");
     else
-      std::printf("Expert FFN forward+backward vs plain cblas_sgemm of the same 6 GEMMs per expert\n"
+      std::printf("Expert FFN forward+backward vs plain cblas_sgemm of the same 6 GEMMs per expert, and the\n"
+                  "same ExpertFFN in bf16 (%s)\n"
                   "(median of %d, OpenBLAS core %s, %d thread%s per rank, %d rank%s%s)\n\n"
-                  "%-30s %9s %14s %14s %7s %-10s %7s\n", opt.reps, core.c_str(), threads,
+                  "%-30s %9s %14s %14s %7s %-10s %7s %10s %9s\n",
+                  kernels::gemm16_description(kernels::Precision::BF16).c_str(), opt.reps, core.c_str(), threads,
                   threads == 1 ? "" : "s", ranks, ranks == 1 ? "" : "s",
                   ranks > 1 ? ": every rank runs each shape at the same time, GF/s summed over the ranks" : "",
-                  "shape", "GFLOP", "ExpertFFN GF/s", "sgemm GF/s", "ratio", "core", "threads");
+                  "shape", "GFLOP", "ExpertFFN GF/s", "sgemm GF/s", "ratio", "core", "threads", "bf16 GF/s",
+                  "bf16/fp32");
     std::fflush(stdout);
   }
   for (const auto& s : shapes) {
@@ -241,9 +254,9 @@ int bench_kernels(const BenchKernelsOptions& opt) {
     if (mpi_up && ranks > 1) MPI_Barrier(MPI_COMM_WORLD);
     Result r = run_shape(s, opt.reps);
     if (mpi_up && ranks > 1) {
-      double rates[2] = {r.ffn_gflops, r.plain_gflops};
-      MPI_Allreduce(MPI_IN_PLACE, rates, 2, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
-      r.ffn_gflops = rates[0], r.plain_gflops = rates[1];
+      double rates[3] = {r.ffn_gflops, r.plain_gflops, r.bf16_gflops};
+      MPI_Allreduce(MPI_IN_PLACE, rates, 3, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+      r.ffn_gflops = rates[0], r.plain_gflops = rates[1], r.bf16_gflops = rates[2];
     }
     if (rank != 0) continue;
     // Both sides count the same six GEMMs; a mismatch means flops_forward_backward is off.
@@ -252,12 +265,14 @@ int bench_kernels(const BenchKernelsOptions& opt) {
                    "GEMMs do %.6g\n", r.ffn_flops, r.plain_flops);
     const double ratio = r.ffn_gflops / r.plain_gflops;
     if (opt.csv)
-      std::printf("%s,%d,%d,%d,%lld,%.4f,%.2f,%.2f,%.3f,%s,%d,%d\n", s.label().c_str(), s.experts,
+      std::printf("%s,%d,%d,%d,%lld,%.4f,%.2f,%.2f,%.3f,%s,%d,%d,%.2f,%.3f\n", s.label().c_str(), s.experts,
                   s.d_model, s.hidden, static_cast<long long>(s.rows()), r.ffn_flops * 1e-9,
-                  r.ffn_gflops, r.plain_gflops, ratio, core.c_str(), threads, ranks);
+                  r.ffn_gflops, r.plain_gflops, ratio, core.c_str(), threads, ranks, r.bf16_gflops,
+                  r.bf16_gflops / r.ffn_gflops);
     else
-      std::printf("%-30s %9.2f %14.1f %14.1f %7.3f %-10s %7d\n", s.label().c_str(),
-                  r.ffn_flops * 1e-9, r.ffn_gflops, r.plain_gflops, ratio, core.c_str(), threads);
+      std::printf("%-30s %9.2f %14.1f %14.1f %7.3f %-10s %7d %10.1f %9.3f\n", s.label().c_str(),
+                  r.ffn_flops * 1e-9, r.ffn_gflops, r.plain_gflops, ratio, core.c_str(), threads, r.bf16_gflops,
+                  r.bf16_gflops / r.ffn_gflops);
     std::fflush(stdout);
   }
   return 0;

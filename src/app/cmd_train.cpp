@@ -15,6 +15,7 @@
 #include "io/config.hpp"
 #include "io/dataset.hpp"
 #include "kernels/blas_runtime.hpp"
+#include "kernels/gemm.hpp"
 #include "train/trainer.hpp"
 
 namespace furnace::app {
@@ -88,10 +89,32 @@ int cmd_train(const TrainOptions& opt) {
                            "MPI does not provide; set checkpoint.async = false\n");
     return kBadConfig;
   }
+  const auto gemm16 = cfg.train.gemm16 == "onednn"    ? kernels::Gemm16Engine::OneDNN
+                      : cfg.train.gemm16 == "convert" ? kernels::Gemm16Engine::Convert
+                                                      : kernels::Gemm16Engine::Auto;
+  kernels::Precision precision = kernels::Precision::FP32;
+  kernels::parse_precision(cfg.train.precision, precision);
+  if (const std::string e = kernels::gemm16_engine_error(gemm16, precision); !e.empty()) {
+    if (world_rank() == 0)
+      std::fprintf(stderr, "furnace: train.gemm16 = onednn, train.precision = %s: %s\n", cfg.train.precision.c_str(),
+                   e.c_str());
+    return kBadConfig;
+  }
+  kernels::set_gemm16_engine(gemm16);
+  if (kernels::gemm16_uses_onednn(precision)) kernels::give_blas_threads_to_onednn();
   comm::Groups groups(MPI_COMM_WORLD, cfg.parallel.ep, cfg.comm.ranks_per_node);
   // Directories and memory, before anything is allocated or written.
   if (int rc = agree([&] { check_run_setup(cfg); }, kBadConfig)) return rc;
   print_banner(groups.describe());
+  if (world_rank() == 0) {
+    if (precision == kernels::Precision::FP32)
+      std::printf("precision: fp32 throughout (train.precision)\n");
+    else
+      std::printf("precision: %s GEMMs on %s; fp32 master weights, moments, norms, softmax, router and losses%s\n",
+                  cfg.train.precision.c_str(), kernels::gemm16_description(precision).c_str(),
+                  precision == kernels::Precision::FP16 ? "; dynamic loss scaling" : "");
+    std::fflush(stdout);
+  }
   std::unique_ptr<train::Trainer> trainer;
   if (int rc = agree([&] {
         with_allocation_errors_as_config(cfg, [&] {

@@ -21,6 +21,10 @@ struct CheckpointMeta {
   std::string config_json;       // the resolved config (io::to_json)
   unsigned long long seed = 0;
   int world = 1, dp = 1, ep = 1;  // the layout that wrote the file (read: as stored)
+  // fp16 dynamic loss scaling (train.precision = fp16): the scale as log2 and the
+  // finite steps since it last changed; loss_scale_log2 < 0: not written (another precision).
+  int loss_scale_log2 = -1;
+  long long loss_scale_good_steps = 0;
 };
 
 // A missing, incomplete (.tmp), truncated or corrupt checkpoint, or one that does not

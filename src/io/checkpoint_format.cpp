@@ -112,6 +112,12 @@ CheckpointHeader read_header(hid_t file, const std::string& path) {
   meta.world = need(h5::read_int_attr(m, "world"), "world");
   meta.dp = need(h5::read_int_attr(m, "dp"), "dp");
   meta.ep = need(h5::read_int_attr(m, "ep"), "ep");
+  // Optional: only an fp16 run writes its loss scale (kept within LossScaler's range).
+  meta.loss_scale_log2 = h5::read_int_attr(m, "loss_scale_log2").value_or(-1);
+  meta.loss_scale_good_steps = h5::read_i64_attr(m, "loss_scale_good_steps").value_or(0);
+  if (meta.loss_scale_log2 > 24 || meta.loss_scale_log2 < -1 || meta.loss_scale_good_steps < 0)
+    fail(path, "has an impossible /meta loss scale (log2 " + std::to_string(meta.loss_scale_log2) + ", " +
+                   std::to_string(meta.loss_scale_good_steps) + " good steps)");
   if (meta.step < 0 || meta.tokens_seen < 0)
     fail(path, "has a negative /meta step (" + std::to_string(meta.step) + ") or tokens_seen");
   if (meta.world < 1 || meta.dp < 1 || meta.ep < 1 || (long long)meta.dp * meta.ep != meta.world)

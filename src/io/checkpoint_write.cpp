@@ -226,6 +226,10 @@ std::optional<std::string> write_contents(hid_t file, const std::string& path, c
     h5::write_attr(m, "world", g.size());
     h5::write_attr(m, "dp", g.dp());
     h5::write_attr(m, "ep", g.ep());
+    if (meta.loss_scale_log2 >= 0) {
+      h5::write_attr(m, "loss_scale_log2", meta.loss_scale_log2);
+      h5::write_i64_attr(m, "loss_scale_good_steps", meta.loss_scale_good_steps);
+    }
   }
   // Strings as scalar fixed-length datasets (no 64 KiB attribute limit), rank 0 writes.
   const std::string manifest = manifest_json(ps.infos());

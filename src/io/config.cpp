@@ -255,6 +255,10 @@ void validate_at(const Config& cfg, const std::string& where) {
   if (e.experts > 0 && e.top_k > e.experts)
     inconsistent("moe.top_k = " + std::to_string(e.top_k) + " is larger than moe.experts = " +
                  std::to_string(e.experts) + "; accepted: 1 <= top_k <= experts");
+  if (int exp = 0; std::frexp(cfg.train.loss_scale, &exp) != 0.5)
+    inconsistent("train.loss_scale = " + format_value(KeyValue{cfg.train.loss_scale}) +
+                 " is not a power of two; accepted: 1, 2, 4, ... (e.g. 65536), so that scaling the gradients "
+                 "and unscaling them is exact");
   // The nvme tier (memory.optimizer or memory.experts = nvme) is not combined with
   // sharded moments or background checkpoints yet.
   auto nvme_refusals = [&](const std::string& key, const std::string& what) {
@@ -352,6 +356,10 @@ const std::vector<KeyInfo>& config_keys() {
       FURNACE_KEY(train, eval_batches, in(1, 10000), "Validation batches per evaluation (each evaluation costs this many forward passes)."),
       FURNACE_KEY(train, log_every, at_least(1), "Steps between metric lines."),
       FURNACE_KEY(train, on_nonfinite, one_of({"stop", "skip"}), "A step whose loss or gradient norm is not finite: `stop` (exit 4, naming the step and the first non-finite tensor) or `skip` its update (counted as `skipped_steps` in metrics; 10 in a row stop the run)."),
+      FURNACE_KEY(train, precision, one_of({"fp32", "bf16", "fp16"}), "Precision of the model's GEMMs (attention, FFNs, experts, head): `bf16`/`fp16` round their operands to 16 bits and accumulate in fp32; master weights, AdamW moments, gradients' sums, norms, softmax, router and losses stay fp32 (docs/precision.md)."),
+      FURNACE_KEY(train, gemm16, one_of({"auto", "onednn", "convert"}), "What runs the 16-bit GEMMs: `onednn` (AVX512-BF16/AMX kernels), `convert` (OpenBLAS sgemm on 16-bit-rounded operands, the same numbers at fp32 speed), `auto` (oneDNN where it has a kernel for this CPU)."),
+      FURNACE_KEY(train, loss_scale, in(1, 1e30), "fp16 only: the initial dynamic loss scale, a power of two (scaling and unscaling are then exact). A step whose scaled gradients overflow is skipped and halves it."),
+      FURNACE_KEY(train, loss_scale_window, at_least(1), "fp16 only: finite steps in a row after which the loss scale doubles."),
       FURNACE_KEY(data, train, non_empty(), "Training token file."),
       FURNACE_KEY(data, valid, non_empty(), "Validation token file."),
       FURNACE_KEY(output, dir, non_empty(), "Run directory: metrics.jsonl, the resolved config, checkpoints."),

@@ -51,6 +51,10 @@ struct TrainConfig {
   int eval_batches = 8;
   int log_every = 1;
   std::string on_nonfinite = "stop";  // stop | skip: a step whose loss or gradient norm is not finite
+  std::string precision = "fp32";     // fp32 | bf16 | fp16: the GEMMs' operands (fp32 accumulation)
+  std::string gemm16 = "auto";        // auto | onednn | convert: what runs the 16-bit GEMMs
+  double loss_scale = 65536;          // fp16: the initial dynamic loss scale
+  int loss_scale_window = 1000;       // fp16: finite steps in a row before the scale doubles
 };
 
 struct DataConfig {

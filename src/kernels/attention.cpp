@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <stdexcept>
+#include <type_traits>
 
 #include "kernels/gemm.hpp"
 #include "kernels/math.hpp"
@@ -84,16 +86,31 @@ void causal_softmax_backward(View4<const T> probs, View4<T> dprobs, T scale) {
   });
 }
 
+// The batched GEMMs of attention in precision p (16-bit only for float operands).
+template <class T>
+void batched(Precision p, Op op_a, Op op_b, int m, int n, int k, T alpha, const T* a, int lda,
+             std::int64_t stride_a, const T* b, int ldb, std::int64_t stride_b, T beta, T* c, int ldc,
+             std::int64_t stride_c, int batch) {
+  if constexpr (std::is_same_v<T, float>) {
+    gemm_strided_batched(p, op_a, op_b, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c, ldc,
+                         stride_c, batch);
+  } else {
+    if (p != Precision::FP32) throw std::invalid_argument("attention: 16-bit GEMMs take float operands");
+    gemm_strided_batched(op_a, op_b, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c, ldc,
+                         stride_c, batch);
+  }
+}
+
 }  // namespace
 
 template <class T>
-void attention_probs(View2<const T> qkv, int batch, int seq, int heads, View4<T> probs) {
+void attention_probs(View2<const T> qkv, int batch, int seq, int heads, View4<T> probs, Precision prec) {
   const int d = int(qkv.extent(1)) / 3, hd = d / heads;
   const Layout<const T, T, T> L{seq, heads, d, hd, qkv.data(), probs.data(), nullptr};
   const T scale = T(1) / fsqrt(T(hd));
   // Scores S = scale * Q K^T, only the columns each row block can see.
   L.for_each_block(batch, [&](int b, int r0, int r1) {
-    gemm_strided_batched(Op::N, Op::T, r1 - r0, r1, hd, scale, L.q(b, r0), L.ld(), hd, L.k(b),
+    batched(prec, Op::N, Op::T, r1 - r0, r1, hd, scale, L.q(b, r0), L.ld(), hd, L.k(b),
                          L.ld(), hd, T(0), L.p(b, r0), seq, L.pstride(), heads);
   });
   causal_softmax(probs);
@@ -101,20 +118,20 @@ void attention_probs(View2<const T> qkv, int batch, int seq, int heads, View4<T>
 
 template <class T>
 void attention_forward(View2<const T> qkv, int batch, int seq, int heads, View4<T> probs,
-                       View2<T> out) {
+                       View2<T> out, Precision prec) {
   const int d = int(out.extent(1)), hd = d / heads;
   const Layout<const T, T, T> L{seq, heads, d, hd, qkv.data(), probs.data(), out.data()};
-  attention_probs(qkv, batch, seq, heads, probs);
+  attention_probs(qkv, batch, seq, heads, probs, prec);
   // out = P V, written into each head's column slice of out.
   L.for_each_block(batch, [&](int b, int r0, int r1) {
-    gemm_strided_batched(Op::N, Op::N, r1 - r0, hd, r1, T(1), L.p(b, r0), seq, L.pstride(),
+    batched(prec, Op::N, Op::N, r1 - r0, hd, r1, T(1), L.p(b, r0), seq, L.pstride(),
                          L.v(b), L.ld(), hd, T(0), L.o(b, r0), d, hd, heads);
   });
 }
 
 template <class T>
 void attention_backward(View2<const T> qkv, View4<const T> probs, View2<const T> dout, int batch,
-                        int seq, int heads, View4<T> dprobs, View2<T> dqkv) {
+                        int seq, int heads, View4<T> dprobs, View2<T> dqkv, Precision prec) {
   const int d = int(dout.extent(1)), hd = d / heads;
   const Layout<const T, const T, const T> L{seq, heads, d, hd,
                                             qkv.data(), probs.data(), dout.data()};
@@ -123,28 +140,29 @@ void attention_backward(View2<const T> qkv, View4<const T> probs, View2<const T>
   const T scale = T(1) / fsqrt(T(hd));
   L.for_each_block(batch, [&](int b, int r0, int r1) {
     // dP = dOut V^T
-    gemm_strided_batched(Op::N, Op::T, r1 - r0, r1, hd, T(1), L.o(b, r0), d, hd, L.v(b), L.ld(),
+    batched(prec, Op::N, Op::T, r1 - r0, r1, hd, T(1), L.o(b, r0), d, hd, L.v(b), L.ld(),
                          hd, T(0), G.p(b, r0), seq, L.pstride(), heads);
     // dV[0:r1] += P[r0:r1, 0:r1]^T dOut[r0:r1]
-    gemm_strided_batched(Op::T, Op::N, r1, hd, r1 - r0, T(1), L.p(b, r0), seq, L.pstride(),
+    batched(prec, Op::T, Op::N, r1, hd, r1 - r0, T(1), L.p(b, r0), seq, L.pstride(),
                          L.o(b, r0), d, hd, T(1), G.v(b), L.ld(), hd, heads);
   });
   causal_softmax_backward(probs, dprobs, scale);
   L.for_each_block(batch, [&](int b, int r0, int r1) {
     // dQ[r0:r1] += dS[r0:r1, 0:r1] K[0:r1]
-    gemm_strided_batched(Op::N, Op::N, r1 - r0, hd, r1, T(1), G.p(b, r0), seq, L.pstride(),
+    batched(prec, Op::N, Op::N, r1 - r0, hd, r1, T(1), G.p(b, r0), seq, L.pstride(),
                          L.k(b), L.ld(), hd, T(1), G.q(b, r0), L.ld(), hd, heads);
     // dK[0:r1] += dS[r0:r1, 0:r1]^T Q[r0:r1]
-    gemm_strided_batched(Op::T, Op::N, r1, hd, r1 - r0, T(1), G.p(b, r0), seq, L.pstride(),
+    batched(prec, Op::T, Op::N, r1, hd, r1 - r0, T(1), G.p(b, r0), seq, L.pstride(),
                          L.q(b, r0), L.ld(), hd, T(1), G.k(b), L.ld(), hd, heads);
   });
 }
 
 #define FURNACE_INSTANTIATE(T)                                                                 \
-  template void attention_probs<T>(View2<const T>, int, int, int, View4<T>);                   \
-  template void attention_forward<T>(View2<const T>, int, int, int, View4<T>, View2<T>);       \
+  template void attention_probs<T>(View2<const T>, int, int, int, View4<T>, Precision);        \
+  template void attention_forward<T>(View2<const T>, int, int, int, View4<T>, View2<T>,        \
+                                     Precision);                                              \
   template void attention_backward<T>(View2<const T>, View4<const T>, View2<const T>, int, int, \
-                                      int, View4<T>, View2<T>);
+                                      int, View4<T>, View2<T>, Precision);
 FURNACE_INSTANTIATE(float)
 FURNACE_INSTANTIATE(double)
 #undef FURNACE_INSTANTIATE

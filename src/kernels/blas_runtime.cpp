@@ -3,6 +3,7 @@
 
 #include <Kokkos_Macros.hpp>
 #include <cblas.h>
+#include <omp.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -149,16 +150,9 @@ BlasCoreChoice choose_blas_core(const char* requested, std::string_view in_use,
 
 std::string detect_blas_core() { return best_core(cpu_features()); }
 
-namespace {
-#ifdef KOKKOS_ENABLE_OPENMP
-constexpr bool kOpenMpBuild = true;
-#else
-constexpr bool kOpenMpBuild = false;
-#endif
-}  // namespace
-
+// Every build runs OpenMP threads: Kokkos's on the OpenMP backend, and oneDNN's (the
+// 16-bit GEMMs) on libgomp in any build.
 std::string openmp_wait_policy_source() {
-  if (!kOpenMpBuild) return "";
   const char* set = std::getenv("FURNACE_OMP_WAIT_POLICY_SET");
   const char* policy = std::getenv("OMP_WAIT_POLICY");
   if (set && policy) return std::string(policy) + " (set by furnace)";
@@ -177,7 +171,7 @@ void select_blas_core_or_reexec(int argc, char** argv) {
   // OPENBLAS_CORETYPE set by the user is their direct choice; OpenBLAS already used it.
   const bool core = !env_set("OPENBLAS_CORETYPE") && !choice.reexec_with.empty();
   // The user's OMP_WAIT_POLICY wins.
-  const bool wait_policy = kOpenMpBuild && !env_set("OMP_WAIT_POLICY");
+  const bool wait_policy = !env_set("OMP_WAIT_POLICY");
   if (!core && !wait_policy) return;
 
   if (core) setenv("OPENBLAS_CORETYPE", choice.reexec_with.c_str(), 1);
@@ -215,7 +209,12 @@ double measure_sgemm_gflops(int n, int reps) {
 }
 
 int blas_threads() { return openblas_get_num_threads(); }
-void set_blas_threads(int n) { openblas_set_num_threads(n); }
+// oneDNN (the 16-bit GEMMs) runs on libgomp's threads: the same budget, since the two
+// never run at once. omp_set_num_threads sets this (the calling) thread's count only.
+void set_blas_threads(int n) {
+  openblas_set_num_threads(n);
+  omp_set_num_threads(n);
+}
 
 namespace {
 
@@ -264,5 +263,11 @@ void set_blas_threads(const ThreadChoice& choice) {
 }
 
 std::string blas_threads_source() { return threads_source(); }
+
+void give_blas_threads_to_onednn() {
+  const int n = blas_threads();
+  openblas_set_num_threads(1);  // omp_set_num_threads keeps n for oneDNN
+  threads_source() = "the budget of " + std::to_string(n) + " goes to oneDNN's 16-bit GEMMs (" + threads_source() + ")";
+}
 
 }  // namespace furnace::kernels

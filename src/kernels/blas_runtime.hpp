@@ -61,13 +61,13 @@ std::string detect_blas_core();
 // exit(2)). Otherwise re-executes with detect_blas_core() only when OpenBLAS picked
 // a weaker ladder core. Returns normally when no re-exec is needed.
 //
-// The same re-exec (one at most) also sets OMP_WAIT_POLICY=passive on a build whose
-// Kokkos runs on OpenMP, when the user has not set it: libgomp reads it once, as it is
+// The same re-exec (one at most) also sets OMP_WAIT_POLICY=passive (every build runs
+// libgomp threads: oneDNN's, and Kokkos's on OpenMP), when the user has not set it: libgomp reads it once, as it is
 // loaded, and its default (threads spin after each parallel region) made 2 OpenMP
 // threads plus OpenBLAS's own on 2 cores 6-15x slower per step than passive waiting.
 // openmp_wait_policy_source() says which applies, for the banner.
 void select_blas_core_or_reexec(int argc, char** argv);
-std::string openmp_wait_policy_source();  // "" (Serial build), "passive (set by furnace)", "X (OMP_WAIT_POLICY)"
+std::string openmp_wait_policy_source();  // "passive (set by furnace)", "X (OMP_WAIT_POLICY)", "active (libgomp default)"
 
 // The core OpenBLAS is actually running (openblas_get_corename()), and its config.
 std::string blas_core_in_use();
@@ -76,6 +76,12 @@ std::string blas_config();
 // Measured single-precision GEMM rate in GFLOP/s on a square n x n x n product,
 // best of `reps` (for the start-up banner; takes well under a second at n = 512).
 double measure_sgemm_gflops(int n = 512, int reps = 3);
+
+// train.precision = bf16/fp16 on oneDNN: oneDNN's OpenMP threads take the budget and
+// OpenBLAS (left with the router's small fp32 GEMMs) runs on 1 thread. OpenBLAS's idle
+// threads spin in sched_yield after each call, and on 2 cores they took the cores
+// oneDNN worked on (a 2-thread bf16 step ran 1.3x slower than 1-thread, measured).
+void give_blas_threads_to_onednn();
 
 // Number of threads OpenBLAS uses; set it (e.g. to 1 when running one MPI rank per core).
 int blas_threads();

@@ -23,7 +23,9 @@ void check_ld(const char* name, int ld, int row_len) {
                                 " < " + std::to_string(need) + " (row length of the stored matrix)");
 }
 
-void check_args(Op op_a, Op op_b, int m, int n, int k, int lda, int ldb, int ldc) {
+}  // namespace
+
+void check_gemm_args(Op op_a, Op op_b, int m, int n, int k, int lda, int ldb, int ldc) {
   if (m < 0 || n < 0 || k < 0)
     throw std::invalid_argument("gemm: negative shape m=" + std::to_string(m) + " n=" +
                                 std::to_string(n) + " k=" + std::to_string(k));
@@ -32,13 +34,11 @@ void check_args(Op op_a, Op op_b, int m, int n, int k, int lda, int ldb, int ldc
   check_ld("ldc", ldc, n);
 }
 
-}  // namespace
-
 template <class T>
 void gemm(Op op_a, Op op_b, int m, int n, int k, T alpha, const T* a, int lda, const T* b,
           int ldb, T beta, T* c, int ldc) {
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>);
-  check_args(op_a, op_b, m, n, k, lda, ldb, ldc);
+  check_gemm_args(op_a, op_b, m, n, k, lda, ldb, ldc);
   if (m == 0 || n == 0) return;
   if (k == 0) {
     // An empty inner product: C = beta * C. Done here rather than trusting every BLAS

@@ -4,7 +4,10 @@
 // Degenerate shapes are legal: m or n == 0 does nothing; k == 0 scales C by beta.
 #pragma once
 #include <cstdint>
+#include <string>
 #include <vector>
+
+#include "kernels/precision.hpp"
 
 namespace furnace::kernels {
 
@@ -36,5 +39,32 @@ struct GemmDesc {
 
 template <class T>
 void gemm_grouped(Op op_a, Op op_b, T alpha, const std::vector<GemmDesc<T>>& group, T beta);
+
+// Throws std::invalid_argument for a negative shape or a leading dimension shorter
+// than the stored row (OpenBLAS would print and leave C untouched).
+void check_gemm_args(Op op_a, Op op_b, int m, int n, int k, int lda, int ldb, int ldc);
+
+// --- Mixed precision (gemm16.cpp) ---------------------------------------------------
+// The same products in precision p: with BF16 / FP16, A and B are rounded to 16 bits
+// and multiplied with fp32 accumulation into the fp32 C; FP32 is the plain gemm.
+void gemm(Precision p, Op op_a, Op op_b, int m, int n, int k, float alpha, const float* a, int lda,
+          const float* b, int ldb, float beta, float* c, int ldc);
+void gemm_strided_batched(Precision p, Op op_a, Op op_b, int m, int n, int k, float alpha, const float* a,
+                          int lda, std::int64_t stride_a, const float* b, int ldb, std::int64_t stride_b,
+                          float beta, float* c, int ldc, std::int64_t stride_c, int batch);
+void gemm_grouped(Precision p, Op op_a, Op op_b, float alpha, const std::vector<GemmDesc<float>>& group,
+                  float beta);
+
+// What runs a 16-bit GEMM (train.gemm16): Auto takes oneDNN where it has a kernel for
+// the precision on this CPU (bf16: AVX512-BF16 or AMX), else Convert (OpenBLAS sgemm on
+// operands rounded to 16 bits: the same rounding at fp32 speed).
+enum class Gemm16Engine { Auto, OneDNN, Convert };
+void set_gemm16_engine(Gemm16Engine e);
+// Non-empty when `e` cannot run precision p here (OneDNN without a kernel): the reason.
+std::string gemm16_engine_error(Gemm16Engine e, Precision p);
+// Whether 16-bit GEMMs in p run on oneDNN (with the engine set now).
+bool gemm16_uses_onednn(Precision p);
+// For the banner: what a GEMM in p runs on, e.g. "oneDNN bf16 matmul (brg:avx512_core_bf16), ...".
+std::string gemm16_description(Precision p);
 
 }  // namespace furnace::kernels

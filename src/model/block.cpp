@@ -93,6 +93,7 @@ Block::Block(const GptSpec& s, int layer, StateStore& ps, memory::Arenas& arenas
                   .init_std = out_std});
     moe_ = std::make_unique<moe::MoeLayer>(s.router, s.d_model, s.expert_hidden, s.activation, n,
                                            arenas, s.exchange, s.ep_size, &moe_scratch, s.moe_buffer_rows);
+    moe_->set_precision(s.precision);
   } else {
     const std::int64_t H = s.ffn_hidden, H1 = swiglu ? 2 * H : H;
     // Stored [d, H1] / [H, d]; viewed as a group of one expert.
@@ -102,6 +103,7 @@ Block::Block(const GptSpec& s, int layer, StateStore& ps, memory::Arenas& arenas
                  ? shared.dense
                  : std::make_shared<moe::ExpertFFN>(1, s.d_model, s.ffn_hidden, s.activation, n,
                                                     arenas);
+    dense_->set_precision(s.precision);
     dense_offsets_ = {0, n};
   }
   last_param_ = int(ps.infos().size()) - 1;
@@ -133,11 +135,11 @@ void Block::forward_to_ffn(const StateStore& ps, View2<const float> x) {
   const int n = x.extent(0), d = s_.d_model;
   const auto& P = ps.params();
   norm_forward(s_, ps, norm1_, x, a_.h1, a_.mean1, a_.rstd1);
-  k::gemm<float>(k::Op::N, k::Op::N, n, 3 * d, d, 1.0f, a_.h1.data(), d, ps.v2(P, wqkv_).data(),
+  k::gemm(s_.precision, k::Op::N, k::Op::N, n, 3 * d, d, 1.0f, a_.h1.data(), d, ps.v2(P, wqkv_).data(),
                  3 * d, 0.0f, a_.qkv.data(), 3 * d);
-  k::attention_forward<float>(a_.qkv, s_.batch, s_.seq, s_.heads, a_.probs, a_.att);
+  k::attention_forward<float>(a_.qkv, s_.batch, s_.seq, s_.heads, a_.probs, a_.att, s_.precision);
   Kokkos::deep_copy(a_.mid, x);
-  k::gemm<float>(k::Op::N, k::Op::N, n, d, d, 1.0f, a_.att.data(), d, ps.v2(P, wo_).data(), d,
+  k::gemm(s_.precision, k::Op::N, k::Op::N, n, d, d, 1.0f, a_.att.data(), d, ps.v2(P, wo_).data(), d,
                  1.0f, a_.mid.data(), d);
   norm_forward(s_, ps, norm2_, a_.mid, a_.h2, a_.mean2, a_.rstd2);
 }
@@ -147,7 +149,7 @@ void Block::recompute(const StateStore& ps, View2<const float> x) {
     case Recompute::None:
       return;
     case Recompute::Attention:
-      k::attention_probs<float>(a_.qkv, s_.batch, s_.seq, s_.heads, a_.probs);
+      k::attention_probs<float>(a_.qkv, s_.batch, s_.seq, s_.heads, a_.probs, s_.precision);
       return;
     case Recompute::Block:
       forward_to_ffn(ps, x);
@@ -194,17 +196,18 @@ void Block::backward(const StateStore& ps, View2<const float> x, View2<float> dr
   norm_backward(s_, ps, norm2_, dh, a_.mid, a_.mean2, a_.rstd2, dres);
   // Attention projection: datt = dres wo^T, dwo += att^T dres.
   auto datt = View2<float>(sc.datt.data(), n, d);
-  k::gemm<float>(k::Op::N, k::Op::T, n, d, d, 1.0f, dres.data(), d, ps.v2(P, wo_).data(), d, 0.0f,
+  k::gemm(s_.precision, k::Op::N, k::Op::T, n, d, d, 1.0f, dres.data(), d, ps.v2(P, wo_).data(), d, 0.0f,
                  datt.data(), d);
-  k::gemm<float>(k::Op::T, k::Op::N, d, d, n, 1.0f, a_.att.data(), d, dres.data(), d, 1.0f,
+  k::gemm(s_.precision, k::Op::T, k::Op::N, d, d, n, 1.0f, a_.att.data(), d, dres.data(), d, 1.0f,
                  ps.v2(G, wo_).data(), d);
   auto dqkv = View2<float>(sc.dqkv.data(), n, 3 * d);
   Kokkos::deep_copy(dqkv, 0.0f);
-  k::attention_backward<float>(a_.qkv, a_.probs, datt, s_.batch, s_.seq, s_.heads, sc.dprobs, dqkv);
+  k::attention_backward<float>(a_.qkv, a_.probs, datt, s_.batch, s_.seq, s_.heads, sc.dprobs, dqkv,
+                              s_.precision);
   // QKV projection: dh1 = dqkv wqkv^T, dwqkv += h1^T dqkv.
-  k::gemm<float>(k::Op::N, k::Op::T, n, d, 3 * d, 1.0f, dqkv.data(), 3 * d,
+  k::gemm(s_.precision, k::Op::N, k::Op::T, n, d, 3 * d, 1.0f, dqkv.data(), 3 * d,
                  ps.v2(P, wqkv_).data(), 3 * d, 0.0f, dh.data(), d);
-  k::gemm<float>(k::Op::T, k::Op::N, d, 3 * d, n, 1.0f, a_.h1.data(), d, dqkv.data(), 3 * d, 1.0f,
+  k::gemm(s_.precision, k::Op::T, k::Op::N, d, 3 * d, n, 1.0f, a_.h1.data(), d, dqkv.data(), 3 * d, 1.0f,
                  ps.v2(G, wqkv_).data(), 3 * d);
   norm_backward(s_, ps, norm1_, dh, x, a_.mean1, a_.rstd1, dres);
 }

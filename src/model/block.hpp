@@ -60,6 +60,7 @@ class Block {
         const RecomputeBuffers& shared, moe::MoeScratchSlot& moe_scratch);
 
   void set_reducer(moe::SumReducer r) { if (moe_) moe_->set_reducer(std::move(r)); }
+  void set_loss_scale(float s) { if (moe_) moe_->set_loss_scale(s); }
   // out = block(x). x must stay unchanged until backward.
   void forward(const memory::StateStore& ps, kernels::View2<const float> x, kernels::View2<float> out);
   // On entry dres = dL/d(out); on exit dres = dL/dx. Parameter grads accumulate.

@@ -84,7 +84,7 @@ LossParts Gpt::forward(View1<const k::index_t> inputs, View1<const k::index_t> t
   }
   norm_forward(spec_, ps_, normf_, x_[spec_.layers], hf_, meanf_, rstdf_);
   // Tied head: logits = hf @ wte^T.
-  k::gemm<float>(k::Op::N, k::Op::T, n, V, d, 1.0f, hf_.data(), d, ps_.v2(P, wte_).data(), d, 0.0f,
+  k::gemm(spec_.precision, k::Op::N, k::Op::T, n, V, d, 1.0f, hf_.data(), d, ps_.v2(P, wte_).data(), d, 0.0f,
                  logits_.data(), V);
   out.bad_targets = k::cross_entropy_forward<float>(logits_, targets, losses_);
   auto losses = losses_;  // captured by value: no `this` inside device lambdas
@@ -94,7 +94,7 @@ LossParts Gpt::forward(View1<const k::index_t> inputs, View1<const k::index_t> t
   return out;
 }
 
-void Gpt::backward(double global_tokens, const std::function<void(int)>& ready) {
+void Gpt::backward(double global_tokens, const std::function<void(int)>& ready, float loss_scale) {
   auto done = [&](int first, int last) {
     if (ready)
       for (int i = first; i <= last; ++i) ready(i);
@@ -103,11 +103,12 @@ void Gpt::backward(double global_tokens, const std::function<void(int)>& ready) 
   const auto& P = ps_.params();
   const auto& G = ps_.grads();
   Kokkos::deep_copy(dlogits_, 0.0f);
-  k::cross_entropy_backward<float>(logits_, targets_, float(1.0 / global_tokens), dlogits_);
+  k::cross_entropy_backward<float>(logits_, targets_, float(loss_scale / global_tokens), dlogits_);
+  for (auto& b : blocks_) b->set_loss_scale(loss_scale);
   // logits = hf wte^T: dhf = dlogits wte, dwte += dlogits^T hf.
-  k::gemm<float>(k::Op::N, k::Op::N, n, d, V, 1.0f, dlogits_.data(), V, ps_.v2(P, wte_).data(), d,
+  k::gemm(spec_.precision, k::Op::N, k::Op::N, n, d, V, 1.0f, dlogits_.data(), V, ps_.v2(P, wte_).data(), d,
                  0.0f, dhf_.data(), d);
-  k::gemm<float>(k::Op::T, k::Op::N, V, d, n, 1.0f, dlogits_.data(), V, hf_.data(), d, 1.0f,
+  k::gemm(spec_.precision, k::Op::T, k::Op::N, V, d, n, 1.0f, dlogits_.data(), V, hf_.data(), d, 1.0f,
                  ps_.v2(G, wte_).data(), d);
   Kokkos::deep_copy(dres_, 0.0f);
   norm_backward(spec_, ps_, normf_, dhf_, x_[spec_.layers], meanf_, rstdf_, dres_);

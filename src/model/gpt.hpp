@@ -44,7 +44,8 @@ class Gpt {
   // Gradients of ce_sum / global_tokens + aux and z terms accumulate into ps.grads().
   // `ready(i)` is called once per parameter as soon as its gradient is final (for
   // gradient reductions that overlap the rest of the backward).
-  void backward(double global_tokens, const std::function<void(int)>& ready = {});
+  // loss_scale (fp16 loss scaling): every gradient comes out multiplied by it.
+  void backward(double global_tokens, const std::function<void(int)>& ready = {}, float loss_scale = 1.0f);
 
   kernels::View2<const float> logits() const { return logits_; }
   const std::vector<std::unique_ptr<Block>>& blocks() const { return blocks_; }

@@ -3,6 +3,7 @@
 #pragma once
 #include "comm/alltoall.hpp"
 #include "moe/experts.hpp"
+#include "kernels/precision.hpp"
 #include "moe/router.hpp"
 
 namespace furnace::model {
@@ -28,6 +29,9 @@ struct GptSpec {
   // bring (the capacity bound). Dropless runs cap it from memory.moe_buffer_mb.
   std::int64_t moe_buffer_rows = 0;
   Recompute recompute = Recompute::None;
+  // train.precision: the GEMMs of attention, the FFNs, the experts and the head. The
+  // router's GEMMs, norms, softmax and losses stay fp32.
+  kernels::Precision precision = kernels::Precision::FP32;
 
   bool is_moe(int layer) const { return router.experts > 0 && (layer + 1) % moe_every == 0; }
   int moe_layers() const {

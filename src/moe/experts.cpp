@@ -36,11 +36,11 @@ namespace {
 // One GEMM per expert: C_e (m_e x n) = op(A_e) op(B_e), where A_e, C_e are row blocks
 // (or, for weight gradients, the transposed row block) and B_e is expert e's matrix.
 template <class F>
-void grouped(Op op_a, Op op_b, float beta, int experts, F&& desc_of) {
+void grouped(kernels::Precision p, Op op_a, Op op_b, float beta, int experts, F&& desc_of) {
   std::vector<GemmDesc<float>> group;
   group.reserve(experts);
   for (int e = 0; e < experts; ++e) group.push_back(desc_of(e));
-  kernels::gemm_grouped<float>(op_a, op_b, 1.0f, group, beta);
+  kernels::gemm_grouped(p, op_a, op_b, 1.0f, group, beta);
 }
 
 }  // namespace
@@ -52,7 +52,7 @@ void ExpertFFN::forward(kernels::View2<const float> x, const std::vector<std::in
   const int d = d_, h = hidden_;
   auto m = [&](int e) { return int(offsets[e + 1] - offsets[e]); };
   // y = h @ w2
-  grouped(Op::N, Op::N, 0.0f, experts_, [&](int e) {
+  grouped(prec_, Op::N, Op::N, 0.0f, experts_, [&](int e) {
     return GemmDesc<float>{.m = m(e),
                            .n = d,
                            .k = h,
@@ -77,7 +77,7 @@ void ExpertFFN::forward_hidden(kernels::View2<const float> x, const std::vector<
   const int h1 = hidden_in(), d = d_, h = hidden_;
   auto m = [&](int e) { return int(offsets[e + 1] - offsets[e]); };
   // a = x @ w1
-  grouped(Op::N, Op::N, 0.0f, experts_, [&](int e) {
+  grouped(prec_, Op::N, Op::N, 0.0f, experts_, [&](int e) {
     return GemmDesc<float>{.m = m(e),
                            .n = h1,
                            .k = d,
@@ -105,7 +105,7 @@ void ExpertFFN::backward(kernels::View2<const float> dy, kernels::View2<const fl
   const int h1 = hidden_in(), d = d_, h = hidden_;
   auto m = [&](int e) { return int(off[e + 1] - off[e]); };
   // dh = dy @ w2^T
-  grouped(Op::N, Op::T, 0.0f, experts_, [&](int e) {
+  grouped(prec_, Op::N, Op::T, 0.0f, experts_, [&](int e) {
     return GemmDesc<float>{.m = m(e),
                            .n = h,
                            .k = d,
@@ -117,7 +117,7 @@ void ExpertFFN::backward(kernels::View2<const float> dy, kernels::View2<const fl
                            .ldc = h};
   });
   // dw2 += h^T @ dy
-  grouped(Op::T, Op::N, 1.0f, experts_, [&](int e) {
+  grouped(prec_, Op::T, Op::N, 1.0f, experts_, [&](int e) {
     return GemmDesc<float>{.m = h,
                            .n = d,
                            .k = m(e),
@@ -140,7 +140,7 @@ void ExpertFFN::backward(kernels::View2<const float> dy, kernels::View2<const fl
   else
     kernels::swiglu_backward<float>(a, dhv, da);
   // dw1 += x^T @ da
-  grouped(Op::T, Op::N, 1.0f, experts_, [&](int e) {
+  grouped(prec_, Op::T, Op::N, 1.0f, experts_, [&](int e) {
     return GemmDesc<float>{.m = d,
                            .n = h1,
                            .k = m(e),
@@ -152,7 +152,7 @@ void ExpertFFN::backward(kernels::View2<const float> dy, kernels::View2<const fl
                            .ldc = h1};
   });
   // dx = da @ w1^T
-  grouped(Op::N, Op::T, 0.0f, experts_, [&](int e) {
+  grouped(prec_, Op::N, Op::T, 0.0f, experts_, [&](int e) {
     return GemmDesc<float>{.m = m(e),
                            .n = d,
                            .k = h1,

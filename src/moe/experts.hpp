@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels/precision.hpp"
 #include "kernels/views.hpp"
 #include "memory/arena.hpp"
 
@@ -30,6 +31,8 @@ class ExpertFFN {
             memory::Arenas& arenas, const FfnGradBuffers* shared = nullptr);
 
   int experts() const { return experts_; }
+  // The precision of the six GEMMs (train.precision); fp32 until set.
+  void set_precision(kernels::Precision p) { prec_ = p; }
   int hidden_in() const { return act_ == Activation::Swiglu ? 2 * hidden_ : hidden_; }
 
   // offsets [E+1] on the host. x and y hold offsets[E] rows.
@@ -51,6 +54,7 @@ class ExpertFFN {
  private:
   int experts_, d_, hidden_;
   Activation act_;
+  kernels::Precision prec_ = kernels::Precision::FP32;
   std::vector<std::int64_t> offsets_;     // of the last forward
   kernels::View2<float> a_, h_, da_, dh_;  // [max_rows, H1 | H]
 };

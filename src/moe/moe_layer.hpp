@@ -59,6 +59,11 @@ class MoeLayer {
   void backward(kernels::View2<const float> dy, kernels::View2<const float> x, const MoeWeights& w,
                 kernels::View2<float> dx, const MoeWeights& g);
 
+  // The experts' GEMMs in p (train.precision); the router stays fp32 (its softmax
+  // and top-k decide where tokens go, and cost 1/H of the experts' flops).
+  void set_precision(kernels::Precision p) { experts_.set_precision(p); }
+  // Loss scaling (fp16): the router's own loss terms (aux, z) are scaled as the loss is.
+  void set_loss_scale(float s) { router_.set_loss_scale(s); }
   const RouterStats& stats() const { return router_.stats(); }
   const Router& router() const { return router_; }
   // The expert-parallel dispatch (ep > 1), nullptr without; its rounds() are those of the

@@ -112,11 +112,11 @@ void Router::backward(View2<const float> x, View2<const float> w, View2<const fl
     auto demand_h = Kokkos::create_mirror_view(demand);
     for (int e = 0; e < E; ++e) demand_h(e) = static_cast<k::index_t>(stats_.load[e]);
     Kokkos::deep_copy(demand, demand_h);
-    k::load_balance_backward<float>(demand, K, tokens_total_, float(cfg_.aux_loss_coef), dprobs);
+    k::load_balance_backward<float>(demand, K, tokens_total_, float(cfg_.aux_loss_coef) * loss_scale_, dprobs);
   }
   k::softmax_backward<float>(probs, dprobs, dlogits);
   if (cfg_.z_loss_coef != 0)
-    k::z_loss_backward<float>(logits, float(cfg_.z_loss_coef), tokens_total_, dlogits);
+    k::z_loss_backward<float>(logits, float(cfg_.z_loss_coef) * loss_scale_, tokens_total_, dlogits);
   // dw += x^T dlogits ; dx += dlogits w^T
   k::gemm<float>(k::Op::T, k::Op::N, d_, E, n_, 1.0f, x.data(), d_, dlogits.data(), E, 1.0f,
                  dw.data(), E);

@@ -75,9 +75,13 @@ class Router {
   std::int64_t rows() const { return offsets_host_.back(); }
   const RouterStats& stats() const { return stats_; }
   const RouterConfig& config() const { return cfg_; }
+  // The backward multiplies the aux and z-loss gradients by s, as the loss gradient
+  // it receives is (fp16 loss scaling); 1 otherwise.
+  void set_loss_scale(float s) { loss_scale_ = s; }
 
  private:
   RouterConfig cfg_;
+  float loss_scale_ = 1.0f;
   int d_;
   std::int64_t n_ = 0;            // tokens in the last forward
   double tokens_total_ = 0;       // tokens over the reducing ranks

@@ -1,5 +1,6 @@
 #include "train/checkpointer.hpp"
 
+#include <cmath>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -60,11 +61,15 @@ void Checkpointer::wait() {
   if (auto out = collect(); !out.error.empty()) throw io::CheckpointError(out.error);
 }
 
-double Checkpointer::save(long step, long optimizer_step, long long tokens_seen) {
+double Checkpointer::save(long step, long optimizer_step, long long tokens_seen, const LossScaler& scaler) {
   const double t0 = now();
   io::CheckpointMeta meta{.step = step, .tokens_seen = tokens_seen, .config_json = io::to_json(cfg_),
                           .seed = cfg_.train.seed, .world = groups_.size(), .dp = groups_.dp(),
                           .ep = groups_.ep()};
+  if (scaler.enabled()) {
+    meta.loss_scale_log2 = std::ilogb(scaler.scale());  // a power of two: exact
+    meta.loss_scale_good_steps = scaler.good_steps();
+  }
   const io::CheckpointWriteOptions opt{.keep = cfg_.checkpoint.keep,
                                        .alignment = std::size_t(cfg_.checkpoint.alignment),
                                        .fsync = cfg_.checkpoint.fsync};

@@ -20,6 +20,7 @@
 #include "comm/groups.hpp"
 #include "io/checkpoint.hpp"
 #include "io/config.hpp"
+#include "train/loss_scaler.hpp"
 #include "memory/state_store.hpp"
 
 namespace furnace::train {
@@ -44,7 +45,8 @@ class Checkpointer {
   // exists on return (a failure throws io::CheckpointError, the same on every rank).
   // Async: starts the background write; a previous one must have been collected.
   // Returns the seconds the caller was held up.
-  double save(long step, long optimizer_step, long long tokens_seen);
+  // scaler: written when enabled (fp16), so that a resume continues with its scale.
+  double save(long step, long optimizer_step, long long tokens_seen, const LossScaler& scaler = {});
   // Call before changing the state (the optimizer update): waits until a background
   // snapshot copy is complete. Returns the seconds waited (0 when none is pending).
   double hold_until_snapshot();

@@ -89,7 +89,7 @@ bool Trainer::save_checkpoint(long done, bool wait, std::string& error) {
   const double tokens_per_step = double(cfg_.train.batch_size) * cfg_.model.seq_len;
   double held = 0;
   try {
-    held = ckpt_->save(done, opt_.step(), (long long)(done * tokens_per_step));
+    held = ckpt_->save(done, opt_.step(), (long long)(done * tokens_per_step), scaler_);
   } catch (const io::CheckpointError& e) {  // synchronous: the same error on every rank
     error = e.what();
     return false;
@@ -175,7 +175,14 @@ Trainer::RunResult Trainer::run() {
         break;
       }
     }
-    if (flags[kNonfinite]) {
+    if (flags[kNonfinite] && std::isfinite(r.ce) && scaler_.can_back_off()) {
+      // fp16: the scaled gradients overflowed. Every rank has the same norm and scale.
+      scaler_.overflow();
+      if (root)
+        std::printf("step %ld: fp16 gradients overflowed at loss scale %g; update skipped, loss scale now %g\n",
+                    step + 1, r.loss_scale, scaler_.scale());
+      r.lr = schedule_.at(step);
+    } else if (flags[kNonfinite]) {
       char values[96];
       std::snprintf(values, sizeof values, " (loss %g, gradient norm %g)", r.ce, r.grad_norm);
       const std::string what = "step " + std::to_string(step + 1) + ": the loss or gradient norm is not finite" +
@@ -231,6 +238,10 @@ Trainer::RunResult Trainer::run() {
       if (evaluated) j["val_loss"] = val;
       if (skipped_in_a_row > 0) j["skipped"] = true;  // its update was skipped (non-finite)
       if (skipped > 0) j["skipped_steps"] = skipped;  // so far in this run
+      if (scaler_.enabled()) {
+        j["loss_scale"] = r.loss_scale;                  // this step's gradients were taken at
+        j["overflow_steps"] = scaler_.overflows();       // skipped for fp16 overflow so far
+      }
       j["memory_peak_bytes"] = nlohmann::json::parse(ledger_.peak_json());  // rank 0's, by category
       j["resident_bytes"] = memory::process_status_bytes("VmRSS");           // rank 0's process, now
       if (offload_) {  // rank 0's nvme tier traffic from set-up to the end of this step
@@ -245,6 +256,7 @@ Trainer::RunResult Trainer::run() {
                     format_eta(eta).c_str());
         if (evaluated) std::printf(" | val %.4f", val);
         if (skipped > 0) std::printf(" | skipped %ld", skipped);
+        if (scaler_.enabled()) std::printf(" | scale %g, %ld overflow(s)", scaler_.scale(), scaler_.overflows());
         std::printf("\n");
         std::fflush(stdout);
       }

@@ -17,8 +17,8 @@ double AdamW::clip_factor(double global_norm) const {
   return cfg_.grad_clip / (global_norm + 1e-6);
 }
 
-double AdamW::clip(memory::StateStore& ps, double global_norm) const {
-  const double f = clip_factor(global_norm);
+double AdamW::clip(memory::StateStore& ps, double global_norm, double unscale) const {
+  const double f = clip_factor(global_norm) * unscale;
   if (f == 1.0) return f;
   if (!ps.offloads()) {
     kernels::scale<float>(ps.grads(), float(f));

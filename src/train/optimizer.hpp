@@ -28,7 +28,8 @@ class AdamW {
   double clip_factor(double global_norm) const;
   // Scale the gradients in memory by clip_factor; returns it. Offloaded tensors are
   // the caller's (scale_tensor, when they are in memory).
-  double clip(memory::StateStore& ps, double global_norm) const;
+  // `unscale` multiplies the same pass (fp16: 1 / the loss scale).
+  double clip(memory::StateStore& ps, double global_norm, double unscale = 1.0) const;
   static void scale_tensor(memory::StateStore& ps, int i, double factor);
   // One AdamW step (increments the step counter) of every tensor in memory; offloaded
   // ones then get update_tensor, with this step's settings, once they are in memory.

@@ -47,6 +47,7 @@ model::GptSpec make_spec(const io::Config& c, const comm::Groups& g) {
                             " holds not one expert-side row of the " + std::to_string(s.moe_layers()) +
                             " MoE layers; accepted: a larger value");
   }
+  kernels::parse_precision(c.train.precision, s.precision);  // the config accepted only these names
   s.recompute = c.memory.recompute == "attention" ? model::Recompute::Attention
                 : c.memory.recompute == "block"   ? model::Recompute::Block
                                                   : model::Recompute::None;
@@ -115,7 +116,8 @@ Trainer::Trainer(const io::Config& cfg, comm::Groups& groups, const MemoryCheck&
       opt_({.beta1 = cfg.train.beta1, .beta2 = cfg.train.beta2, .eps = cfg.train.eps,
             .weight_decay = cfg.train.weight_decay, .grad_clip = cfg.train.grad_clip}),
       schedule_({.lr = cfg.train.lr, .min_lr = cfg.train.min_lr, .warmup = cfg.train.warmup_steps,
-                 .total = cfg.train.steps}) {
+                 .total = cfg.train.steps}),
+      scaler_(cfg.train.precision == "fp16", cfg.train.loss_scale, cfg.train.loss_scale_window) {
   spec_.exchange = exchange_.get();
   memory::Ledger planned;
   try {
@@ -229,7 +231,7 @@ Trainer::Loss Trainer::forward_loss(const std::vector<std::int32_t>& tokens, boo
     // Each rank's gradients are of the global objective's share on its tokens:
     // the bucketed reductions sum them while the backward goes on.
     grad_sync_->begin();
-    model_->backward(global_tokens, [this](int i) { grad_sync_->ready(i); });
+    model_->backward(global_tokens, [this](int i) { grad_sync_->ready(i); }, float(scaler_.scale()));
     grad_sync_->finish();
   }
   return {ce, sums[1] > 0};
@@ -256,16 +258,21 @@ StepResult Trainer::compute_gradients(long step, std::vector<std::int32_t>* batc
   } else if (groups_.size() > 1) {
     mpiCheck(MPI_Allreduce(&expert, &expert_all, 1, MPI_DOUBLE, MPI_SUM, groups_.ep_comm()));
   }
-  r.grad_norm = std::sqrt(dense + expert_all);
+  // The gradients are of the scaled loss (fp16); the norm is said of the loss itself.
+  r.loss_scale = scaler_.scale();
+  r.grad_norm = std::sqrt(dense + expert_all) / r.loss_scale;
   return r;
 }
 
 double Trainer::apply_update(long step, StepResult& r) {
   r.checkpoint_hold_s = ckpt_->hold_until_snapshot();  // a background copy must finish first
   r.lr = schedule_.at(step);
-  opt_.clip(ps_, r.grad_norm);
+  // Unscaling (fp16: 1 / a power of two, exact) and clipping are one multiplication.
+  const double unscale = 1.0 / r.loss_scale;
+  opt_.clip(ps_, r.grad_norm, unscale);
   opt_.update(ps_, r.lr);
-  if (offload_) update_offloaded(opt_.clip_factor(r.grad_norm));
+  if (offload_) update_offloaded(opt_.clip_factor(r.grad_norm) * unscale);
+  scaler_.finite_step();
   grad_sync_->gather_params();
   return r.lr;
 }
@@ -287,6 +294,8 @@ std::string Trainer::resume(const std::string& spec) {
                               "; raise train.steps to continue it, or start a new run in another checkpoint.dir");
   opt_.set_step(r.optimizer_step);
   start_step_ = r.meta.step;
+  // fp16 continues at the scale it had; from another precision it starts at train.loss_scale.
+  if (r.meta.loss_scale_log2 >= 0) scaler_.restore(std::ldexp(1.0, r.meta.loss_scale_log2), r.meta.loss_scale_good_steps);
   if (root) {
     std::printf("resumed from %s: step %ld, written by world %d = dp %d x ep %d\n", r.path.c_str(),
                 r.meta.step, r.meta.world, r.meta.dp, r.meta.ep);

@@ -17,6 +17,7 @@
 #include "memory/ledger.hpp"
 #include "memory/state_store.hpp"
 #include "model/gpt.hpp"
+#include "train/loss_scaler.hpp"
 #include "train/checkpointer.hpp"
 #include "train/optimizer.hpp"
 #include "train/schedule.hpp"
@@ -28,7 +29,8 @@ struct StepResult {
   double ce = 0;        // mean cross-entropy over the global batch
   double aux = 0, z = 0;
   double total = 0;     // the objective that was differentiated
-  double grad_norm = 0; // before clipping
+  double grad_norm = 0; // before clipping (unscaled: of the loss itself)
+  double loss_scale = 1; // fp16: the loss scale this step's gradients were taken at
   double lr = 0;
   int moe_rounds = 1;   // the most exchange rounds an MoE layer ran (this rank's ep group)
   double checkpoint_hold_s = 0;  // waited for a background checkpoint's snapshot copy
@@ -148,6 +150,7 @@ class Trainer {
   std::unique_ptr<comm::GradSync> grad_sync_;
   AdamW opt_;
   LrSchedule schedule_;
+  LossScaler scaler_;  // fp16; the scale stays 1 otherwise
   kernels::View1<kernels::index_t> inputs_, targets_;
   std::vector<std::int32_t> batch_;
   std::unique_ptr<memory::StateOffload> offload_;  // memory.experts or memory.optimizer = nvme

@@ -175,5 +175,95 @@ TYPED_TEST(GemmTest, GroupedHandlesMembersOfDifferentShapeIncludingEmpty) {
   for (std::size_t i = 0; i < probs.size(); ++i) expect_close(probs[i].c, want[i], k, "grouped");
 }
 
+
+// --- 16-bit GEMMs: both engines against the triple loop on the rounded operands ---------
+
+// The engines a test can run here: convert always, oneDNN where it has a kernel.
+std::vector<Gemm16Engine> engines_for(Precision p) {
+  std::vector<Gemm16Engine> e{Gemm16Engine::Convert};
+  if (gemm16_engine_error(Gemm16Engine::OneDNN, p).empty()) e.push_back(Gemm16Engine::OneDNN);
+  return e;
+}
+
+struct EngineGuard {  // every test leaves the process-wide engine as it found it (Auto)
+  ~EngineGuard() { set_gemm16_engine(Gemm16Engine::Auto); }
+};
+
+TEST(Gemm16, BothEnginesMatchTheLoopOnRoundedOperandsForAllTransposesAndScalars) {
+  EngineGuard guard;
+  struct Shape { int m, n, k; };
+  const Shape shapes[] = {{1, 1, 1}, {7, 5, 3}, {33, 17, 65}};
+  const float scalars[][2] = {{1, 0}, {0.5f, 2}, {-1.5f, 1}};
+  for (Precision prec : {Precision::BF16, Precision::FP16})
+    for (Gemm16Engine engine : engines_for(prec)) {
+      set_gemm16_engine(engine);
+      std::uint64_t seed = 100;
+      for (Op oa : kOps)
+        for (Op ob : kOps)
+          for (Shape s : shapes)
+            for (auto ab : scalars) {
+              Problem<float> p(oa, ob, s.m, s.n, s.k, 2, seed += 3);
+              Problem<float> rounded = p;
+              for (auto* t : {&rounded.a, &rounded.b})
+                for (std::size_t i = 0; i < t->size(); ++i) (*t)[i] = round_to(prec, (*t)[i]);
+              // The operands really are rounded: fp32 operands would differ by ~1e-3.
+              auto want = rounded.expected(ab[0], ab[1]);
+              gemm(prec, oa, ob, s.m, s.n, s.k, ab[0], p.a.data.data(), p.lda, p.b.data.data(), p.ldb, ab[1],
+                   p.c.data.data(), p.ldc);
+              SCOPED_TRACE(::testing::Message() << precision_name(prec) << " engine " << int(engine)
+                                                << " op_a=" << int(oa) << " op_b=" << int(ob) << " m,n,k=" << s.m
+                                                << "," << s.n << "," << s.k << " alpha=" << ab[0]
+                                                << " beta=" << ab[1]);
+              expect_close(p.c, want, s.k, "gemm16");  // fp32 accumulation: fp32's tolerance
+            }
+    }
+}
+
+TEST(Gemm16, RoundsTheOperandsAndBetaZeroOverwritesNaN) {
+  EngineGuard guard;
+  for (Gemm16Engine engine : engines_for(Precision::BF16)) {
+    set_gemm16_engine(engine);
+    // 1 + 2^-10 is not a bf16 value (7 mantissa bits): rounded to 1, the product is 1.
+    const float a = 1.0f + 0x1p-10f, b = 1.0f;
+    float c = std::numeric_limits<float>::quiet_NaN();
+    gemm(Precision::BF16, Op::N, Op::N, 1, 1, 1, 1.0f, &a, 1, &b, 1, 0.0f, &c, 1);
+    EXPECT_EQ(c, 1.0f) << "engine " << int(engine);
+    gemm(Precision::FP32, Op::N, Op::N, 1, 1, 1, 1.0f, &a, 1, &b, 1, 0.0f, &c, 1);
+    EXPECT_EQ(c, a);
+  }
+}
+
+TEST(Gemm16, OneDnnRefusedWhereItHasNoKernelAndAutoSaysWhatRuns) {
+  for (Precision p : {Precision::BF16, Precision::FP16}) {
+    const std::string err = gemm16_engine_error(Gemm16Engine::OneDNN, p);
+    const std::string what = gemm16_description(p);
+    if (err.empty())
+      EXPECT_NE(what.find("oneDNN"), std::string::npos) << what;
+    else
+      EXPECT_NE(what.find("OpenBLAS sgemm on"), std::string::npos) << what << " / " << err;
+    EXPECT_TRUE(gemm16_engine_error(Gemm16Engine::Convert, p).empty());
+  }
+}
+
+TEST(Gemm16, GroupedAndStridedBatchedMatchPerMemberCalls) {
+  EngineGuard guard;
+  for (Gemm16Engine engine : engines_for(Precision::BF16)) {
+    set_gemm16_engine(engine);
+    const int rows[] = {3, 0, 6};
+    std::vector<Problem<float>> probs, want;
+    std::vector<GemmDesc<float>> group;
+    for (int i = 0; i < 3; ++i) probs.emplace_back(Op::T, Op::N, rows[i], 4, 5, 1, 50 + 5 * i);
+    want = probs;
+    for (auto& p : want)
+      gemm(Precision::BF16, p.op_a, p.op_b, p.m, p.n, p.k, 1.0f, p.a.data.data(), p.lda, p.b.data.data(), p.ldb,
+           1.0f, p.c.data.data(), p.ldc);
+    for (auto& p : probs)
+      group.push_back({p.m, p.n, p.k, p.a.data.data(), p.lda, p.b.data.data(), p.ldb, p.c.data.data(), p.ldc});
+    gemm_grouped(Precision::BF16, Op::T, Op::N, 1.0f, group, 1.0f);
+    for (std::size_t i = 0; i < probs.size(); ++i)
+      for (std::size_t j = 0; j < probs[i].c.size(); ++j) ASSERT_EQ(probs[i].c[j], want[i].c[j]);
+  }
+}
+
 }  // namespace
 }  // namespace furnace::kernels

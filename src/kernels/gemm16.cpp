@@ -1,0 +1,186 @@
+// 16-bit GEMMs (train.precision = bf16 | fp16): operands rounded to 16 bits, products
+// accumulated in fp32 into an fp32 C.
+//
+// Two engines, the same rounding of the operands:
+//   oneDNN   the operands packed as 16-bit and multiplied by oneDNN's matmul (AVX512-BF16
+//            and AMX kernels for bf16; fp16 needs AVX512-FP16). One primitive per
+//            shape: oneDNN's own primitive cache makes a repeated shape cost ~4 us, a
+//            new one ~0.15 ms (measured here); runtime-sized primitives fall back to
+//            its reference kernel (1000x slower), so they are not used.
+//   convert  the operands rounded to 16 bits, kept as fp32, multiplied by OpenBLAS's
+//            sgemm: the same numbers at fp32 speed, for CPUs oneDNN has no kernel for.
+// A CUDA build would call cublasGemmEx (CUDA_R_16BF, CUBLAS_COMPUTE_32F) here instead.
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "kernels/gemm.hpp"
+
+namespace furnace::kernels {
+namespace {
+
+Gemm16Engine& requested_engine() {
+  static Gemm16Engine e = Gemm16Engine::Auto;
+  return e;
+}
+
+struct OneDnn {
+  dnnl::engine engine{dnnl::engine::kind::cpu, 0};
+  dnnl::stream stream{engine};
+};
+OneDnn& onednn() {
+  static OneDnn o;
+  return o;
+}
+
+dnnl::memory::data_type dnnl_type(Precision p) {
+  return p == Precision::BF16 ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f16;
+}
+
+// The implementation oneDNN picks for a representative product in `p`.
+std::string onednn_kernel(Precision p) {
+  using dnnl::memory;
+  const memory::dim m = 64, n = 64, k = 64;
+  try {
+    memory::desc a({m, k}, dnnl_type(p), {k, 1}), b({k, n}, dnnl_type(p), {n, 1});
+    memory::desc c({m, n}, memory::data_type::f32, {n, 1});
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, b, c), onednn().engine);
+    return pd.impl_info_str();
+  } catch (const dnnl::error&) {
+    return "none";
+  }
+}
+
+// Whether oneDNN has a real (non-reference) kernel for p on this CPU, decided once.
+bool onednn_usable(Precision p) {
+  static const bool bf16 = onednn_kernel(Precision::BF16).rfind("ref", 0) != 0 &&
+                           onednn_kernel(Precision::BF16) != "none";
+  static const bool fp16 = onednn_kernel(Precision::FP16).rfind("ref", 0) != 0 &&
+                           onednn_kernel(Precision::FP16) != "none";
+  return p == Precision::BF16 ? bf16 : fp16;
+}
+
+bool use_onednn(Precision p) {
+  switch (requested_engine()) {
+    case Gemm16Engine::OneDNN: return true;
+    case Gemm16Engine::Convert: return false;
+    case Gemm16Engine::Auto: break;
+  }
+  return onednn_usable(p);
+}
+
+// Scratch for the packed operands, reused across calls (one thread issues GEMMs).
+template <class T>
+T* scratch(std::vector<T>& buf, std::size_t n) {
+  if (buf.size() < n) buf.resize(n);
+  return buf.data();
+}
+
+// A stored [rows, cols] matrix with leading dimension ld, rounded and packed densely.
+template <class Out, class F>
+void pack(const float* src, int rows, int cols, int ld, Out* dst, F&& convert) {
+  for (int r = 0; r < rows; ++r) {
+    const float* s = src + std::ptrdiff_t(r) * ld;
+    Out* d = dst + std::ptrdiff_t(r) * cols;
+    for (int c = 0; c < cols; ++c) d[c] = convert(s[c]);
+  }
+}
+
+void gemm_onednn(Precision p, Op op_a, Op op_b, int m, int n, int k, float alpha, const float* a, int lda,
+                 const float* b, int ldb, float beta, float* c, int ldc) {
+  using dnnl::memory;
+  static std::vector<std::uint16_t> abuf, bbuf;
+  const int a_rows = op_a == Op::N ? m : k, a_cols = op_a == Op::N ? k : m;
+  const int b_rows = op_b == Op::N ? k : n, b_cols = op_b == Op::N ? n : k;
+  auto* a16 = scratch(abuf, std::size_t(a_rows) * a_cols);
+  auto* b16 = scratch(bbuf, std::size_t(b_rows) * b_cols);
+  auto to16 = [p](float f) { return to_16bit(p, f); };
+  pack(a, a_rows, a_cols, lda, a16, to16);
+  pack(b, b_rows, b_cols, ldb, b16, to16);
+  // op(A) [m,k] and op(B) [k,n] as strided views of the packed row-major storage.
+  const memory::dims a_strides = op_a == Op::N ? memory::dims{k, 1} : memory::dims{1, m};
+  const memory::dims b_strides = op_b == Op::N ? memory::dims{n, 1} : memory::dims{1, k};
+  memory::desc ad({m, k}, dnnl_type(p), a_strides), bd({k, n}, dnnl_type(p), b_strides);
+  memory::desc cd({m, n}, memory::data_type::f32, {ldc, 1});
+  dnnl::primitive_attr attr;
+  if (alpha != 1.0f) attr.set_output_scales(0, {alpha});
+  if (beta != 0.0f) {
+    dnnl::post_ops po;
+    po.append_sum(beta);  // C = alpha * op(A) op(B) + beta * C
+    attr.set_post_ops(po);
+  }
+  auto& o = onednn();
+  dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(ad, bd, cd), attr, o.engine);
+  dnnl::memory am(ad, o.engine, a16), bm(bd, o.engine, b16), cm(cd, o.engine, c);
+  dnnl::matmul(pd).execute(o.stream, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
+  o.stream.wait();
+}
+
+void gemm_convert(Precision p, Op op_a, Op op_b, int m, int n, int k, float alpha, const float* a, int lda,
+                  const float* b, int ldb, float beta, float* c, int ldc) {
+  static std::vector<float> abuf, bbuf;
+  const int a_rows = op_a == Op::N ? m : k, a_cols = op_a == Op::N ? k : m;
+  const int b_rows = op_b == Op::N ? k : n, b_cols = op_b == Op::N ? n : k;
+  auto* ar = scratch(abuf, std::size_t(a_rows) * a_cols);
+  auto* br = scratch(bbuf, std::size_t(b_rows) * b_cols);
+  auto round = [p](float f) { return round_to(p, f); };
+  pack(a, a_rows, a_cols, lda, ar, round);
+  pack(b, b_rows, b_cols, ldb, br, round);
+  gemm<float>(op_a, op_b, m, n, k, alpha, ar, a_cols, br, b_cols, beta, c, ldc);
+}
+
+}  // namespace
+
+void set_gemm16_engine(Gemm16Engine e) { requested_engine() = e; }
+
+bool gemm16_uses_onednn(Precision p) { return p != Precision::FP32 && use_onednn(p); }
+
+std::string gemm16_engine_error(Gemm16Engine e, Precision p) {
+  if (e != Gemm16Engine::OneDNN || p == Precision::FP32 || onednn_usable(p)) return "";
+  return std::string("oneDNN has no ") + precision_name(p) + " matmul kernel for this CPU (it would run '" +
+         onednn_kernel(p) + "', its reference loop); " + precision_name(p) +
+         (p == Precision::BF16 ? " needs AVX512-BF16 or AMX" : " needs AVX512-FP16 or AMX-FP16") +
+         ": use auto or convert";
+}
+
+std::string gemm16_description(Precision p) {
+  if (p == Precision::FP32) return "fp32 (OpenBLAS sgemm)";
+  if (use_onednn(p))
+    return std::string("oneDNN ") + precision_name(p) + " matmul (" + onednn_kernel(p) + "), fp32 accumulation";
+  return std::string("OpenBLAS sgemm on ") + precision_name(p) + "-rounded operands" +
+         (requested_engine() == Gemm16Engine::Convert ? " (requested)" : " (oneDNN has no kernel for this CPU)");
+}
+
+void gemm(Precision p, Op op_a, Op op_b, int m, int n, int k, float alpha, const float* a, int lda,
+          const float* b, int ldb, float beta, float* c, int ldc) {
+  // The fp32 path also validates the arguments and handles the degenerate shapes.
+  if (p == Precision::FP32 || m == 0 || n == 0 || k == 0)
+    return gemm<float>(op_a, op_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  check_gemm_args(op_a, op_b, m, n, k, lda, ldb, ldc);
+  if (use_onednn(p))
+    gemm_onednn(p, op_a, op_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  else
+    gemm_convert(p, op_a, op_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+void gemm_strided_batched(Precision p, Op op_a, Op op_b, int m, int n, int k, float alpha, const float* a,
+                          int lda, std::int64_t stride_a, const float* b, int ldb, std::int64_t stride_b,
+                          float beta, float* c, int ldc, std::int64_t stride_c, int batch) {
+  if (batch < 0) throw std::invalid_argument("gemm_strided_batched: negative batch");
+  for (int i = 0; i < batch; ++i)
+    gemm(p, op_a, op_b, m, n, k, alpha, a + i * stride_a, lda, b + i * stride_b, ldb, beta, c + i * stride_c, ldc);
+}
+
+void gemm_grouped(Precision p, Op op_a, Op op_b, float alpha, const std::vector<GemmDesc<float>>& group,
+                  float beta) {
+  for (const auto& g : group) {
+    if (g.m == 0 || g.n == 0) continue;  // as the fp32 gemm_grouped
+    gemm(p, op_a, op_b, g.m, g.n, g.k, alpha, g.a, g.lda, g.b, g.ldb, beta, g.c, g.ldc);
+  }
+}
+
+}  // namespace furnace::kernels
