@@ -52,8 +52,12 @@ RowExchange::RowExchange(const Groups& groups, Algorithm algorithm, int width, m
       pool_("RowExchange::stage", memory::Category::Communication, memory::Tier::Host,
             ledger ? *ledger : own_ledger_) {
   if (width < 1) abort_job("RowExchange: row width must be >= 1", 4);
-  mpiCheck(MPI_Type_contiguous(width, MPI_FLOAT, &row_type_));
-  mpiCheck(MPI_Type_commit(&row_type_));
+  mpiCheck(MPI_Type_contiguous(width, MPI_FLOAT, &rows_fp32_.type));
+  mpiCheck(MPI_Type_commit(&rows_fp32_.type));
+  rows_fp32_.bytes = std::size_t(width) * sizeof(float);
+  mpiCheck(MPI_Type_contiguous(width, MPI_UINT16_T, &rows_16bit_.type));
+  mpiCheck(MPI_Type_commit(&rows_16bit_.type));
+  rows_16bit_.bytes = std::size_t(width) * sizeof(std::uint16_t);
   // Our own communicator, so our messages never match anyone else's on ep_comm.
   mpiCheck(MPI_Comm_dup(groups.ep_comm(), &ep_));
   mpiCheck(MPI_Comm_rank(ep_, &ep_rank_));
@@ -110,7 +114,8 @@ RowExchange::RowExchange(const Groups& groups, Algorithm algorithm, int width, m
 RowExchange::~RowExchange() {
   for (MPI_Comm* c : {&inter_, &intra_, &ep_})
     if (*c != MPI_COMM_NULL) MPI_Comm_free(c);
-  if (row_type_ != MPI_DATATYPE_NULL) MPI_Type_free(&row_type_);
+  for (MPI_Datatype* t : {&rows_fp32_.type, &rows_16bit_.type})
+    if (*t != MPI_DATATYPE_NULL) MPI_Type_free(t);
 }
 
 std::vector<std::int64_t> RowExchange::exchange_counts(const std::vector<std::int64_t>& counts,
@@ -134,22 +139,34 @@ void RowExchange::exchange(const float* send, const Rows& send_rows, float* recv
 
 void RowExchange::exchange(const float* send, const Rows& send_rows, const Rows& send_off, float* recv,
                            const Rows& recv_rows, const Rows& recv_off) {
+  exchange_rows(rows_fp32_, reinterpret_cast<const std::byte*>(send), send_rows, send_off,
+                reinterpret_cast<std::byte*>(recv), recv_rows, recv_off);
+}
+
+void RowExchange::exchange(const std::uint16_t* send, const Rows& send_rows, const Rows& send_off,
+                           std::uint16_t* recv, const Rows& recv_rows, const Rows& recv_off) {
+  exchange_rows(rows_16bit_, reinterpret_cast<const std::byte*>(send), send_rows, send_off,
+                reinterpret_cast<std::byte*>(recv), recv_rows, recv_off);
+}
+
+void RowExchange::exchange_rows(const RowFormat& row, const std::byte* send, const Rows& send_rows,
+                                const Rows& send_off, std::byte* recv, const Rows& recv_rows,
+                                const Rows& recv_off) {
   const std::size_t P = std::size_t(ep_size_);
   if (send_rows.size() != P || recv_rows.size() != P || send_off.size() != P || recv_off.size() != P)
     abort_job("RowExchange::exchange: row counts and offsets need one entry per ep rank", 4);
   if (algorithm_ == Algorithm::Hierarchical)
-    hierarchical(send, send_rows, send_off, recv, recv_rows, recv_off);
+    hierarchical(row, send, send_rows, send_off, recv, recv_rows, recv_off);
   else
-    flat(send, send_rows, send_off, recv, recv_rows, recv_off);
+    flat(row, send, send_rows, send_off, recv, recv_rows, recv_off);
 }
 
-void RowExchange::flat(const float* send, const Rows& send_rows, const Rows& send_off, float* recv,
-                       const Rows& recv_rows, const Rows& recv_off) {
+void RowExchange::flat(const RowFormat& row, const std::byte* send, const Rows& send_rows, const Rows& send_off,
+                       std::byte* recv, const Rows& recv_rows, const Rows& recv_off) {
   std::vector<int> sc, sd, rc, rd;
   counts_displs(send_rows, send_off, sc, sd);
   counts_displs(recv_rows, recv_off, rc, rd);
-  mpiCheck(MPI_Alltoallv(send, sc.data(), sd.data(), row_type_, recv, rc.data(), rd.data(),
-                         row_type_, ep_));
+  mpiCheck(MPI_Alltoallv(send, sc.data(), sd.data(), row.type, recv, rc.data(), rd.data(), row.type, ep_));
 }
 
 // Ep rank d = b * L + j (node block b, local index j); N node blocks.
@@ -164,10 +181,10 @@ void RowExchange::flat(const float* send, const Rows& send_rows, const Rows& sen
 //   gaps     phase 2 delivers node b's sources back to back; when recv_off leaves a gap
 //            inside a node's block (a round of the MoE dispatcher) it lands in a pool block
 //            and is copied to its offsets.
-void RowExchange::hierarchical(const float* send, const Rows& send_rows, const Rows& send_off, float* recv,
-                               const Rows& recv_rows, const Rows& recv_off) {
+void RowExchange::hierarchical(const RowFormat& row, const std::byte* send, const Rows& send_rows,
+                               const Rows& send_off, std::byte* recv, const Rows& recv_rows, const Rows& recv_off) {
   const int N = nodes_, L = per_node_;
-  const std::size_t w = static_cast<std::size_t>(width_);
+  const std::size_t w = row.bytes;  // offsets below are in rows: row r starts at byte r * w
 
   std::vector<std::int64_t> c0(std::size_t(L) * N), c1(std::size_t(L) * N);
   for (int j = 0; j < L; ++j)
@@ -184,8 +201,8 @@ void RowExchange::hierarchical(const float* send, const Rows& send_rows, const R
     }
   to_int(stage_off.back(), "staged rows");
   // From the pool: the block of last call's size class comes back, without new bytes.
-  const auto stage_block = pool_.acquire(std::size_t(stage_off.back()) * w * sizeof(float));
-  float* const stage = stage_block.data<float>();
+  const auto stage_block = pool_.acquire(std::size_t(stage_off.back()) * w);
+  std::byte* const stage = stage_block.data<std::byte>();
 
   // Tags name the destination node, so each (peer, node) message is unambiguous; empty
   // messages are skipped on both sides, which know the same counts.
@@ -196,8 +213,7 @@ void RowExchange::hierarchical(const float* send, const Rows& send_rows, const R
       const std::int64_t n = c1[i * N + b];
       if (n == 0 || i == local_) continue;
       reqs.emplace_back();
-      mpiCheck(MPI_Irecv(stage + stage_off[b * L + i] * w, int(n), row_type_, i, b,
-                         intra_, &reqs.back()));
+      mpiCheck(MPI_Irecv(stage + stage_off[b * L + i] * w, int(n), row.type, i, b, intra_, &reqs.back()));
     }
   for (int j = 0; j < L; ++j)
     for (int b = 0; b < N; ++b) {
@@ -205,13 +221,11 @@ void RowExchange::hierarchical(const float* send, const Rows& send_rows, const R
       const std::int64_t n = send_rows[d];
       if (n == 0) continue;
       if (j == local_) {  // our own rows for (b, local_): a copy, no message
-        std::memcpy(stage + stage_off[b * L + j] * w, send + send_off[d] * w,
-                    static_cast<std::size_t>(n) * w * sizeof(float));
+        std::memcpy(stage + stage_off[b * L + j] * w, send + send_off[d] * w, static_cast<std::size_t>(n) * w);
         continue;
       }
       reqs.emplace_back();
-      mpiCheck(MPI_Isend(send + send_off[d] * w, to_int(n, "row count"), row_type_, j, b,
-                         intra_, &reqs.back()));
+      mpiCheck(MPI_Isend(send + send_off[d] * w, to_int(n, "row count"), row.type, j, b, intra_, &reqs.back()));
     }
   mpiCheck(MPI_Waitall(int(reqs.size()), reqs.data(), MPI_STATUSES_IGNORE));
 
@@ -224,18 +238,16 @@ void RowExchange::hierarchical(const float* send, const Rows& send_rows, const R
   std::vector<std::int64_t> p2_off(N, 0);
   for (int b = 0; b < N; ++b) p2_off[b] = gapless ? recv_off[b * L] : (b ? p2_off[b - 1] + p2_recv[b - 1] : 0);
   memory::Pool<Kokkos::HostSpace>::Block unpack;
-  if (!gapless) unpack = pool_.acquire(std::size_t(p2_off[N - 1] + p2_recv[N - 1]) * w * sizeof(float));
-  float* const landing = gapless ? recv : unpack.data<float>();
+  if (!gapless) unpack = pool_.acquire(std::size_t(p2_off[N - 1] + p2_recv[N - 1]) * w);
+  std::byte* const landing = gapless ? recv : unpack.data<std::byte>();
   std::vector<int> sc, sd, rc, rd;
   counts_displs(p2_send, contiguous(p2_send), sc, sd);
   counts_displs(p2_recv, p2_off, rc, rd);
-  mpiCheck(MPI_Alltoallv(stage, sc.data(), sd.data(), row_type_, landing, rc.data(),
-                         rd.data(), row_type_, inter_));
+  mpiCheck(MPI_Alltoallv(stage, sc.data(), sd.data(), row.type, landing, rc.data(), rd.data(), row.type, inter_));
   if (gapless) return;
   std::int64_t from = 0;
   for (int s = 0; s < N * L; ++s) {
-    std::memcpy(recv + recv_off[s] * w, landing + from * w,
-                static_cast<std::size_t>(recv_rows[s]) * w * sizeof(float));
+    std::memcpy(recv + recv_off[s] * w, landing + from * w, static_cast<std::size_t>(recv_rows[s]) * w);
     from += recv_rows[s];
   }
 }

@@ -18,6 +18,7 @@
 #pragma once
 #include <mpi.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -55,6 +56,11 @@ class RowExchange {
   void exchange(const float* send, const std::vector<std::int64_t>& send_rows,
                 const std::vector<std::int64_t>& send_off, float* recv,
                 const std::vector<std::int64_t>& recv_rows, const std::vector<std::int64_t>& recv_off);
+  // The same for rows of `width` 16-bit values (train.precision = bf16 | fp16): half
+  // the bytes of the fp32 rows, by the same algorithm.
+  void exchange(const std::uint16_t* send, const std::vector<std::int64_t>& send_rows,
+                const std::vector<std::int64_t>& send_off, std::uint16_t* recv,
+                const std::vector<std::int64_t>& recv_rows, const std::vector<std::int64_t>& recv_off);
 
   // Collective over the ep group. counts[d * slots + s] = rows this rank sends to ep
   // rank d for its local slot s (local expert); returns recv[src * slots + s] = rows
@@ -76,16 +82,23 @@ class RowExchange {
 
  private:
   using Rows = std::vector<std::int64_t>;
-  void flat(const float* send, const Rows& send_rows, const Rows& send_off, float* recv,
-            const Rows& recv_rows, const Rows& recv_off);
-  void hierarchical(const float* send, const Rows& send_rows, const Rows& send_off, float* recv,
-                    const Rows& recv_rows, const Rows& recv_off);
+  // A row as MPI moves it: `width` fp32 or 16-bit values.
+  struct RowFormat {
+    MPI_Datatype type = MPI_DATATYPE_NULL;
+    std::size_t bytes = 0;
+  };
+  void exchange_rows(const RowFormat& row, const std::byte* send, const Rows& send_rows, const Rows& send_off,
+                     std::byte* recv, const Rows& recv_rows, const Rows& recv_off);
+  void flat(const RowFormat& row, const std::byte* send, const Rows& send_rows, const Rows& send_off,
+            std::byte* recv, const Rows& recv_rows, const Rows& recv_off);
+  void hierarchical(const RowFormat& row, const std::byte* send, const Rows& send_rows, const Rows& send_off,
+                    std::byte* recv, const Rows& recv_rows, const Rows& recv_off);
 
   Algorithm requested_, algorithm_;
   std::string note_;
   int width_ = 1, ep_size_ = 1, ep_rank_ = 0, nodes_ = 1, per_node_ = 1;
   int node_ = 0, local_ = 0;  // this rank's node block and index inside it
-  MPI_Datatype row_type_ = MPI_DATATYPE_NULL;
+  RowFormat rows_fp32_, rows_16bit_;
   MPI_Comm ep_ = MPI_COMM_NULL, intra_ = MPI_COMM_NULL, inter_ = MPI_COMM_NULL;
   // The hierarchical exchange's staging (rows between the two phases, and phase 2's rows
   // when recv_off leaves gaps inside a node's block): blocks acquired per call, reused.

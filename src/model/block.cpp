@@ -92,8 +92,8 @@ Block::Block(const GptSpec& s, int layer, StateStore& ps, memory::Arenas& arenas
                   .global_offset0 = s.first_expert, .kind = ParamKind::Expert,
                   .init_std = out_std});
     moe_ = std::make_unique<moe::MoeLayer>(s.router, s.d_model, s.expert_hidden, s.activation, n,
-                                           arenas, s.exchange, s.ep_size, &moe_scratch, s.moe_buffer_rows);
-    moe_->set_precision(s.precision);
+                                           arenas, s.exchange, s.ep_size, &moe_scratch, s.moe_buffer_rows,
+                                           s.precision);
   } else {
     const std::int64_t H = s.ffn_hidden, H1 = swiglu ? 2 * H : H;
     // Stored [d, H1] / [H, d]; viewed as a group of one expert.

@@ -7,6 +7,7 @@
 #include <string>
 #include <utility>
 
+#include "kernels/convert.hpp"
 #include "kernels/routing.hpp"
 
 namespace furnace::moe {
@@ -29,9 +30,10 @@ std::vector<std::int64_t> starts(const std::vector<std::int64_t>& rows) {
 }  // namespace
 
 Dispatcher::Dispatcher(comm::RowExchange* exchange, int ep_size, int local_experts, int d_model,
-                       std::int64_t max_recv_rows, memory::Arena& comm_arena, bool rounds)
+                       std::int64_t max_recv_rows, memory::Arena& comm_arena, bool rounds,
+                       kernels::Precision payload, std::int64_t max_send_rows)
     : exchange_(exchange), ep_(ep_size), el_(local_experts), d_(d_model), max_recv_(max_recv_rows),
-      rounds_allowed_(rounds) {
+      rounds_allowed_(rounds), payload_(payload) {
   if (exchange && exchange->ep_size() != ep_size)
     throw std::invalid_argument("Dispatcher: the RowExchange spans " + std::to_string(exchange->ep_size()) +
                                 " ranks, the layer " + std::to_string(ep_size));
@@ -39,7 +41,12 @@ Dispatcher::Dispatcher(comm::RowExchange* exchange, int ep_size, int local_exper
     throw std::invalid_argument("Dispatcher: rounds need a buffer of at least one row");
   to_expert_order_ = comm_arena.view1<k::index_t>(max_recv_);
   to_source_order_ = comm_arena.view1<k::index_t>(max_recv_);
-  staging_ = comm_arena.view2<float>(max_recv_, d_model);
+  if (payload_ == k::Precision::FP32) {
+    staging_ = comm_arena.view2<float>(max_recv_, d_model);
+  } else {
+    staging16_ = comm_arena.view2<std::uint16_t>(max_recv_, d_model);
+    send16_ = comm_arena.view2<std::uint16_t>(max_send_rows, d_model);
+  }
 }
 
 int Dispatcher::plan(const std::vector<std::int64_t>& off) {
@@ -127,8 +134,29 @@ const std::vector<std::int64_t>& Dispatcher::round(int t) {
   return expert_offsets_;
 }
 
+void Dispatcher::send_side_to_16bit(k::View2<const float> xp) {
+  for (int p = 0; p < ep_; ++p) {
+    const auto rows = std::pair{send_off_[p], send_off_[p] + send_rows_[p]};
+    k::rows_to_16bit(payload_, Kokkos::subview(xp, rows, Kokkos::ALL), {}, Kokkos::subview(send16_, rows, Kokkos::ALL));
+  }
+}
+
+void Dispatcher::send_side_from_16bit(k::View2<float> yp) {
+  for (int p = 0; p < ep_; ++p) {
+    const auto rows = std::pair{send_off_[p], send_off_[p] + send_rows_[p]};
+    k::rows_from_16bit(payload_, Kokkos::subview(send16_, rows, Kokkos::ALL), {}, Kokkos::subview(yp, rows, Kokkos::ALL));
+  }
+}
+
 void Dispatcher::to_experts(k::View2<const float> xp, k::View2<float> xe) {
   const std::int64_t R = recv_rows_total();
+  if (payload_ != k::Precision::FP32) {
+    send_side_to_16bit(xp);
+    auto staged = k::View2<std::uint16_t>(staging16_.data(), R, d_);
+    exchange_->exchange(send16_.data(), send_rows_, send_off_, staged.data(), recv_rows_, recv_off_);
+    k::rows_from_16bit(payload_, staged, k::View1<const k::index_t>(to_expert_order_.data(), R), xe);
+    return;
+  }
   auto staged = k::View2<float>(staging_.data(), R, d_);
   exchange_->exchange(xp.data(), send_rows_, send_off_, staged.data(), recv_rows_, recv_off_);
   k::permute_forward<float>(staged, k::View1<const k::index_t>(to_expert_order_.data(), R), xe);
@@ -136,6 +164,13 @@ void Dispatcher::to_experts(k::View2<const float> xp, k::View2<float> xe) {
 
 void Dispatcher::from_experts(k::View2<const float> ye, k::View2<float> yp) {
   const std::int64_t R = recv_rows_total();
+  if (payload_ != k::Precision::FP32) {
+    auto staged = k::View2<std::uint16_t>(staging16_.data(), R, d_);
+    k::rows_to_16bit(payload_, ye, k::View1<const k::index_t>(to_source_order_.data(), R), staged);
+    exchange_->exchange(staged.data(), recv_rows_, recv_off_, send16_.data(), send_rows_, send_off_);
+    send_side_from_16bit(yp);
+    return;
+  }
   auto staged = k::View2<float>(staging_.data(), R, d_);
   k::permute_forward<float>(ye, k::View1<const k::index_t>(to_source_order_.data(), R), staged);
   exchange_->exchange(staged.data(), recv_rows_, recv_off_, yp.data(), send_rows_, send_off_);

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "comm/alltoall.hpp"
+#include "kernels/precision.hpp"
 #include "kernels/views.hpp"
 #include "memory/arena.hpp"
 
@@ -33,8 +34,14 @@ class Dispatcher {
   // buffers depend on the sizes only, so a Measure build without a RowExchange
   // (exchange == nullptr) counts the same bytes as the real one; the exchange is
   // needed only to run.
+  // payload != FP32 (train.precision = bf16 | fp16): rows travel as 16-bit values, half
+  // the bytes, through 16-bit staging plus a send-side buffer of max_send_rows rows.
+  // The rows to the experts lose nothing (the experts' GEMMs round them to 16 bits as
+  // they read them); the results coming back are 16-bit values (ExpertFFN rounds its
+  // outputs to them in every layout).
   Dispatcher(comm::RowExchange* exchange, int ep_size, int local_experts, int d_model,
-             std::int64_t max_recv_rows, memory::Arena& comm_arena, bool rounds = false);
+             std::int64_t max_recv_rows, memory::Arena& comm_arena, bool rounds = false,
+             kernels::Precision payload = kernels::Precision::FP32, std::int64_t max_send_rows = 0);
 
   // From the global expert offsets [E+1] of this rank's grouped copies: exchanges counts
   // (and, with rounds allowed, agrees on their number over the ep group). Returns the
@@ -70,7 +77,13 @@ class Dispatcher {
   // Of the round: rows per peer and their offsets in the send-side and staging buffers.
   std::vector<std::int64_t> send_rows_, send_off_, recv_rows_, recv_off_, expert_offsets_;
   kernels::View1<kernels::index_t> to_expert_order_, to_source_order_;
-  kernels::View2<float> staging_;  // [max_recv, d], rows in source-rank order
+  kernels::Precision payload_;
+  kernels::View2<float> staging_;  // [max_recv, d], rows in source-rank order (fp32 payload)
+  kernels::View2<std::uint16_t> staging16_, send16_;  // [max_recv, d] and [max_send, d] (16-bit payload)
+  // The round's rows of each peer (send_off_, send_rows_) between the send side's fp32
+  // rows and send16_, at the same row offsets.
+  void send_side_to_16bit(kernels::View2<const float> xp);
+  void send_side_from_16bit(kernels::View2<float> yp);
 };
 
 }  // namespace furnace::moe

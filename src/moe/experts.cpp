@@ -4,6 +4,7 @@
 #include <string>
 
 #include "kernels/activations.hpp"
+#include "kernels/convert.hpp"
 #include "kernels/gemm.hpp"
 #include "kernels/random.hpp"
 
@@ -62,7 +63,9 @@ void ExpertFFN::forward(kernels::View2<const float> x, const std::vector<std::in
                            .ldb = d,
                            .c = y.data() + offsets[e] * d,
                            .ldc = d};
-  });
+  });  // 16-bit: the outputs are 16-bit values, as the dispatch carries them back (ep > 1);
+  // rounded in every layout so that the layouts train alike.
+  kernels::round_values(prec_, kernels::flat(y));
 }
 
 void ExpertFFN::forward_hidden(kernels::View2<const float> x, const std::vector<std::int64_t>& offsets,
@@ -162,7 +165,7 @@ void ExpertFFN::backward(kernels::View2<const float> dy, kernels::View2<const fl
                            .ldb = h1,
                            .c = dx.data() + off[e] * d,
                            .ldc = d};
-  });
+  });  kernels::round_values(prec_, kernels::flat(dx));  // as y in forward
 }
 
 double ExpertFFN::flops_forward_backward() const {

@@ -42,13 +42,14 @@ std::shared_ptr<MoeScratch> make_scratch(const MoeScratchShape& shape, memory::A
 }
 
 std::unique_ptr<Dispatcher> make_dispatcher(const MoeScratchShape& s, std::int64_t unbounded_rows,
-                                            comm::RowExchange* ex, int ep, memory::Arena& comm_arena) {
+                                            comm::RowExchange* ex, int ep, memory::Arena& comm_arena,
+                                            kernels::Precision precision) {
   if (ep == 1) return nullptr;
   if (s.experts % ep != 0)
     throw std::invalid_argument("MoeLayer: " + std::to_string(s.experts) + " experts do not split over " +
                                 std::to_string(ep) + " ep ranks");
   return std::make_unique<Dispatcher>(ex, ep, s.experts / ep, s.d_model, s.expert_rows, comm_arena,
-                                      /*rounds=*/s.expert_rows < unbounded_rows);
+                                      /*rounds=*/s.expert_rows < unbounded_rows, precision, s.rows);
 }
 
 }  // namespace
@@ -68,19 +69,21 @@ std::int64_t buffer_rows_for(std::uint64_t budget, int moe_layers, int d, int hi
 
 MoeLayer::MoeLayer(const RouterConfig& cfg, int d_model, int hidden, Activation act,
                    std::int64_t max_tokens, memory::Arenas& arenas, comm::RowExchange* exchange,
-                   int ep_size, MoeScratchSlot* shared, std::int64_t buffer_rows)
+                   int ep_size, MoeScratchSlot* shared, std::int64_t buffer_rows, kernels::Precision precision)
     : MoeLayer(shape_of(cfg, d_model, hidden, act, max_tokens, ep_size, buffer_rows),
-               unbounded_expert_rows(cfg, max_tokens, ep_size), cfg, act, arenas, exchange, ep_size, shared) {}
+               unbounded_expert_rows(cfg, max_tokens, ep_size), cfg, act, arenas, exchange, ep_size, shared,
+               precision) {}
 
 MoeLayer::MoeLayer(const MoeScratchShape& shape, std::int64_t unbounded_rows, const RouterConfig& cfg,
                    Activation act, memory::Arenas& arenas, comm::RowExchange* exchange, int ep_size,
-                   MoeScratchSlot* shared)
+                   MoeScratchSlot* shared, kernels::Precision precision)
     : d_(shape.d_model),
       scratch_(make_scratch(shape, arenas, shared)),
       router_(cfg, shape.d_model, shape.tokens, arenas, &scratch_->router),
-      dispatch_(make_dispatcher(shape, unbounded_rows, exchange, ep_size, arenas.communication)),
+      dispatch_(make_dispatcher(shape, unbounded_rows, exchange, ep_size, arenas.communication, precision)),
       experts_(cfg.experts / ep_size, shape.d_model, shape.hidden, act, shape.expert_rows, arenas,
                &scratch_->ffn) {
+  experts_.set_precision(precision);
   if (dispatch_) {
     // The expert side of the exchange: received rows (kept for the backward) and results.
     xe_ = arenas.communication.view2<float>(shape.expert_rows, d_);

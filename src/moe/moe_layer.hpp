@@ -47,9 +47,12 @@ class MoeLayer {
   // cfg.experts / ep_size of them and `exchange` (of ep_size ranks) moves the rows; a
   // Measure build may pass none, as the buffers depend on ep_size only.
   // shared == nullptr: the layer allocates its own backward buffers.
+  // precision (train.precision): the experts' GEMMs and the dispatch payload; the
+  // router stays fp32 (its softmax and top-k decide where tokens go).
   MoeLayer(const RouterConfig& cfg, int d_model, int hidden, Activation act,
            std::int64_t max_tokens, memory::Arenas& arenas, comm::RowExchange* exchange = nullptr,
-           int ep_size = 1, MoeScratchSlot* shared = nullptr, std::int64_t buffer_rows = 0);
+           int ep_size = 1, MoeScratchSlot* shared = nullptr, std::int64_t buffer_rows = 0,
+           kernels::Precision precision = kernels::Precision::FP32);
 
   void set_reducer(SumReducer reduce) { reduce_ = std::move(reduce); }
 
@@ -59,9 +62,6 @@ class MoeLayer {
   void backward(kernels::View2<const float> dy, kernels::View2<const float> x, const MoeWeights& w,
                 kernels::View2<float> dx, const MoeWeights& g);
 
-  // The experts' GEMMs in p (train.precision); the router stays fp32 (its softmax
-  // and top-k decide where tokens go, and cost 1/H of the experts' flops).
-  void set_precision(kernels::Precision p) { experts_.set_precision(p); }
   // Loss scaling (fp16): the router's own loss terms (aux, z) are scaled as the loss is.
   void set_loss_scale(float s) { router_.set_loss_scale(s); }
   const RouterStats& stats() const { return router_.stats(); }
@@ -74,7 +74,7 @@ class MoeLayer {
  private:
   MoeLayer(const MoeScratchShape& shape, std::int64_t unbounded_rows, const RouterConfig& cfg,
            Activation act, memory::Arenas& arenas, comm::RowExchange* exchange, int ep_size,
-           MoeScratchSlot* shared);
+           MoeScratchSlot* shared, kernels::Precision precision);
 
   int d_;
   std::shared_ptr<MoeScratch> scratch_;

@@ -45,6 +45,7 @@ struct Problem {
   std::vector<std::int64_t> tokens;  // per world rank
   bool all_to_expert0 = false;       // make expert 0 every token's first choice
   std::uint64_t seed = 1;
+  k::Precision precision = k::Precision::FP32;  // the experts' GEMMs and the dispatch payload
 
   int h1() const { return act == Activation::Swiglu ? 2 * hidden : hidden; }
   std::int64_t total() const { return std::accumulate(tokens.begin(), tokens.end(), std::int64_t(0)); }
@@ -123,7 +124,8 @@ inline Result reference(const Problem& p, Data& data, std::int64_t first = 0, st
   if (n < 0) n = p.total();
   furnace::memory::Ledger ledger;
   furnace::memory::Arenas arenas("moe-ref", ledger);
-  MoeLayer layer(p.router_config(), p.d, p.hidden, p.act, std::max<std::int64_t>(n, 1), arenas);
+  MoeLayer layer(p.router_config(), p.d, p.hidden, p.act, std::max<std::int64_t>(n, 1), arenas, nullptr, 1,
+                 nullptr, 0, p.precision);
   return run_layer(layer, p, data, first, n, 0, p.experts);
 }
 
@@ -140,7 +142,7 @@ inline Result distributed(const Problem& p, Data& data, Algo algo, int ranks_per
   furnace::memory::Ledger ledger;
   furnace::memory::Arenas arenas("moe-ep", ledger);
   MoeLayer layer(p.router_config(), p.d, p.hidden, p.act, p.max_tokens(), arenas, &exchange, P,
-                 /*shared=*/nullptr, buffer_rows);
+                 /*shared=*/nullptr, buffer_rows, p.precision);
   MPI_Comm world = groups.world();
   layer.set_reducer([world](double* v, int n) {  // as src/train/trainer.cpp does
     MPI_Allreduce(MPI_IN_PLACE, v, n, MPI_DOUBLE, MPI_SUM, world);

@@ -87,6 +87,19 @@ TEST(MpiMoeLayer, RandomRoutingMatchesSingleProcess) {
     }
 }
 
+// bf16 and fp16: the rows travel as 16-bit values (half the bytes) and the results
+// match one process in the same precision, whose experts round their outputs to the
+// same 16-bit values; so the layout changes nothing in 16 bits either.
+TEST(MpiMoeLayer, SixteenBitPayloadMatchesSingleProcessInTheSamePrecision) {
+  for (k::Precision prec : {k::Precision::BF16, k::Precision::FP16}) {
+    SCOPED_TRACE(k::precision_name(prec));
+    Problem p;
+    p.tokens = uneven_tokens(20);
+    p.precision = prec;
+    check_flat_and_hierarchical(p);
+  }
+}
+
 TEST(MpiMoeLayer, AllTokensToOneExpert) {
   for (int top_k : {1, 2}) {
     SCOPED_TRACE("top_k " + std::to_string(top_k));
