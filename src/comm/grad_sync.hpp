@@ -13,13 +13,24 @@
 #include <vector>
 
 #include "comm/groups.hpp"
+#include "kernels/precision.hpp"
+#include "memory/ledger.hpp"
 #include "memory/state_store.hpp"
 
 namespace furnace::comm {
 
 class GradSync {
  public:
-  GradSync(const memory::StateStore& ps, const Groups& groups, std::size_t bucket_bytes);
+  // wire (comm.grad_dtype): FP32 reduces the fp32 gradients in place; BF16 rounds each
+  // bucket into a bf16 copy, reduces that (a commutative MPI_Op that adds in fp32 and
+  // rounds each partial sum, so every rank gets the same bits), and widens the sum
+  // back: half the bytes on the network. Its buffer is counted in `ledger`
+  // (communication, host, "GradSync::wire") when one is given.
+  GradSync(const memory::StateStore& ps, const Groups& groups, std::size_t bucket_bytes,
+           kernels::Precision wire = kernels::Precision::FP32, memory::Ledger* ledger = nullptr);
+  ~GradSync();
+  GradSync(const GradSync&) = delete;
+  GradSync& operator=(const GradSync&) = delete;
 
   // Start of a backward pass: every bucket waits for all its tensors again.
   void begin();
@@ -45,13 +56,19 @@ class GradSync {
     // ZeRO-1: each rank's part of the bucket (counts[r] floats from offset + displs[r]).
     std::vector<int> counts, displs;
     int me = 0;  // this rank in comm
+    std::int64_t wire_offset = 0;  // bf16 wire: where the bucket's copy starts in wire_
+    bool landed = true;            // its reduced values are back in the gradient buffer
   };
   void start(Bucket& b);
+  void wait(Bucket& b);  // waits for b's reduction and, on a bf16 wire, widens it back
   void wait_all();
 
   const memory::StateStore& ps_;
   std::vector<Bucket> buckets_;
   std::vector<int> bucket_of_;  // per tensor; -1 when its group has one rank
+  kernels::Precision wire_dtype_;
+  std::vector<std::uint16_t> wire_;  // bf16 wire: every bucket's copy, back to back
+  MPI_Op bf16_sum_ = MPI_OP_NULL;
 };
 
 }  // namespace furnace::comm

@@ -132,7 +132,9 @@ Trainer::Trainer(const io::Config& cfg, comm::Groups& groups, const MemoryCheck&
   offload_state(cfg, ps_);
   model_ = std::make_unique<model::Gpt>(spec_, ps_, arenas_);
   ps_.allocate(ledger_, placement(cfg), memory::Mode::Allocate, zero_layout(cfg, groups));
-  grad_sync_ = std::make_unique<comm::GradSync>(ps_, groups, std::size_t(cfg.comm.bucket_mb) << 20);
+  grad_sync_ = std::make_unique<comm::GradSync>(
+      ps_, groups, std::size_t(cfg.comm.bucket_mb) << 20,
+      cfg.comm.grad_dtype == "bf16" ? kernels::Precision::BF16 : kernels::Precision::FP32, &ledger_);
   ps_.initialize(cfg.train.seed);  // the tensors in memory; set_up_offload the others
   if (ps_.offloads()) set_up_offload();
   comm::fault::maybe_throw("trainer.setup");  // testers: one rank fails before the collective opens below

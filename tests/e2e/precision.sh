@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # train.precision = bf16 | fp16 (16-bit GEMM operands, fp32 accumulation and masters):
 # - after 300 steps both are within 2% of the fp32 run's loss (mean of the last 20
-#   steps, and the final validation loss);
+#   steps, and the final validation loss), and so is bf16 at dp 2 with the gradients
+#   reduced in bf16 (comm.grad_dtype, allreduce and ZeRO-1 reduce-scatter);
 # - bf16 is deterministic (two runs, the same bits) and layout-invariant (2 ranks ep 2
 #   against 1 rank, the first 30 steps within 1e-5);
 # - checkpoints hold the fp32 masters: a bf16 checkpoint resumes as bf16 bit-exactly
@@ -23,6 +24,10 @@ train bf16_again 1 --set train.precision='"bf16"'; ok bf16_again
 # 2^40: the first steps' scaled gradients exceed fp16's 65504 and must be skipped.
 train fp16 1 --set train.precision='"fp16"' --set train.loss_scale=1099511627776 --set checkpoint.every=150; ok fp16
 train bf16_ep2 2 --set train.precision='"bf16"' --set parallel.ep=2; ok bf16_ep2
+# comm.grad_dtype = bf16 at dp 2: allreduce, and reduce-scatter (memory.zero = 1).
+train g32 2 --set train.precision='"bf16"'; ok g32
+train g16 2 --set train.precision='"bf16"' --set comm.grad_dtype='"bf16"'; ok g16
+train g16z 2 --set train.precision='"bf16"' --set comm.grad_dtype='"bf16"' --set memory.zero=1; ok g16z
 grep -q "^precision: bf16 GEMMs on " "$SCRATCH/bf16.log" || fail "no precision line in the banner"
 
 # 1. Within 2% of fp32.
@@ -36,10 +41,13 @@ def run(name):
 ref = run("fp32")
 bad = False
 steps = {n: [json.loads(l) for l in open(f"{d}/{n}/metrics.jsonl")] for n in ("fp32", "bf16", "fp16")}
-for name in ("bf16", "fp16"):
+steps.update({n: [json.loads(l) for l in open(f"{d}/{n}/metrics.jsonl")] for n in ("g32", "g16", "g16z")})
+if [r["loss"] for r in steps["g16"]] == [r["loss"] for r in steps["g32"]]:
+    sys.exit("comm.grad_dtype = bf16: the losses are bitwise those of fp32 gradient sums")
+for name in ("bf16", "fp16", "g16", "g16z"):
     # The 16-bit path ran: its losses are not fp32's bits. And the gradient norm is of
     # the loss, not of the scaled loss (fp16 ends at a scale of 2^15).
-    if [r["loss"] for r in steps[name]] == [r["loss"] for r in steps["fp32"]]:
+    if name in ("bf16", "fp16") and [r["loss"] for r in steps[name]] == [r["loss"] for r in steps["fp32"]]:
         sys.exit(f"{name}: every loss is bitwise fp32's: the GEMMs did not run in {name}")
     norm = sorted(r["grad_norm"] for r in steps[name][-20:])[10] / sorted(r["grad_norm"] for r in steps["fp32"][-20:])[10]
     if not 0.5 < norm < 2:

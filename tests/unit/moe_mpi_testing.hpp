@@ -159,22 +159,36 @@ inline void allreduce_sum(std::vector<float>& v) {
 
 // |a - b| <= 1e-5 * |b| + a floor of 1e-6 of the tensor's largest entry (for entries
 // that are sums with cancellation).
-inline void expect_close(const float* a, const float* b, std::size_t n, const std::string& what) {
+//
+// sixteen_bit: the layer rounds to 16 bits (train.precision = bf16 | fp16), where an
+// fp32 GEMM's last-bit difference (another blocking) now and then lands a value on the
+// other side of a 16-bit rounding step: such an entry differs by one 16-bit step (2^-8
+// relative for bf16). Then at most 3% of the entries may miss the fp32 bound, none by
+// more than 1e-2 relative; a 16-bit rounding left out makes most entries miss it.
+inline void expect_close(const float* a, const float* b, std::size_t n, const std::string& what,
+                         bool sixteen_bit = false) {
   float big = 0;
   for (std::size_t i = 0; i < n; ++i) big = std::max(big, std::fabs(b[i]));
-  int bad = 0;
+  int bad = 0, missed = 0;
   for (std::size_t i = 0; i < n; ++i) {
-    const double tol = 1e-5 * std::fabs(b[i]) + 1e-6 * big;
-    if (!(std::fabs(double(a[i]) - double(b[i])) <= tol) && ++bad <= 5)
+    const double err = std::fabs(double(a[i]) - double(b[i]));
+    const bool within = err <= 1e-5 * std::fabs(b[i]) + 1e-6 * big;
+    missed += !within;
+    const bool ok = sixteen_bit ? err <= 1e-2 * std::fabs(b[i]) + 1e-3 * big : within;
+    if (!ok && ++bad <= 5)
       ADD_FAILURE() << "rank " << world_rank() << " " << what << "[" << i << "] = " << a[i]
                     << ", reference " << b[i];
   }
   EXPECT_EQ(bad, 0) << what << " (rank " << world_rank() << ")";
+  if (sixteen_bit) {
+    EXPECT_LE(missed, 0.03 * double(n)) << what << ": entries beyond 1e-5 (rank " << world_rank() << ")";
+  }
 }
 
-inline void expect_close(const std::vector<float>& a, const float* b, std::size_t n, const std::string& what) {
+inline void expect_close(const std::vector<float>& a, const float* b, std::size_t n, const std::string& what,
+                         bool sixteen_bit = false) {
   ASSERT_EQ(a.size(), n) << what;
-  expect_close(a.data(), b, n, what);
+  expect_close(a.data(), b, n, what, sixteen_bit);
 }
 
 }  // namespace furnace::moe_testing
