@@ -38,15 +38,20 @@ KOKKOS_OPENMP := $(shell grep -qs 'define KOKKOS_ENABLE_OPENMP' $(KOKKOS_CFG) &&
 HDF5_INC  := $(shell pkg-config --cflags hdf5-mpich 2>/dev/null)
 HDF5_LIBS := $(shell pkg-config --libs hdf5-mpich 2>/dev/null)
 BLAS_INC  := $(shell pkg-config --cflags openblas 2>/dev/null)
-BLAS_LIBS := -lopenblas -ldnnl -lgomp   # oneDNN: bf16 GEMMs (its OpenMP runtime is libgomp)
+BLAS_LIBS := -lopenblas
+# oneDNN (bf16 GEMMs) lives in a plugin the binary loads on first use (gemm16.cpp):
+# oneDNN brings libgomp, which must not load (and parse OMP_*) in runs that never use it.
+ONEDNN_LIBS := -ldnnl -lgomp
+PLUGIN_SRC := src/kernels/onednn_plugin.cpp
+PLUGIN     := $(BUILD)/lib/libfurnace_onednn.so
 
 CPPFLAGS := -Isrc $(KOKKOS_INC) $(HDF5_INC) $(BLAS_INC) -MMD -MP \
             -DFURNACE_VERSION=\"$(shell cat VERSION)\" \
             -DFURNACE_GIT_REV=\"$(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)\"
 ALLCXX   := -std=c++20 -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers $(KOKKOS_OPENMP) $(CXXFLAGS)
-LDLIBS   := $(KOKKOS_LIBS) $(HDF5_LIBS) $(BLAS_LIBS) $(KOKKOS_OPENMP) -lpthread
+LDLIBS   := $(KOKKOS_LIBS) $(HDF5_LIBS) $(BLAS_LIBS) $(KOKKOS_OPENMP) -ldl -lpthread
 
-LIB_SRC  := $(shell find src -name '*.cpp' ! -path 'src/app/main.cpp' | sort)
+LIB_SRC  := $(shell find src -name '*.cpp' ! -path 'src/app/main.cpp' ! -path '$(PLUGIN_SRC)' | sort)
 APP_MAIN := src/app/main.cpp
 TEST_SRC := $(shell find tests/unit -name '*.cpp' 2>/dev/null | sort)
 LIB_OBJ  := $(LIB_SRC:%.cpp=$(BUILD)/obj/%.o)
@@ -58,7 +63,7 @@ TESTBIN  := $(BUILD)/bin/furnace_tests
 .PHONY: all deps test unit-tests train data clean install bench show-deps
 all: show-deps
 	@command -v $(MPICXX) > /dev/null || { echo "furnace: $(MPICXX) not found: run 'make deps' first (installs MPICH, HDF5, OpenBLAS, Kokkos from Debian), or set MPICXX=" >&2; exit 1; }
-	@$(MAKE) --no-print-directory -j$(NPROC) $(BIN)
+	@$(MAKE) --no-print-directory -j$(NPROC) $(BIN) $(PLUGIN)
 
 deps:
 	@bash scripts/install-deps.sh
@@ -86,6 +91,11 @@ $(BIN): $(BUILD)/obj/$(APP_MAIN:.cpp=.o) $(LIB)
 	@echo "  LINK $@"
 	@$(MPICXX) $(ALLCXX) $^ -o $@ $(LDLIBS)
 
+$(PLUGIN): $(PLUGIN_SRC)
+	@mkdir -p $(@D) $(BUILD)/obj/plugin
+	@echo "  SO   $@"
+	@$(MPICXX) $(CPPFLAGS) -MF $(BUILD)/obj/plugin/onednn.d $(ALLCXX) -fPIC -shared $< -o $@ $(ONEDNN_LIBS)
+
 $(TESTBIN): $(TEST_OBJ) $(LIB)
 	@mkdir -p $(@D)
 	@echo "  LINK $@"
@@ -93,10 +103,10 @@ $(TESTBIN): $(TEST_OBJ) $(LIB)
 
 # The whole suite: unit tests, MPI tests, end-to-end runs, PyTorch reference.
 test: deps
-	@$(MAKE) --no-print-directory -j$(NPROC) $(BIN) $(TESTBIN)
+	@$(MAKE) --no-print-directory -j$(NPROC) $(BIN) $(TESTBIN) $(PLUGIN)
 	@bash tests/run_all.sh
 
-unit-tests: $(TESTBIN)
+unit-tests: $(TESTBIN) $(PLUGIN)
 	@$(TESTBIN)
 
 # The main job: prepare the bundled corpus and train the default model.
@@ -114,9 +124,10 @@ install: all
 	install -d $(PREFIX)/bin $(PREFIX)/lib $(PREFIX)/share/furnace/configs
 	install -m 755 $(BIN) $(PREFIX)/bin/furnace
 	install -m 644 $(LIB) $(PREFIX)/lib/
+	install -m 755 $(PLUGIN) $(PREFIX)/lib/
 	install -m 644 configs/*.toml $(PREFIX)/share/furnace/configs/
 
 clean:
 	rm -rf $(BUILD)
 
--include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/obj/src/app/main.d
+-include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/obj/src/app/main.d $(BUILD)/obj/plugin/onednn.d

@@ -24,8 +24,6 @@ namespace {
 
 using comm::RowExchange;
 
-
-
 }  // namespace
 
 int bench_alltoall(const BenchAllToAllOptions& opt) {
@@ -82,21 +80,36 @@ int bench_alltoall(const BenchAllToAllOptions& opt) {
       e->exchange(m->data(), recv_rows, back.data(), send_rows);
     };
   };
-  const std::function<void()> runs[3] = {raw, via(flat, y), via(hier, y_hier)};
+  // The same rows as 16-bit values (train.precision = bf16 | fp16 sends these): half
+  // the bytes. Only the exchange is timed; the dispatch's conversion is not in it.
+  std::vector<std::uint16_t> x16(x.size()), y16(y.size()), y16_hier(y.size()), back16(x.size());
+  for (std::size_t i = 0; i < x.size(); ++i) x16[i] = std::uint16_t(kernels::splitmix64(rank * 7919ULL + i));
+  auto via16 = [&](RowExchange& ex, std::vector<std::uint16_t>& mid) {
+    return [&, e = &ex, m = &mid] {
+      e->exchange(x16.data(), send_rows, m->data(), recv_rows);
+      e->exchange(m->data(), recv_rows, back16.data(), send_rows);
+    };
+  };
+  constexpr int kRuns = 5;
+  const std::function<void()> runs[kRuns] = {raw, via(flat, y), via(hier, y_hier), via16(flat, y16),
+                                             via16(hier, y16_hier)};
 
   // Correctness first: both algorithms must deliver the same bits (and x must return).
   runs[1]();
   runs[2]();
   int wrong = std::memcmp(y.data(), y_hier.data(), y.size() * sizeof(float)) != 0 ||
               std::memcmp(x.data(), back.data(), x.size() * sizeof(float)) != 0;
+  runs[3]();
+  runs[4]();
+  wrong |= y16 != y16_hier || back16 != x16;
   int any_wrong = 0;
   mpiCheck(MPI_Allreduce(&wrong, &any_wrong, 1, MPI_INT, MPI_MAX, world));
 
   const int warmup = 3;
-  std::vector<double> t[3];
+  std::vector<double> t[kRuns];
   for (int rep = 0; rep < warmup + opt.reps; ++rep)
-    for (int k = 0; k < 3; ++k) {
-      const int a = (rep + k) % 3;  // rotate who goes first
+    for (int k = 0; k < kRuns; ++k) {
+      const int a = (rep + k) % kRuns;  // rotate who goes first
       const double s = slowest_rank_time(world, runs[a]);
       if (rep >= warmup) t[a].push_back(s);
     }
@@ -112,17 +125,18 @@ int bench_alltoall(const BenchAllToAllOptions& opt) {
                 "sent+received per iteration, all ranks); median of %d reps, max over ranks\n",
                 (long long)opt.tokens, opt.top_k, d, bytes / (1 << 20), opt.reps);
     std::printf("%-15s %10s %9s %8s  %s\n", "algorithm", "ms/iter", "GB/s", "vs raw", "note");
-    const char* names[3] = {"raw alltoallv", "flat", "hierarchical"};
+    const char* names[kRuns] = {"raw alltoallv", "flat", "hierarchical", "flat 16-bit", "hier. 16-bit"};
     const double raw_t = median(t[0]);
-    for (int a = 0; a < 3; ++a) {
+    for (int a = 0; a < kRuns; ++a) {
       const double m = median(t[a]);
-      std::string note;
-      if (a == 2)
-        note = hier.algorithm() == RowExchange::Algorithm::Hierarchical
+      const double moved = a >= 3 ? bytes / 2 : bytes;  // 16-bit rows: half the bytes
+      std::string note = a >= 3 ? "rows of 16-bit values (half the bytes); " : "";
+      if (a == 2 || a == 4)
+        note += hier.algorithm() == RowExchange::Algorithm::Hierarchical
                    ? std::to_string(hier.nodes()) + " nodes x " +
                          std::to_string(hier.ranks_per_node()) + " ranks, 2 phases"
                    : "runs flat: " + hier.note();
-      std::printf("%-15s %10.3f %9.2f %8.3f  %s\n", names[a], m * 1e3, bytes / m * 1e-9, raw_t / m,
+      std::printf("%-15s %10.3f %9.2f %8.3f  %s\n", names[a], m * 1e3, moved / m * 1e-9, raw_t / m,
                   note.c_str());
     }
     if (any_wrong) std::printf("ERROR: flat and hierarchical results differ\n");

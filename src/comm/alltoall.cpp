@@ -143,6 +143,11 @@ void RowExchange::exchange(const float* send, const Rows& send_rows, const Rows&
                 reinterpret_cast<std::byte*>(recv), recv_rows, recv_off);
 }
 
+void RowExchange::exchange(const std::uint16_t* send, const Rows& send_rows, std::uint16_t* recv,
+                           const Rows& recv_rows) {
+  exchange(send, send_rows, contiguous(send_rows), recv, recv_rows, contiguous(recv_rows));
+}
+
 void RowExchange::exchange(const std::uint16_t* send, const Rows& send_rows, const Rows& send_off,
                            std::uint16_t* recv, const Rows& recv_rows, const Rows& recv_off) {
   exchange_rows(rows_16bit_, reinterpret_cast<const std::byte*>(send), send_rows, send_off,

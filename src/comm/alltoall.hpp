@@ -58,6 +58,8 @@ class RowExchange {
                 const std::vector<std::int64_t>& recv_rows, const std::vector<std::int64_t>& recv_off);
   // The same for rows of `width` 16-bit values (train.precision = bf16 | fp16): half
   // the bytes of the fp32 rows, by the same algorithm.
+  void exchange(const std::uint16_t* send, const std::vector<std::int64_t>& send_rows, std::uint16_t* recv,
+                const std::vector<std::int64_t>& recv_rows);
   void exchange(const std::uint16_t* send, const std::vector<std::int64_t>& send_rows,
                 const std::vector<std::int64_t>& send_off, std::uint16_t* recv,
                 const std::vector<std::int64_t>& recv_rows, const std::vector<std::int64_t>& recv_off);

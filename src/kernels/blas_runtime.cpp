@@ -1,9 +1,10 @@
 // OpenBLAS core selection and introspection (see blas_runtime.hpp for why re-exec).
 #include "kernels/blas_runtime.hpp"
 
+#include "kernels/gemm.hpp"
+
 #include <Kokkos_Macros.hpp>
 #include <cblas.h>
-#include <omp.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -209,12 +210,9 @@ double measure_sgemm_gflops(int n, int reps) {
 }
 
 int blas_threads() { return openblas_get_num_threads(); }
-// oneDNN (the 16-bit GEMMs) runs on libgomp's threads: the same budget, since the two
-// never run at once. omp_set_num_threads sets this (the calling) thread's count only.
-void set_blas_threads(int n) {
-  openblas_set_num_threads(n);
-  omp_set_num_threads(n);
-}
+// oneDNN (the 16-bit GEMMs, a plugin loaded on first use) takes the same budget as it
+// loads, since the two never run at once (gemm16.cpp).
+void set_blas_threads(int n) { openblas_set_num_threads(n); }
 
 namespace {
 
@@ -266,7 +264,8 @@ std::string blas_threads_source() { return threads_source(); }
 
 void give_blas_threads_to_onednn() {
   const int n = blas_threads();
-  openblas_set_num_threads(1);  // omp_set_num_threads keeps n for oneDNN
+  set_gemm16_threads(n);
+  openblas_set_num_threads(1);
   threads_source() = "the budget of " + std::to_string(n) + " goes to oneDNN's 16-bit GEMMs (" + threads_source() + ")";
 }
 

@@ -62,6 +62,8 @@ enum class Gemm16Engine { Auto, OneDNN, Convert };
 void set_gemm16_engine(Gemm16Engine e);
 // Non-empty when `e` cannot run precision p here (OneDNN without a kernel): the reason.
 std::string gemm16_engine_error(Gemm16Engine e, Precision p);
+// oneDNN's threads (it runs on libgomp's); default: the BLAS budget when it loads.
+void set_gemm16_threads(int n);
 // Whether 16-bit GEMMs in p run on oneDNN (with the engine set now).
 bool gemm16_uses_onednn(Precision p);
 // For the banner: what a GEMM in p runs on, e.g. "oneDNN bf16 matmul (brg:avx512_core_bf16), ...".

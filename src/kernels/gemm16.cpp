@@ -3,21 +3,23 @@
 //
 // Two engines, the same rounding of the operands:
 //   oneDNN   the operands packed as 16-bit and multiplied by oneDNN's matmul (AVX512-BF16
-//            and AMX kernels for bf16; fp16 needs AVX512-FP16). One primitive per
-//            shape: oneDNN's own primitive cache makes a repeated shape cost ~4 us, a
-//            new one ~0.15 ms (measured here); runtime-sized primitives fall back to
-//            its reference kernel (1000x slower), so they are not used.
+//            and AMX kernels for bf16; fp16 needs AVX512-FP16), in the plugin
+//            libfurnace_onednn.so (onednn_plugin.cpp), loaded on first use. One
+//            primitive per shape: oneDNN's primitive cache makes a repeated shape cost
+//            ~4 us, a new one ~0.15 ms (measured here); runtime-sized primitives fall
+//            back to its reference kernel (1000x slower), so they are not used.
 //   convert  the operands rounded to 16 bits, kept as fp32, multiplied by OpenBLAS's
-//            sgemm: the same numbers at fp32 speed, for CPUs oneDNN has no kernel for.
+//            sgemm: the same numbers at fp32 speed, for CPUs oneDNN has no kernel for
+//            (or when the plugin is not installed).
 // A CUDA build would call cublasGemmEx (CUDA_R_16BF, CUBLAS_COMPUTE_32F) here instead.
-#include <oneapi/dnnl/dnnl.hpp>
+#include <dlfcn.h>
 
-#include <memory>
-#include <mutex>
+#include <filesystem>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "kernels/blas_runtime.hpp"
 #include "kernels/gemm.hpp"
 
 namespace furnace::kernels {
@@ -27,40 +29,60 @@ Gemm16Engine& requested_engine() {
   static Gemm16Engine e = Gemm16Engine::Auto;
   return e;
 }
+int& onednn_threads() {  // 0: the BLAS budget as the plugin loads
+  static int n = 0;
+  return n;
+}
 
-struct OneDnn {
-  dnnl::engine engine{dnnl::engine::kind::cpu, 0};
-  dnnl::stream stream{engine};
+// The plugin's C interface (onednn_plugin.cpp).
+struct Plugin {
+  std::string path, error;  // error: why it is not loaded
+  int (*kernel)(int, char*, int) = nullptr;
+  int (*matmul)(int, int, int, int, int, int, float, const std::uint16_t*, const std::uint16_t*, float, float*, int,
+                char*, int) = nullptr;
+  void (*set_threads)(int) = nullptr;
 };
-OneDnn& onednn() {
-  static OneDnn o;
-  return o;
+
+// Loaded once, from the binary's ../lib (build/bin -> build/lib; PREFIX/bin -> PREFIX/lib).
+Plugin& plugin() {
+  static Plugin p = [] {
+    Plugin q;
+    std::error_code ec;
+    const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+    q.path = (exe.parent_path().parent_path() / "lib" / "libfurnace_onednn.so").string();
+    void* h = dlopen(q.path.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+      const char* why = dlerror();
+      q.error = why ? why : "dlopen failed";
+      return q;
+    }
+    q.kernel = reinterpret_cast<decltype(q.kernel)>(dlsym(h, "furnace_onednn_kernel"));
+    q.matmul = reinterpret_cast<decltype(q.matmul)>(dlsym(h, "furnace_onednn_matmul"));
+    q.set_threads = reinterpret_cast<decltype(q.set_threads)>(dlsym(h, "furnace_onednn_set_threads"));
+    if (!q.kernel || !q.matmul || !q.set_threads) {
+      q.error = q.path + " lacks the furnace_onednn_* functions (another version?)";
+      q.kernel = nullptr;
+      return q;
+    }
+    q.set_threads(onednn_threads() > 0 ? onednn_threads() : blas_threads());
+    return q;
+  }();
+  return p;
 }
 
-dnnl::memory::data_type dnnl_type(Precision p) {
-  return p == Precision::BF16 ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f16;
-}
-
-// The implementation oneDNN picks for a representative product in `p`.
+// The implementation oneDNN picks for a representative product in `p`, or why none.
 std::string onednn_kernel(Precision p) {
-  using dnnl::memory;
-  const memory::dim m = 64, n = 64, k = 64;
-  try {
-    memory::desc a({m, k}, dnnl_type(p), {k, 1}), b({k, n}, dnnl_type(p), {n, 1});
-    memory::desc c({m, n}, memory::data_type::f32, {n, 1});
-    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, b, c), onednn().engine);
-    return pd.impl_info_str();
-  } catch (const dnnl::error&) {
-    return "none";
-  }
+  if (!plugin().kernel) return "no oneDNN: " + plugin().error;
+  char buf[256];
+  const int rc = plugin().kernel(p == Precision::BF16 ? 1 : 2, buf, sizeof buf);
+  return rc == 0 ? std::string(buf) : std::string("none: ") + buf;
 }
 
 // Whether oneDNN has a real (non-reference) kernel for p on this CPU, decided once.
 bool onednn_usable(Precision p) {
-  static const bool bf16 = onednn_kernel(Precision::BF16).rfind("ref", 0) != 0 &&
-                           onednn_kernel(Precision::BF16) != "none";
-  static const bool fp16 = onednn_kernel(Precision::FP16).rfind("ref", 0) != 0 &&
-                           onednn_kernel(Precision::FP16) != "none";
+  auto real = [](const std::string& k) { return k.rfind("ref", 0) != 0 && k.rfind("no", 0) != 0; };
+  static const bool bf16 = real(onednn_kernel(Precision::BF16));
+  static const bool fp16 = real(onednn_kernel(Precision::FP16));
   return p == Precision::BF16 ? bf16 : fp16;
 }
 
@@ -92,7 +114,6 @@ void pack(const float* src, int rows, int cols, int ld, Out* dst, F&& convert) {
 
 void gemm_onednn(Precision p, Op op_a, Op op_b, int m, int n, int k, float alpha, const float* a, int lda,
                  const float* b, int ldb, float beta, float* c, int ldc) {
-  using dnnl::memory;
   static std::vector<std::uint16_t> abuf, bbuf;
   const int a_rows = op_a == Op::N ? m : k, a_cols = op_a == Op::N ? k : m;
   const int b_rows = op_b == Op::N ? k : n, b_cols = op_b == Op::N ? n : k;
@@ -101,23 +122,11 @@ void gemm_onednn(Precision p, Op op_a, Op op_b, int m, int n, int k, float alpha
   auto to16 = [p](float f) { return to_16bit(p, f); };
   pack(a, a_rows, a_cols, lda, a16, to16);
   pack(b, b_rows, b_cols, ldb, b16, to16);
-  // op(A) [m,k] and op(B) [k,n] as strided views of the packed row-major storage.
-  const memory::dims a_strides = op_a == Op::N ? memory::dims{k, 1} : memory::dims{1, m};
-  const memory::dims b_strides = op_b == Op::N ? memory::dims{n, 1} : memory::dims{1, k};
-  memory::desc ad({m, k}, dnnl_type(p), a_strides), bd({k, n}, dnnl_type(p), b_strides);
-  memory::desc cd({m, n}, memory::data_type::f32, {ldc, 1});
-  dnnl::primitive_attr attr;
-  if (alpha != 1.0f) attr.set_output_scales(0, {alpha});
-  if (beta != 0.0f) {
-    dnnl::post_ops po;
-    po.append_sum(beta);  // C = alpha * op(A) op(B) + beta * C
-    attr.set_post_ops(po);
-  }
-  auto& o = onednn();
-  dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(ad, bd, cd), attr, o.engine);
-  dnnl::memory am(ad, o.engine, a16), bm(bd, o.engine, b16), cm(cd, o.engine, c);
-  dnnl::matmul(pd).execute(o.stream, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
-  o.stream.wait();
+  char err[256] = "";
+  if (!plugin().matmul) throw std::runtime_error("oneDNN is not available: " + plugin().error);
+  if (plugin().matmul(p == Precision::BF16 ? 1 : 2, op_a == Op::T, op_b == Op::T, m, n, k, alpha, a16, b16, beta, c,
+                      ldc, err, sizeof err) != 0)
+    throw std::runtime_error(std::string("oneDNN matmul failed: ") + err);
 }
 
 void gemm_convert(Precision p, Op op_a, Op op_b, int m, int n, int k, float alpha, const float* a, int lda,
@@ -137,10 +146,16 @@ void gemm_convert(Precision p, Op op_a, Op op_b, int m, int n, int k, float alph
 
 void set_gemm16_engine(Gemm16Engine e) { requested_engine() = e; }
 
+void set_gemm16_threads(int n) {
+  onednn_threads() = n;
+  if (plugin().set_threads) plugin().set_threads(n);
+}
+
 bool gemm16_uses_onednn(Precision p) { return p != Precision::FP32 && use_onednn(p); }
 
 std::string gemm16_engine_error(Gemm16Engine e, Precision p) {
   if (e != Gemm16Engine::OneDNN || p == Precision::FP32 || onednn_usable(p)) return "";
+  if (!plugin().kernel) return "oneDNN is not available (" + plugin().error + "): use auto or convert";
   return std::string("oneDNN has no ") + precision_name(p) + " matmul kernel for this CPU (it would run '" +
          onednn_kernel(p) + "', its reference loop); " + precision_name(p) +
          (p == Precision::BF16 ? " needs AVX512-BF16 or AMX" : " needs AVX512-FP16 or AMX-FP16") +
@@ -152,7 +167,9 @@ std::string gemm16_description(Precision p) {
   if (use_onednn(p))
     return std::string("oneDNN ") + precision_name(p) + " matmul (" + onednn_kernel(p) + "), fp32 accumulation";
   return std::string("OpenBLAS sgemm on ") + precision_name(p) + "-rounded operands" +
-         (requested_engine() == Gemm16Engine::Convert ? " (requested)" : " (oneDNN has no kernel for this CPU)");
+         (requested_engine() == Gemm16Engine::Convert ? " (requested)"
+          : plugin().kernel                          ? " (oneDNN has no kernel for this CPU)"
+                                                     : " (oneDNN not available: " + plugin().error + ")");
 }
 
 void gemm(Precision p, Op op_a, Op op_b, int m, int n, int k, float alpha, const float* a, int lda,

@@ -10,7 +10,7 @@
 # - fp16 started at a loss scale that overflows skips those steps, halves the scale
 #   and says so in metrics.jsonl;
 # - a loss scale that is not a power of two, and oneDNN asked for a precision it has
-#   no kernel for on this CPU, are refused with exit 2.
+#   no kernel for on this CPU (or without its plugin), are refused with exit 2.
 source "$(dirname "$0")/lib/common.sh"
 source "$(dirname "$0")/lib/resume.sh"
 STEPS=300
@@ -102,4 +102,11 @@ if ! grep -qE "avx512_fp16|amx_fp16" /proc/cpuinfo; then
   expect 2 "oneDNN has no fp16 matmul kernel for this CPU" "$BIN" train "${COMMON[@]}" --set train.precision='"fp16"' \
     --set train.gemm16='"onednn"' --set output.dir="\"$SCRATCH/bad\""
 fi
+# Without the oneDNN plugin next to the binary (../lib/libfurnace_onednn.so), auto falls
+# back to OpenBLAS and says so; onednn is refused.
+mkdir -p "$SCRATCH/bare/bin" && cp "$BIN" "$SCRATCH/bare/bin/furnace"
+expect 2 "oneDNN is not available" "$SCRATCH/bare/bin/furnace" train "${COMMON[@]}" --set train.precision='"bf16"' \
+  --set train.gemm16='"onednn"' --set output.dir="\"$SCRATCH/bad\""
+expect 0 "bf16 GEMMs on OpenBLAS sgemm on bf16-rounded operands (oneDNN not available" "$SCRATCH/bare/bin/furnace" train \
+  "${COMMON[@]}" --set train.precision='"bf16"' --set train.steps=2 --set output.dir="\"$SCRATCH/bare/run\""
 echo "precision: all checks passed"
