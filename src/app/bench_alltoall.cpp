@@ -130,7 +130,8 @@ int bench_alltoall(const BenchAllToAllOptions& opt) {
     for (int a = 0; a < kRuns; ++a) {
       const double m = median(t[a]);
       const double moved = a >= 3 ? bytes / 2 : bytes;  // 16-bit rows: half the bytes
-      std::string note = a >= 3 ? "rows of 16-bit values (half the bytes); " : "";
+      std::string note = a >= 3 ? "rows of 16-bit values (half the bytes)" : "";
+      if (a == 4) note += "; ";
       if (a == 2 || a == 4)
         note += hier.algorithm() == RowExchange::Algorithm::Hierarchical
                    ? std::to_string(hier.nodes()) + " nodes x " +
