@@ -112,34 +112,44 @@ void pack(const float* src, int rows, int cols, int ld, Out* dst, F&& convert) {
   }
 }
 
-void gemm_onednn(Precision p, Op op_a, Op op_b, int m, int n, int k, float alpha, const float* a, int lda,
-                 const float* b, int ldb, float beta, float* c, int ldc) {
-  static std::vector<std::uint16_t> abuf, bbuf;
+// Both operands packed as stored (A [m,k] or [k,m] when transposed, B [k,n] or [n,k]),
+// each element through `convert`, into buffers reused across calls (one thread issues
+// GEMMs). Their leading dimensions are then the stored row lengths.
+template <class T>
+struct Packed {
+  const T *a, *b;
+  int lda, ldb;
+};
+template <class T, class F>
+Packed<T> pack_operands(Op op_a, Op op_b, int m, int n, int k, const float* a, int lda, const float* b, int ldb,
+                        std::vector<T>& abuf, std::vector<T>& bbuf, F&& convert) {
   const int a_rows = op_a == Op::N ? m : k, a_cols = op_a == Op::N ? k : m;
   const int b_rows = op_b == Op::N ? k : n, b_cols = op_b == Op::N ? n : k;
-  auto* a16 = scratch(abuf, std::size_t(a_rows) * a_cols);
-  auto* b16 = scratch(bbuf, std::size_t(b_rows) * b_cols);
-  auto to16 = [p](float f) { return to_16bit(p, f); };
-  pack(a, a_rows, a_cols, lda, a16, to16);
-  pack(b, b_rows, b_cols, ldb, b16, to16);
-  char err[256] = "";
+  T* pa = scratch(abuf, std::size_t(a_rows) * a_cols);
+  T* pb = scratch(bbuf, std::size_t(b_rows) * b_cols);
+  pack(a, a_rows, a_cols, lda, pa, convert);
+  pack(b, b_rows, b_cols, ldb, pb, convert);
+  return {pa, pb, a_cols, b_cols};
+}
+
+void gemm_onednn(Precision p, Op op_a, Op op_b, int m, int n, int k, float alpha, const float* a, int lda,
+                 const float* b, int ldb, float beta, float* c, int ldc) {
   if (!plugin().matmul) throw std::runtime_error("oneDNN is not available: " + plugin().error);
-  if (plugin().matmul(p == Precision::BF16 ? 1 : 2, op_a == Op::T, op_b == Op::T, m, n, k, alpha, a16, b16, beta, c,
-                      ldc, err, sizeof err) != 0)
+  static std::vector<std::uint16_t> abuf, bbuf;
+  const auto ops = pack_operands(op_a, op_b, m, n, k, a, lda, b, ldb, abuf, bbuf,
+                                 [p](float f) { return to_16bit(p, f); });
+  char err[256] = "";
+  if (plugin().matmul(p == Precision::BF16 ? 1 : 2, op_a == Op::T, op_b == Op::T, m, n, k, alpha, ops.a, ops.b, beta,
+                      c, ldc, err, sizeof err) != 0)
     throw std::runtime_error(std::string("oneDNN matmul failed: ") + err);
 }
 
 void gemm_convert(Precision p, Op op_a, Op op_b, int m, int n, int k, float alpha, const float* a, int lda,
                   const float* b, int ldb, float beta, float* c, int ldc) {
   static std::vector<float> abuf, bbuf;
-  const int a_rows = op_a == Op::N ? m : k, a_cols = op_a == Op::N ? k : m;
-  const int b_rows = op_b == Op::N ? k : n, b_cols = op_b == Op::N ? n : k;
-  auto* ar = scratch(abuf, std::size_t(a_rows) * a_cols);
-  auto* br = scratch(bbuf, std::size_t(b_rows) * b_cols);
-  auto round = [p](float f) { return round_to(p, f); };
-  pack(a, a_rows, a_cols, lda, ar, round);
-  pack(b, b_rows, b_cols, ldb, br, round);
-  gemm<float>(op_a, op_b, m, n, k, alpha, ar, a_cols, br, b_cols, beta, c, ldc);
+  const auto ops = pack_operands(op_a, op_b, m, n, k, a, lda, b, ldb, abuf, bbuf,
+                                 [p](float f) { return round_to(p, f); });
+  gemm<float>(op_a, op_b, m, n, k, alpha, ops.a, ops.lda, ops.b, ops.ldb, beta, c, ldc);
 }
 
 }  // namespace
