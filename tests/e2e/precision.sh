@@ -7,6 +7,7 @@
 #   against 1 rank, the first 30 steps within 1e-5);
 # - checkpoints hold the fp32 masters: a bf16 checkpoint resumes as bf16 bit-exactly
 #   and as fp32 (within 2%), and an fp16 run resumes bit-exactly with its loss scale;
+# - in bf16, memory.recompute = block and memory.experts = nvme change no bit;
 # - fp16 started at a loss scale that overflows skips those steps, halves the scale
 #   and says so in metrics.jsonl;
 # - a loss scale that is not a power of two, and oneDNN asked for a precision it has
@@ -80,6 +81,20 @@ print(f"  fp16: {over} overflowing steps skipped, scale 2^40 -> {scales[-1]:g}")
 PY
 grep -q "^step 1: fp16 gradients overflowed at loss scale 1.09951e+12; update skipped" "$SCRATCH/fp16.log" ||
   { head -20 "$SCRATCH/fp16.log"; fail "no overflow line for step 1"; }
+
+# 3b. In bf16 too, recomputation and the nvme tier change no bit (30 steps, 4 layers).
+for v in none block nvme; do
+  extra=(--set memory.recompute='"none"')
+  [ $v = block ] && extra=(--set memory.recompute='"block"')
+  [ $v = nvme ] && { mkdir -p "$SCRATCH/nvme_dir"; extra=(--set memory.experts='"nvme"' --set memory.nvme_dir="\"$SCRATCH/nvme_dir\""); }
+  train "bf16_$v" 1 --set train.precision='"bf16"' --set train.steps=30 --set model.n_layers=4 "${extra[@]}"; ok "bf16_$v"
+  losses "$SCRATCH/bf16_$v/metrics.jsonl" > "$SCRATCH/bf16_$v.losses"
+  losses "$SCRATCH/bf16_$v/metrics.jsonl" grad_norm >> "$SCRATCH/bf16_$v.losses"
+done
+for v in block nvme; do
+  cmp -s "$SCRATCH/bf16_none.losses" "$SCRATCH/bf16_$v.losses" || fail "bf16: $v changes the losses or gradient norms"
+done
+echo "ok: bf16 with recompute = block and experts on nvme: bitwise the plain run"
 
 # 4. Resume from step 150: bf16 -> bf16 and fp16 -> fp16 bit-exact, bf16 -> fp32 close.
 for p in bf16 fp16; do
