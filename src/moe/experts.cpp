@@ -63,7 +63,8 @@ void ExpertFFN::forward(kernels::View2<const float> x, const std::vector<std::in
                            .ldb = d,
                            .c = y.data() + offsets[e] * d,
                            .ldc = d};
-  });  // 16-bit: the outputs are 16-bit values, as the dispatch carries them back (ep > 1);
+  });
+  // 16-bit: the outputs are 16-bit values, as the dispatch carries them back (ep > 1);
   // rounded in every layout so that the layouts train alike.
   kernels::round_values(prec_, kernels::flat(y));
 }
@@ -165,7 +166,8 @@ void ExpertFFN::backward(kernels::View2<const float> dy, kernels::View2<const fl
                            .ldb = h1,
                            .c = dx.data() + off[e] * d,
                            .ldc = d};
-  });  kernels::round_values(prec_, kernels::flat(dx));  // as y in forward
+  });
+  kernels::round_values(prec_, kernels::flat(dx));  // as y in forward
 }
 
 double ExpertFFN::flops_forward_backward() const {
