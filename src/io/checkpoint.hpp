@@ -23,6 +23,9 @@ struct CheckpointMeta {
   int world = 1, dp = 1, ep = 1;  // the layout that wrote the file (read: as stored)
   // fp16 dynamic loss scaling (train.precision = fp16): the scale as log2 and the
   // finite steps since it last changed; loss_scale_log2 < 0: not written (another precision).
+  // At most kMaxLossScaleLog2: train.loss_scale <= 1e30 < 2^100 and the scale only halves
+  // from there, or doubles up to 2^24.
+  static constexpr int kMaxLossScaleLog2 = 99;
   int loss_scale_log2 = -1;
   long long loss_scale_good_steps = 0;
 };

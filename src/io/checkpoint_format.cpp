@@ -115,7 +115,8 @@ CheckpointHeader read_header(hid_t file, const std::string& path) {
   // Optional: only an fp16 run writes its loss scale (kept within LossScaler's range).
   meta.loss_scale_log2 = h5::read_int_attr(m, "loss_scale_log2").value_or(-1);
   meta.loss_scale_good_steps = h5::read_i64_attr(m, "loss_scale_good_steps").value_or(0);
-  if (meta.loss_scale_log2 > 24 || meta.loss_scale_log2 < -1 || meta.loss_scale_good_steps < 0)
+  if (meta.loss_scale_log2 > CheckpointMeta::kMaxLossScaleLog2 || meta.loss_scale_log2 < -1 ||
+      meta.loss_scale_good_steps < 0)
     fail(path, "has an impossible /meta loss scale (log2 " + std::to_string(meta.loss_scale_log2) + ", " +
                    std::to_string(meta.loss_scale_good_steps) + " good steps)");
   if (meta.step < 0 || meta.tokens_seen < 0)

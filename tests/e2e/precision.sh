@@ -103,6 +103,13 @@ for p in bf16 fp16; do
   check_resumed "${p}_resumed" 150 "" $STEPS
   same_losses "$p" "${p}_resumed" 151 $STEPS 0 || fail "$p resumed as $p differs from the uninterrupted run"
 done
+# A checkpoint taken while the scale is still above the 2^24 the doubling stops at
+# (step 2 of a run started at 2^40) resumes too.
+train fp16_early 1 --set train.precision='"fp16"' --set train.loss_scale=1099511627776 --set train.steps=4 \
+  --set checkpoint.every=2; ok fp16_early
+train fp16_early_resumed 1 --set train.precision='"fp16"' --set train.loss_scale=1099511627776 --set train.steps=4 \
+  --resume "$SCRATCH/fp16_early/ckpt/step_00000002.h5"; ok fp16_early_resumed
+same_losses fp16_early fp16_early_resumed 3 4 0 || fail "fp16 resumed at scale 2^38 differs"
 train bf16_as_fp32 1 --resume "$SCRATCH/bf16/ckpt/step_00000150.h5"; ok bf16_as_fp32
 check_resumed bf16_as_fp32 150 "" $STEPS
 grep -q '^resume: train.precision: "bf16" in checkpoint, "fp32" now' "$SCRATCH/bf16_as_fp32.log" ||
