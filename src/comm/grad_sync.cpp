@@ -20,48 +20,74 @@ void bf16_sum(void* in, void* inout, int* len, MPI_Datatype*) {
 
 }  // namespace
 
+std::vector<GradSync::Span> GradSync::plan(const std::vector<memory::ParamInfo>& infos, std::size_t bucket_bytes,
+                                           int dense_ranks, int expert_ranks) {
+  const std::int64_t cap = std::max<std::int64_t>(1, std::int64_t(bucket_bytes / sizeof(float)));
+  std::vector<Span> spans;
+  for (int hi = int(infos.size()) - 1; hi >= 0;) {
+    const auto kind = infos[hi].kind;
+    int lo = hi;
+    while (lo > 0 && infos[lo - 1].kind == kind && infos[hi].offset + infos[hi].size - infos[lo - 1].offset <= cap)
+      --lo;
+    const int ranks = kind == memory::ParamKind::Expert ? expert_ranks : dense_ranks;
+    if (ranks > 1)
+      spans.push_back({.offset = infos[lo].offset,
+                       .count = infos[hi].offset + infos[hi].size - infos[lo].offset,
+                       .first = lo, .last = hi, .kind = kind, .ranks = ranks});
+    hi = lo - 1;
+  }
+  return spans;
+}
+
+std::uint64_t GradSync::scatter_bytes(const memory::StateStore& ps, const std::vector<Span>& buckets,
+                                     kernels::Precision wire) {
+  if (!ps.moments_sharded()) return 0;
+  std::uint64_t total = 0;
+  std::vector<int> counts, displs;
+  for (const auto& b : buckets) {
+    ps.shards().split(b.kind, b.offset, b.offset + b.count, counts, displs);
+    total += std::uint64_t(counts[std::size_t(ps.shards().rank_of(b.kind))]);
+  }
+  return total * (wire == kernels::Precision::BF16 ? sizeof(std::uint16_t) : sizeof(float));
+}
+
+std::uint64_t GradSync::wire_bytes(const std::vector<Span>& buckets, kernels::Precision wire) {
+  if (wire != kernels::Precision::BF16) return 0;
+  std::uint64_t total = 0;
+  for (const auto& b : buckets) total += std::uint64_t(b.count);
+  return total * sizeof(std::uint16_t);
+}
+
 GradSync::GradSync(const memory::StateStore& ps, const Groups& groups, std::size_t bucket_bytes,
                    kernels::Precision wire, memory::Ledger* ledger)
     : ps_(ps), bucket_of_(ps.infos().size(), -1), wire_dtype_(wire) {
   if (wire != kernels::Precision::FP32 && wire != kernels::Precision::BF16)
     throw std::invalid_argument("GradSync: the gradient wire is fp32 or bf16");
-  const auto& infos = ps.infos();
-  auto comm_of = [&](const memory::ParamInfo& p) {
-    return p.kind == memory::ParamKind::Expert ? groups.dp_comm() : groups.world();
-  };
-  auto size_of = [](MPI_Comm c) {
-    int s = 1;
-    mpiCheck(MPI_Comm_size(c, &s));
-    return s;
-  };
-  const std::int64_t cap = std::max<std::int64_t>(1, std::int64_t(bucket_bytes / sizeof(float)));
-  for (int hi = int(infos.size()) - 1; hi >= 0;) {
-    const MPI_Comm c = comm_of(infos[hi]);
-    int lo = hi;
-    while (lo > 0 && comm_of(infos[lo - 1]) == c &&
-           infos[hi].offset + infos[hi].size - infos[lo - 1].offset <= cap)
-      --lo;
-    if (size_of(c) > 1) {
-      Bucket b;
-      b.offset = infos[lo].offset;
-      b.count = infos[hi].offset + infos[hi].size - b.offset;
-      b.comm = c;
-      b.tensors = hi - lo + 1;
-      if (ps.moments_sharded()) {
-        ps.shards().split(infos[hi].kind, b.offset, b.offset + b.count, b.counts, b.displs);
-        b.me = ps.shards().rank_of(infos[hi].kind);
-      }
-      for (int i = lo; i <= hi; ++i) bucket_of_[i] = int(buckets_.size());
-      buckets_.push_back(b);
+  const auto spans = plan(ps.infos(), bucket_bytes, groups.size(), groups.dp());
+  for (const auto& s : spans) {
+    Bucket b;
+    b.offset = s.offset;
+    b.count = s.count;
+    b.comm = s.kind == memory::ParamKind::Expert ? groups.dp_comm() : groups.world();
+    b.tensors = s.last - s.first + 1;
+    if (ps.moments_sharded()) {
+      ps.shards().split(s.kind, b.offset, b.offset + b.count, b.counts, b.displs);
+      b.me = ps.shards().rank_of(s.kind);
     }
-    hi = lo - 1;
+    for (int i = s.first; i <= s.last; ++i) bucket_of_[i] = int(buckets_.size());
+    buckets_.push_back(b);
   }
+  const std::size_t elem = wire_dtype_ == kernels::Precision::BF16 ? sizeof(std::uint16_t) : sizeof(float);
+  std::size_t parts = 0;
+  for (auto& bk : buckets_)
+    if (!bk.counts.empty()) bk.scatter_offset = parts, parts += std::size_t(bk.counts[std::size_t(bk.me)]) * elem;
+  scatter_.resize(parts);
+  if (ledger && parts > 0) ledger->add(memory::Category::Communication, memory::Tier::Host, kScatterLabel, parts);
   if (wire_dtype_ == kernels::Precision::BF16) {
     std::int64_t total = 0;
     for (auto& bk : buckets_) bk.wire_offset = total, total += bk.count;
     wire_.resize(std::size_t(total));
-    if (ledger) ledger->add(memory::Category::Communication, memory::Tier::Host, "GradSync::wire",
-                            std::uint64_t(total) * sizeof(std::uint16_t));
+    if (ledger) ledger->add(memory::Category::Communication, memory::Tier::Host, kWireLabel, wire_bytes(spans, wire));
     mpiCheck(MPI_Op_create(&bf16_sum, /*commute=*/1, &bf16_sum_));
   }
 }
@@ -77,33 +103,48 @@ void GradSync::begin() {
 void GradSync::start(Bucket& b) {
   float* g = ps_.grads().data() + b.offset;
   b.landed = false;
+  const bool part = !b.counts.empty();
+  // ZeRO-1 reduce-scatters into a buffer of its own, not MPI_IN_PLACE: MPICH 4.0's
+  // in-place MPI_Reduce_scatter aborts ("memcpy argument memory ranges overlap") when
+  // a later rank's part is larger than rank 0's, which whole-tensor ownership gives.
+  void* part_sum = part ? static_cast<void*>(scatter_.data() + b.scatter_offset) : nullptr;
   if (wire_dtype_ == kernels::Precision::BF16) {
     std::uint16_t* w = wire_.data() + b.wire_offset;
     for (std::int64_t i = 0; i < b.count; ++i) w[i] = kernels::float_to_bf16(g[i]);
-    if (b.counts.empty())
+    if (!part)
       mpiCheck(MPI_Iallreduce(MPI_IN_PLACE, w, int(b.count), MPI_UINT16_T, bf16_sum_, b.comm, &b.request));
     else
-      mpiCheck(MPI_Ireduce_scatter(MPI_IN_PLACE, w, b.counts.data(), MPI_UINT16_T, bf16_sum_, b.comm, &b.request));
+      mpiCheck(MPI_Ireduce_scatter(w, part_sum, b.counts.data(), MPI_UINT16_T, bf16_sum_, b.comm, &b.request));
     return;
   }
   // Counts are int in MPI-3; split larger buckets is not needed below 8 GiB.
-  if (b.counts.empty())
+  if (!part)
     mpiCheck(MPI_Iallreduce(MPI_IN_PLACE, g, int(b.count), MPI_FLOAT, MPI_SUM, b.comm, &b.request));
-  else  // in place: this rank's sum lands at the bucket's start (moved home in finish)
-    mpiCheck(MPI_Ireduce_scatter(MPI_IN_PLACE, g, b.counts.data(), MPI_FLOAT, MPI_SUM, b.comm, &b.request));
+  else
+    mpiCheck(MPI_Ireduce_scatter(g, part_sum, b.counts.data(), MPI_FLOAT, MPI_SUM, b.comm, &b.request));
 }
 
 void GradSync::wait(Bucket& b) {
   mpiCheck(MPI_Wait(&b.request, MPI_STATUS_IGNORE));
   if (b.landed) return;
   b.landed = true;
-  if (wire_dtype_ != kernels::Precision::BF16) return;
-  // The sum (ZeRO-1: this rank's part, at the copy's start) widened into its home.
-  const std::uint16_t* w = wire_.data() + b.wire_offset;
   const bool part = !b.counts.empty();
+  const bool bf16 = wire_dtype_ == kernels::Precision::BF16;
+  if (!part && !bf16) return;  // reduced in place
+  // The sum (ZeRO-1: this rank's part) into its home in the gradient buffer; the rest
+  // of a sharded bucket is other ranks' unreduced partial sums, never read. (Host
+  // memory on host backends, as the MPI calls assume; a device build would stage this
+  // through a Kokkos copy.)
   float* g = ps_.grads().data() + b.offset + (part ? b.displs[std::size_t(b.me)] : 0);
   const std::int64_t n = part ? b.counts[std::size_t(b.me)] : b.count;
-  for (std::int64_t i = 0; i < n; ++i) g[i] = kernels::bf16_to_float(w[i]);
+  const std::byte* from = part ? scatter_.data() + b.scatter_offset
+                               : reinterpret_cast<const std::byte*>(wire_.data() + b.wire_offset);
+  if (bf16) {
+    const auto* w = reinterpret_cast<const std::uint16_t*>(from);
+    for (std::int64_t i = 0; i < n; ++i) g[i] = kernels::bf16_to_float(w[i]);
+  } else {
+    std::memcpy(g, from, std::size_t(n) * sizeof(float));
+  }
 }
 
 void GradSync::wait_all() {
@@ -133,14 +174,6 @@ void GradSync::finish() {
       start(b);
     }
   wait_all();
-  for (auto& b : buckets_)
-    if (wire_dtype_ == kernels::Precision::FP32 && !b.counts.empty() && b.displs[std::size_t(b.me)] > 0) {
-      float* g = ps_.grads().data() + b.offset;
-      // The rest of the bucket is other ranks' unreduced partial sums, never read.
-      // (Host memory on host backends, as the MPI calls assume; a device build would
-      // stage this move through a Kokkos copy.)
-      std::memmove(g + b.displs[std::size_t(b.me)], g, std::size_t(b.counts[std::size_t(b.me)]) * sizeof(float));
-    }
 }
 
 void GradSync::gather_params() {

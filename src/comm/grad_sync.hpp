@@ -29,6 +29,8 @@ class GradSync {
   GradSync(const memory::StateStore& ps, const Groups& groups, std::size_t bucket_bytes,
            kernels::Precision wire = kernels::Precision::FP32, memory::Ledger* ledger = nullptr);
   ~GradSync();
+  static constexpr const char* kWireLabel = "GradSync::wire";
+  static constexpr const char* kScatterLabel = "GradSync::scatter";
   GradSync(const GradSync&) = delete;
   GradSync& operator=(const GradSync&) = delete;
 
@@ -47,6 +49,26 @@ class GradSync {
 
   std::size_t bucket_count() const { return buckets_.size(); }
 
+  // A bucket as planned: tensors first..last (registration order) of one kind, `count`
+  // floats from `offset` of the gradient buffer, reduced over `ranks` ranks.
+  struct Span {
+    std::int64_t offset = 0, count = 0;
+    int first = 0, last = 0;
+    memory::ParamKind kind = memory::ParamKind::Dense;
+    int ranks = 1;
+  };
+  // The buckets a GradSync forms when dense gradients are reduced over dense_ranks and
+  // expert gradients over expert_ranks (tensors whose group has one rank get none), in
+  // the order they are started. The constructor uses it; so does the planner.
+  static std::vector<Span> plan(const std::vector<memory::ParamInfo>& infos, std::size_t bucket_bytes,
+                                int dense_ranks, int expert_ranks);
+  // The bytes of the wire copy those buckets need (bf16: 2 per element; fp32: none).
+  static std::uint64_t wire_bytes(const std::vector<Span>& buckets, kernels::Precision wire);
+  // The bytes of the ZeRO-1 reduce-scatter's receive buffer (this rank's part of each
+  // bucket, in the wire's type); 0 unless `ps` has sharded moments.
+  static std::uint64_t scatter_bytes(const memory::StateStore& ps, const std::vector<Span>& buckets,
+                                     kernels::Precision wire);
+
  private:
   struct Bucket {
     std::int64_t offset = 0, count = 0;  // floats in the gradient buffer
@@ -57,6 +79,7 @@ class GradSync {
     std::vector<int> counts, displs;
     int me = 0;  // this rank in comm
     std::int64_t wire_offset = 0;  // bf16 wire: where the bucket's copy starts in wire_
+    std::size_t scatter_offset = 0;  // ZeRO-1: byte offset of this rank's summed part in scatter_
     bool landed = true;            // its reduced values are back in the gradient buffer
   };
   void start(Bucket& b);
@@ -68,6 +91,7 @@ class GradSync {
   std::vector<int> bucket_of_;  // per tensor; -1 when its group has one rank
   kernels::Precision wire_dtype_;
   std::vector<std::uint16_t> wire_;  // bf16 wire: every bucket's copy, back to back
+  std::vector<std::byte> scatter_;   // ZeRO-1: this rank's summed part of every bucket
   MPI_Op bf16_sum_ = MPI_OP_NULL;
 };
 
