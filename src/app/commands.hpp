@@ -37,6 +37,17 @@ struct DumpOptions {
 // PyTorch reference check (tests/reference/).
 int cmd_reference_dump(const DumpOptions& opt);
 
+struct PlanOptions {
+  std::string config, machine;
+  std::vector<std::string> overrides;
+  int nodes = 1, ranks_per_node = 0;  // 0: the machine's
+  double imbalance = 0;               // 0: from moe.capacity_factor
+  bool search = false, json = false, weak = false;
+  std::string sweep_nodes, csv;       // "1,2,4": a scaling table (and its CSV)
+};
+// Predicted bytes, fit and step time of a configuration on a machine description.
+int cmd_plan(const PlanOptions& opt);
+
 // Start-up banner on rank 0: version, layout, Kokkos backend, BLAS core and rate.
 void print_banner(const std::string& layout);
 

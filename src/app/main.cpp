@@ -9,6 +9,7 @@
 #include <cstdio>
 
 #include "app/bench_alltoall.hpp"
+#include "app/bench_calibrate.hpp"
 #include "app/bench_io.hpp"
 #include "app/bench_kernels.hpp"
 #include "app/bench_nvme.hpp"
@@ -122,6 +123,30 @@ int run(int argc, char** argv) {
       ->capture_default_str();
   bnvc->add_flag("--buffered", bnv.buffered, "no O_DIRECT in the store (and so in the baseline)");
 
+  PlanOptions plan;
+  auto* pl = cli.add_subcommand("plan", "predicted bytes, fit and step time of a config on a machine (docs/plan.md)");
+  pl->add_option("-c,--config", plan.config, "TOML config file")->required();
+  pl->add_option("-m,--machine", plan.machine, "machine description (configs/machines/*.toml)")->required();
+  pl->add_option("-s,--set", plan.overrides, "override a key: section.key=value");
+  pl->add_option("--nodes", plan.nodes, "nodes of the job")->capture_default_str();
+  pl->add_option("--ranks-per-node", plan.ranks_per_node, "0 = the machine's machine.ranks_per_node")
+      ->capture_default_str();
+  pl->add_option("--imbalance", plan.imbalance, "MoE load max/mean; 0 = from moe.capacity_factor")
+      ->capture_default_str();
+  pl->add_flag("--search", plan.search, "try every ep, zero, recompute and tier; print the fastest that fits");
+  pl->add_option("--sweep-nodes", plan.sweep_nodes, "a scaling table over node counts, e.g. 1,2,4,8");
+  pl->add_flag("--weak", plan.weak, "with --sweep-nodes: keep the batch per rank (default: the global batch)");
+  pl->add_option("--csv", plan.csv, "with --sweep-nodes: also write the table as CSV");
+  pl->add_flag("--json", plan.json, "one JSON object instead of the report");
+
+  BenchCalibrateOptions bcal;
+  auto* bcalc = bench->add_subcommand("calibrate", "measure this machine and write a machine file for furnace plan");
+  bcalc->add_option("--out", bcal.out, "machine file to write")->required();
+  bcalc->add_option("--name", bcal.name, "the machine's name in the file")->capture_default_str();
+  bcalc->add_option("--dir", bcal.dir, "directory for the disk measurement")->capture_default_str();
+  bcalc->add_option("--disk-mb", bcal.disk_mb, "MiB written and read there")->capture_default_str();
+  bcalc->add_option("--seconds", bcal.seconds, "timing per GEMM size")->capture_default_str();
+
   auto* ck = cli.add_subcommand("ckpt", "inspect checkpoints");
   ck->require_subcommand(1);
   std::string ck_path;
@@ -159,7 +184,9 @@ int run(int argc, char** argv) {
   if (*bac) return bench_alltoall(ba);
   if (*bioc) return bench_io(bio);
   if (*bnvc) return bench_nvme(bnv);
+  if (*bcalc) return bench_calibrate(bcal);
   if (*cki) return cmd_ckpt_inspect(ck_path, ck_verify);
+  if (*pl) return cmd_plan(plan);
   if (*d) return cmd_reference_dump(dump);
   return kFailure;
 }

@@ -49,7 +49,7 @@ RowExchange::RowExchange(const Groups& groups, Algorithm algorithm, int width, m
     : requested_(algorithm),
       algorithm_(Algorithm::Flat),
       width_(width),
-      pool_("RowExchange::stage", memory::Category::Communication, memory::Tier::Host,
+      pool_(kStagingLabel, memory::Category::Communication, memory::Tier::Host,
             ledger ? *ledger : own_ledger_) {
   if (width < 1) abort_job("RowExchange: row width must be >= 1", 4);
   mpiCheck(MPI_Type_contiguous(width, MPI_FLOAT, &rows_fp32_.type));
@@ -109,6 +109,12 @@ RowExchange::RowExchange(const Groups& groups, Algorithm algorithm, int width, m
                  groups.describe().c_str());
     std::fflush(stderr);
   }
+}
+
+std::size_t RowExchange::balanced_staging_bytes(Algorithm algorithm, std::int64_t rows, std::size_t row_bytes) {
+  if (algorithm != Algorithm::Hierarchical || rows <= 0) return 0;
+  using Pool = memory::Pool<Kokkos::HostSpace>;
+  return Pool::class_bytes(Pool::class_of(std::size_t(rows) * row_bytes));
 }
 
 RowExchange::~RowExchange() {

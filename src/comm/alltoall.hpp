@@ -38,6 +38,11 @@ class RowExchange {
   // `ledger` (communication, host tier, "RowExchange::stage"), or in a ledger of its own
   // when none is given; `ledger` must outlive the RowExchange.
   RowExchange(const Groups& groups, Algorithm algorithm, int width, memory::Ledger* ledger = nullptr);
+  // The hierarchical staging a step with balanced routing holds: one pool block for the
+  // `rows` a rank sends per exchange, of `row_bytes` each (the planner's figure; the
+  // pool's real high-water mark follows the routing). 0 for flat.
+  static std::size_t balanced_staging_bytes(Algorithm algorithm, std::int64_t rows, std::size_t row_bytes);
+  static constexpr const char* kStagingLabel = "RowExchange::stage";
   // The staging pool (its bytes and high-water mark).
   const memory::Pool<Kokkos::HostSpace>& staging() const { return pool_; }
   ~RowExchange();

@@ -1,6 +1,7 @@
 #include "comm/grad_sync.hpp"
 
 #include <cstring>
+#include <limits>
 #include <stdexcept>
 
 #include "comm/mpi_check.hpp"
@@ -30,6 +31,11 @@ std::vector<GradSync::Span> GradSync::plan(const std::vector<memory::ParamInfo>&
     while (lo > 0 && infos[lo - 1].kind == kind && infos[hi].offset + infos[hi].size - infos[lo - 1].offset <= cap)
       --lo;
     const int ranks = kind == memory::ParamKind::Expert ? expert_ranks : dense_ranks;
+    // MPI-3 counts are int: one tensor of more elements cannot be one reduction.
+    if (ranks > 1 && infos[hi].offset + infos[hi].size - infos[lo].offset > std::numeric_limits<int>::max())
+      throw std::length_error("tensor '" + infos[hi].name + "' has " + std::to_string(infos[hi].size) +
+                              " elements on this rank, more than one MPI reduction can take (2^31 - 1); "
+                              "raise parallel.ep to split the experts over more ranks");
     if (ranks > 1)
       spans.push_back({.offset = infos[lo].offset,
                        .count = infos[hi].offset + infos[hi].size - infos[lo].offset,

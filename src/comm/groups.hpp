@@ -12,6 +12,17 @@
 
 namespace furnace::comm {
 
+// Where one rank sits in the MoDa layout, as plain numbers: everything the trainer's
+// sizes depend on. Groups gives the running job's; the planner (furnace plan) makes one
+// for a job that is not running, so both size the rank with the same code.
+struct Layout {
+  int world = 1, rank = 0, ep = 1;
+  int ranks_per_node = 1;  // ranks sharing a node with this one
+  int dp() const { return world / ep; }
+  int ep_rank() const { return rank % ep; }
+  int dp_rank() const { return rank / ep; }
+};
+
 class Groups {
  public:
   // Collective over `parent`. Returns the layout problem in `error` (every rank
@@ -33,6 +44,7 @@ class Groups {
   int dp_rank() const { return rank_ / ep_; }
   int node_rank() const { return node_rank_; }
   int node_size() const { return node_size_; }
+  Layout layout() const { return {.world = size_, .rank = rank_, .ep = ep_, .ranks_per_node = node_size_}; }
 
   // "world 4 = dp 2 x ep 2, 2 ranks/node"
   std::string describe() const;

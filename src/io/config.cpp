@@ -417,8 +417,8 @@ Config parse_config(const std::string& toml_text, const std::vector<std::string>
   return cfg;
 }
 
-Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
-  const std::string name = "config file '" + clip(path) + "'";
+std::string read_small_text_file(const std::string& path, const std::string& what) {
+  const std::string name = what + " '" + clip(path) + "'";
   std::error_code ec;
   const auto st = std::filesystem::status(path, ec);
   if (!std::filesystem::exists(st))
@@ -436,8 +436,12 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   if (in.bad()) throw ConfigError(name + " could not be read to the end");
   if (text.size() > kMaxConfigBytes)
     throw ConfigError(name + " is larger than " + std::to_string(kMaxConfigBytes >> 20) +
-                      " MiB; a config is a small TOML file (see configs/tiny.toml)");
-  return parse_config(text, overrides, path);
+                      " MiB; it should be a small TOML file (see configs/)");
+  return text;
+}
+
+Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  return parse_config(read_small_text_file(path, "config file"), overrides, path);
 }
 
 void validate(const Config& cfg) { validate_at(cfg, "config"); }

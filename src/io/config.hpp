@@ -121,6 +121,11 @@ inline constexpr std::size_t kMaxConfigBytes = std::size_t(1) << 20;
 
 // Parse `path` (TOML), then apply `overrides` ("section.key=value", value in TOML
 // syntax or a bare string), then validate. Throws ConfigError.
+// The text of a small TOML file (a config, a machine description): at most
+// kMaxConfigBytes read, whatever the file claims; ConfigError naming `what` and the
+// path when it is missing, a directory, unreadable or too large.
+std::string read_small_text_file(const std::string& path, const std::string& what);
+
 Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
 // Same from TOML text (tests). `origin` names the source in messages.
 Config parse_config(const std::string& toml_text, const std::vector<std::string>& overrides = {},

@@ -16,7 +16,7 @@ namespace furnace::train {
 
 namespace k = furnace::kernels;
 
-model::GptSpec make_spec(const io::Config& c, const comm::Groups& g) {
+model::GptSpec make_spec(const io::Config& c, const comm::Layout& g) {
   model::GptSpec s;
   s.vocab = c.model.vocab_size;
   s.seq = c.model.seq_len;
@@ -33,10 +33,10 @@ model::GptSpec make_spec(const io::Config& c, const comm::Groups& g) {
   s.router = {.experts = c.moe.experts, .top_k = c.moe.top_k,
               .capacity_factor = c.moe.capacity_factor, .aux_loss_coef = c.moe.aux_loss_coef,
               .z_loss_coef = c.moe.z_loss_coef};
-  s.local_experts = c.moe.experts / g.ep();
+  s.local_experts = c.moe.experts / g.ep;
   s.first_expert = s.local_experts * g.ep_rank();
-  s.batch = c.train.batch_size / g.size();
-  s.ep_size = g.ep();
+  s.batch = c.train.batch_size / g.world;
+  s.ep_size = g.ep;
   if (c.moe.capacity_factor <= 0 && s.moe_layers() > 0) {
     // Dropless: the capacity bound is every token of the ep group (worst-case buffers);
     // the budget caps them, and a skewed step exchanges in rounds.
@@ -82,15 +82,16 @@ void offload_state(const io::Config& c, memory::StateStore& ps) {
 
 }  // namespace
 
-memory::ShardLayout zero_layout(const io::Config& cfg, const comm::Groups& g) {
+memory::ShardLayout zero_layout(const io::Config& cfg, const comm::Layout& g) {
   if (cfg.memory.zero == 0) return {};
-  return {.dense_ranks = g.size(), .dense_rank = g.rank(), .expert_ranks = g.dp(), .expert_rank = g.dp_rank()};
+  return {.dense_ranks = g.world, .dense_rank = g.rank, .expert_ranks = g.dp(), .expert_rank = g.dp_rank()};
 }
 
-memory::Ledger measure_memory(const io::Config& cfg, const model::GptSpec& spec, const memory::ShardLayout& zero) {
-  memory::Ledger planned;
-  memory::StateStore ps;
-  memory::Arenas arenas("Trainer", planned, memory::Mode::Measure);
+namespace {
+
+// measure_memory's work, leaving the measured store and arenas to the caller.
+void build_measured(const io::Config& cfg, const model::GptSpec& spec, const memory::ShardLayout& zero,
+                    memory::Ledger& planned, memory::StateStore& ps, memory::Arenas& arenas) {
   offload_state(cfg, ps);
   model::Gpt model(spec, ps, arenas);
   ps.allocate(planned, placement(cfg), memory::Mode::Measure, zero);
@@ -99,7 +100,49 @@ memory::Ledger measure_memory(const io::Config& cfg, const model::GptSpec& spec,
   allocate_batch(arenas, spec, inputs, targets);
   if (const auto b = Checkpointer::snapshot_bytes(cfg, ps))
     planned.add(memory::Category::Workspace, memory::Tier::Host, Checkpointer::kSnapshotLabel, b);
+}
+
+}  // namespace
+
+memory::Ledger measure_memory(const io::Config& cfg, const model::GptSpec& spec, const memory::ShardLayout& zero) {
+  memory::Ledger planned;
+  memory::StateStore ps;
+  memory::Arenas arenas("Trainer", planned, memory::Mode::Measure);
+  build_measured(cfg, spec, zero, planned, ps, arenas);
   return planned;
+}
+
+MemoryPlan plan_memory(const io::Config& cfg, const comm::Layout& layout) {
+  const model::GptSpec spec = make_spec(cfg, layout);
+  MemoryPlan plan;
+  memory::Ledger& planned = plan.ledger;
+  memory::StateStore ps;
+  memory::Arenas arenas("Trainer", planned, memory::Mode::Measure);
+  build_measured(cfg, spec, zero_layout(cfg, layout), planned, ps, arenas);
+  const auto wire = cfg.comm.grad_dtype == "bf16" ? kernels::Precision::BF16 : kernels::Precision::FP32;
+  plan.buckets = comm::GradSync::plan(ps.infos(), std::size_t(cfg.comm.bucket_mb) << 20, layout.world, layout.dp());
+  if (const auto b = comm::GradSync::wire_bytes(plan.buckets, wire))
+    planned.add(memory::Category::Communication, memory::Tier::Host, comm::GradSync::kWireLabel, b);
+  if (const auto b = comm::GradSync::scatter_bytes(ps, plan.buckets, wire))
+    planned.add(memory::Category::Communication, memory::Tier::Host, comm::GradSync::kScatterLabel, b);
+  if (spec.ep_size > 1 && spec.moe_layers() > 0) {
+    // Each MoE layer's exchange sends this rank's tokens top_k times (balanced routing).
+    const auto algorithm = cfg.comm.alltoall == "hierarchical" ? comm::RowExchange::Algorithm::Hierarchical
+                                                               : comm::RowExchange::Algorithm::Flat;
+    const std::size_t row = std::size_t(spec.d_model) * (spec.precision == kernels::Precision::FP32 ? 4 : 2);
+    const std::int64_t rows = std::int64_t(spec.batch) * spec.seq * spec.router.top_k;
+    const bool spans_nodes = layout.ranks_per_node > 1 && layout.ranks_per_node < spec.ep_size;
+    if (const auto b = spans_nodes ? comm::RowExchange::balanced_staging_bytes(algorithm, rows, row) : 0)
+      planned.add(memory::Category::Communication, memory::Tier::Host, comm::RowExchange::kStagingLabel, b);
+  }
+  for (int i = 0; i < int(ps.infos().size()); ++i) {
+    const auto& p = ps.info(i);
+    plan.params += p.size;
+    if (p.kind == memory::ParamKind::Expert) plan.expert_params += p.size;
+    // Whatever tier holds them: both moments of this rank's share.
+    plan.moment_bytes += 2 * std::uint64_t(ps.shards().part(i).count) * sizeof(float);
+  }
+  return plan;
 }
 
 Trainer::Trainer(const io::Config& cfg, comm::Groups& groups, const MemoryCheck& check)
@@ -112,7 +155,7 @@ Trainer::Trainer(const io::Config& cfg, comm::Groups& groups, const MemoryCheck&
                                                               : comm::RowExchange::Algorithm::Flat,
                           cfg.model.d_model, &ledger_)
                     : nullptr),
-      spec_(make_spec(cfg, groups)),
+      spec_(make_spec(cfg, groups.layout())),
       opt_({.beta1 = cfg.train.beta1, .beta2 = cfg.train.beta2, .eps = cfg.train.eps,
             .weight_decay = cfg.train.weight_decay, .grad_clip = cfg.train.grad_clip}),
       schedule_({.lr = cfg.train.lr, .min_lr = cfg.train.min_lr, .warmup = cfg.train.warmup_steps,
@@ -121,7 +164,9 @@ Trainer::Trainer(const io::Config& cfg, comm::Groups& groups, const MemoryCheck&
   spec_.exchange = exchange_.get();
   memory::Ledger planned;
   try {
-    planned = measure_memory(cfg, spec_, zero_layout(cfg, groups));
+    planned = plan_memory(cfg, groups.layout()).ledger;
+  } catch (const std::length_error& e) {
+    throw io::ConfigError(e.what());
   } catch (const std::overflow_error& e) {
     throw io::ConfigError(std::string(e.what()) + ": model.d_model = " + std::to_string(cfg.model.d_model) +
                           ", model.seq_len = " + std::to_string(cfg.model.seq_len) + ", train.batch_size = " +
@@ -131,7 +176,7 @@ Trainer::Trainer(const io::Config& cfg, comm::Groups& groups, const MemoryCheck&
   arenas_.reserve(planned);
   offload_state(cfg, ps_);
   model_ = std::make_unique<model::Gpt>(spec_, ps_, arenas_);
-  ps_.allocate(ledger_, placement(cfg), memory::Mode::Allocate, zero_layout(cfg, groups));
+  ps_.allocate(ledger_, placement(cfg), memory::Mode::Allocate, zero_layout(cfg, groups.layout()));
   grad_sync_ = std::make_unique<comm::GradSync>(
       ps_, groups, std::size_t(cfg.comm.bucket_mb) << 20,
       cfg.comm.grad_dtype == "bf16" ? kernels::Precision::BF16 : kernels::Precision::FP32, &ledger_);

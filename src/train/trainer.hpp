@@ -37,7 +37,7 @@ struct StepResult {
 };
 
 // Maps the run configuration onto the model's shape for this rank.
-model::GptSpec make_spec(const io::Config& cfg, const comm::Groups& groups);
+model::GptSpec make_spec(const io::Config& cfg, const comm::Layout& layout);
 
 // Every byte a Trainer for `cfg` allocates on this rank, by category and tier, found
 // by building its model and state in Measure mode (nothing allocated): the same code
@@ -46,9 +46,21 @@ model::GptSpec make_spec(const io::Config& cfg, const comm::Groups& groups);
 memory::Ledger measure_memory(const io::Config& cfg, const model::GptSpec& spec,
                               const memory::ShardLayout& zero = {});
 
+// What a rank at `layout` holds at its peak: measure_memory of that rank (its spec and
+// ZeRO share) plus the buffers its communicators own, GradSync's bf16 wire and the
+// hierarchical exchange's staging (at balanced routing). The trainer checks this
+// before allocating; `furnace plan` prints it for layouts that are not running.
+struct MemoryPlan {
+  memory::Ledger ledger;                        // bytes by category and tier
+  std::vector<comm::GradSync::Span> buckets;    // the gradient reductions of a step
+  std::int64_t params = 0, expert_params = 0;   // elements of this rank's parameters (of them: experts)
+  std::uint64_t moment_bytes = 0;               // the AdamW moments of this rank's share, on any tier
+};
+MemoryPlan plan_memory(const io::Config& cfg, const comm::Layout& layout);
+
 // memory.zero = 1: dense moments sharded over the world, expert moments over the dp
 // group (the replicas of this rank's experts), as GradSync reduces them; else unsharded.
-memory::ShardLayout zero_layout(const io::Config& cfg, const comm::Groups& groups);
+memory::ShardLayout zero_layout(const io::Config& cfg, const comm::Layout& layout);
 
 // Checks the measured ledger before anything large is allocated; throws (an
 // io::ConfigError naming the keys) to refuse the run.

@@ -46,7 +46,7 @@ io::Config moe_config(int layers) {
 // What one rank of an ep group of `ep` ranks holds, measured without any exchange.
 memory::Ledger measure(const io::Config& c, int ep) {
   comm::Groups g(MPI_COMM_SELF, 1, 1);
-  model::GptSpec s = train::make_spec(c, g);
+  model::GptSpec s = train::make_spec(c, g.layout());
   s.ep_size = ep;
   s.local_experts = kExperts / ep;
   s.first_expert = 0;

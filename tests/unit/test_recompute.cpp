@@ -122,7 +122,7 @@ TEST(Recompute, MeasuredActivationsDropByWhatIsNoLongerKept) {
   comm::Groups g(MPI_COMM_SELF, 1, 1);
   auto measure = [&](const char* mode) {
     c.memory.recompute = mode;
-    return train::measure_memory(c, train::make_spec(c, g));
+    return train::measure_memory(c, train::make_spec(c, g.layout()));
   };
   const auto none = measure("none"), attention = measure("attention"), block = measure("block");
   const std::uint64_t f = sizeof(float), L = c.model.n_layers, n = std::uint64_t(c.train.batch_size) * c.model.seq_len,

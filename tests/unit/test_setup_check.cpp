@@ -82,11 +82,11 @@ TEST(SetupCheck, MemoryProblemNamesTheTierAndTheKeys) {
 TEST(SetupCheck, MeasuredPlanRefusesWhatCannotFit) {
   io::Config c;
   comm::Groups g(MPI_COMM_SELF, 1, 1);
-  const auto fits = train::measure_memory(c, train::make_spec(c, g));
+  const auto fits = train::measure_memory(c, train::make_spec(c, g.layout()));
   const auto here = app::rank_memory_budget(1);
   EXPECT_EQ(app::memory_problem(c, fits, here), "");
   c.model.seq_len = 1000000;
-  const auto huge = train::measure_memory(c, train::make_spec(c, g));
+  const auto huge = train::measure_memory(c, train::make_spec(c, g.layout()));
   // [B, H, T, T] float32 per layer, saved: the activations dominate.
   EXPECT_GE(huge.peak(memory::Category::Activations, memory::Tier::Device),
             std::uint64_t(4) * c.model.n_layers * c.train.batch_size * c.model.n_heads * 1000000ull * 1000000ull);

@@ -1,0 +1,59 @@
+"""Helpers shared by scripts/validate-plan and scripts/scaling-study: run the trainer on
+this machine, read its metrics, and ask `furnace plan` for the same configuration."""
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_BIN = os.path.join(ROOT, "build/bin/furnace")
+
+
+def run(cmd):
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 0:
+        sys.exit(f"{os.path.basename(sys.argv[0])}: {' '.join(cmd)} failed ({p.returncode}):\n{p.stderr[-2000:]}")
+    return p.stdout
+
+
+def prepare(binary, work):
+    """Token files for the runs, in work/data."""
+    run([binary, "data", "prepare", "--out", f"{work}/data"])
+
+
+def calibrate(binary, work):
+    """This machine's description (2 ranks: the MPI figures need two)."""
+    machine = f"{work}/machine.toml"
+    run(["mpiexec", "-n", "2", binary, "bench", "calibrate", "--out", machine, "--dir", work, "--disk-mb", "256"])
+    return machine
+
+
+def train(binary, work, name, ranks, sets, steps, warmup, config="configs/default.toml"):
+    """Trains `steps` steps; returns (the --set arguments used, median ms/step after
+    `warmup`, rank 0's peak bytes summed over categories, the routing imbalance: the
+    median over steps of the layers' expert load max/mean, capped at the capacity factor)."""
+    out = f"{work}/{name}"
+    common = [f"data.train=\"{work}/data/train.h5\"", f"data.valid=\"{work}/data/valid.h5\"",
+              f"output.dir=\"{out}\"", f"train.steps={steps}", "train.eval_every=0", "train.eval_batches=1",
+              "checkpoint.every=0", "train.time_limit_min=0"] + sets
+    args = sum((["--set", s] for s in common), [])
+    run(["mpiexec", "-n", str(ranks), binary, "train", "--config", os.path.join(ROOT, config)] + args)
+    steps_ = [json.loads(l) for l in open(f"{out}/metrics.jsonl") if l.strip() and "ms_per_step" in l]
+    ms = statistics.median(l["ms_per_step"] for l in steps_[warmup:])
+    peak = sum(steps_[-1]["memory_peak_bytes"].values())
+    cf = 2.0
+    for s in sets:
+        if s.startswith("moe.capacity_factor="):
+            cf = float(s.split("=")[1])
+    cap = cf if cf > 0 else float("inf")
+    imb = statistics.median(statistics.mean(min(x, cap) for x in l["expert_load_max_over_mean"])
+                            for l in steps_[warmup:]) if "expert_load_max_over_mean" in steps_[-1] else 1.0
+    return args, ms, peak, imb
+
+
+def plan(binary, machine, args, nodes, ranks_per_node, imbalance=0.0, config="configs/default.toml"):
+    """`furnace plan --json` for the same configuration."""
+    return json.loads(run([binary, "plan", "--config", os.path.join(ROOT, config), "--machine", machine,
+                           "--nodes", str(nodes), "--ranks-per-node", str(ranks_per_node),
+                           "--imbalance", f"{imbalance:.4f}", "--json"] + args))
