@@ -6,14 +6,17 @@
 //            and AMX kernels for bf16; fp16 needs AVX512-FP16), in the plugin
 //            libfurnace_onednn.so (onednn_plugin.cpp), loaded on first use. One
 //            primitive per shape: oneDNN's primitive cache makes a repeated shape cost
-//            ~4 us, a new one ~0.15 ms (measured here); runtime-sized primitives fall
-//            back to its reference kernel (1000x slower), so they are not used.
+//            ~4 us, a new one 0.4-0.9 ms (JIT; measured here); runtime-sized
+//            primitives fall back to its reference kernel (1000x slower), so they are
+//            not used, and the routing-dependent dimensions are padded to a few
+//            sizes instead (shape_bucket).
 //   convert  the operands rounded to 16 bits, kept as fp32, multiplied by OpenBLAS's
 //            sgemm: the same numbers at fp32 speed, for CPUs oneDNN has no kernel for
 //            (or when the plugin is not installed).
 // A CUDA build would call cublasGemmEx (CUDA_R_16BF, CUBLAS_COMPUTE_32F) here instead.
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <stdexcept>
 #include <string>
@@ -102,14 +105,24 @@ T* scratch(std::vector<T>& buf, std::size_t n) {
   return buf.data();
 }
 
+// [rows, cols] with leading dimension ld, converted, into [rows_pad, cols_pad] (dense),
+// the padding zero: zeros add nothing to a product.
+template <class Out, class F>
+void pack_padded(const float* src, int rows, int cols, int ld, int rows_pad, int cols_pad, Out* dst, F&& convert) {
+  for (int r = 0; r < rows; ++r) {
+    const float* s = src + std::ptrdiff_t(r) * ld;
+    Out* d = dst + std::ptrdiff_t(r) * cols_pad;
+    for (int c = 0; c < cols; ++c) d[c] = convert(s[c]);
+    for (int c = cols; c < cols_pad; ++c) d[c] = Out(0);
+  }
+  for (int r = rows; r < rows_pad; ++r)
+    for (int c = 0; c < cols_pad; ++c) dst[std::ptrdiff_t(r) * cols_pad + c] = Out(0);
+}
+
 // A stored [rows, cols] matrix with leading dimension ld, rounded and packed densely.
 template <class Out, class F>
 void pack(const float* src, int rows, int cols, int ld, Out* dst, F&& convert) {
-  for (int r = 0; r < rows; ++r) {
-    const float* s = src + std::ptrdiff_t(r) * ld;
-    Out* d = dst + std::ptrdiff_t(r) * cols;
-    for (int c = 0; c < cols; ++c) d[c] = convert(s[c]);
-  }
+  pack_padded(src, rows, cols, ld, rows, cols, dst, convert);
 }
 
 // Both operands packed as stored (A [m,k] or [k,m] when transposed, B [k,n] or [n,k]),
@@ -132,16 +145,48 @@ Packed<T> pack_operands(Op op_a, Op op_b, int m, int n, int k, const float* a, i
   return {pa, pb, a_cols, b_cols};
 }
 
+// A dimension rounded up to one of 8 steps per power of two (at most 1/8 more; kept
+// below 32). oneDNN JIT-compiles a kernel for every new shape, ~0.4-0.9 ms here, more
+// than a typical expert GEMM itself, and the routing changes the experts' row counts
+// (m, and k of the weight gradients) every step: without this nearly every expert GEMM
+// compiled anew.
+int shape_bucket(int x) {
+  if (x < 32) return x;
+  int log2 = 0;
+  while ((2 << log2) <= x) ++log2;
+  const int step = 1 << (log2 - 3);
+  return (x + step - 1) / step * step;
+}
+
 void gemm_onednn(Precision p, Op op_a, Op op_b, int m, int n, int k, float alpha, const float* a, int lda,
                  const float* b, int ldb, float beta, float* c, int ldc) {
   if (!plugin().matmul) throw std::runtime_error("oneDNN is not available: " + plugin().error);
   static std::vector<std::uint16_t> abuf, bbuf;
-  const auto ops = pack_operands(op_a, op_b, m, n, k, a, lda, b, ldb, abuf, bbuf,
-                                 [p](float f) { return to_16bit(p, f); });
+  static std::vector<float> cbuf;
+  const int mp = shape_bucket(m), kp = shape_bucket(k);
+  auto convert = [p](float f) { return to_16bit(p, f); };
+  // A as stored ([m, k], or [k, m] transposed) and B ([k, n], or [n, k]), padded in m and k.
+  std::uint16_t* pa = scratch(abuf, std::size_t(mp) * kp);
+  std::uint16_t* pb = scratch(bbuf, std::size_t(kp) * n);
+  if (op_a == Op::N) pack_padded(a, m, k, lda, mp, kp, pa, convert);
+  else pack_padded(a, k, m, lda, kp, mp, pa, convert);
+  if (op_b == Op::N) pack_padded(b, k, n, ldb, kp, n, pb, convert);
+  else pack_padded(b, n, k, ldb, n, kp, pb, convert);
+  // Padded rows of C land in scratch: C's rows there first when beta reads them.
+  float* pc = c;
+  int ldpc = ldc;
+  if (mp != m) {
+    pc = scratch(cbuf, std::size_t(mp) * n), ldpc = n;
+    for (int r = 0; r < mp; ++r)
+      for (int j = 0; j < n; ++j) pc[std::ptrdiff_t(r) * n + j] = beta != 0.0f && r < m ? c[std::ptrdiff_t(r) * ldc + j] : 0.0f;
+  }
   char err[256] = "";
-  if (plugin().matmul(p == Precision::BF16 ? 1 : 2, op_a == Op::T, op_b == Op::T, m, n, k, alpha, ops.a, ops.b, beta,
-                      c, ldc, err, sizeof err) != 0)
+  if (plugin().matmul(p == Precision::BF16 ? 1 : 2, op_a == Op::T, op_b == Op::T, mp, n, kp, alpha, pa, pb, beta, pc,
+                      ldpc, err, sizeof err) != 0)
     throw std::runtime_error(std::string("oneDNN matmul failed: ") + err);
+  if (mp != m)
+    for (int r = 0; r < m; ++r)
+      std::copy(pc + std::ptrdiff_t(r) * n, pc + std::ptrdiff_t(r) * n + n, c + std::ptrdiff_t(r) * ldc);
 }
 
 void gemm_convert(Precision p, Op op_a, Op op_b, int m, int n, int k, float alpha, const float* a, int lda,
