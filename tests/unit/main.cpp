@@ -1,9 +1,37 @@
 // MPI- and Kokkos-aware GoogleTest main: the same binary runs under `mpiexec -n 1/2/4`.
-// Only rank 0 prints results; every rank's failures still fail the job, because the
-// exit code is the MAX over ranks.
+// Rank 0 prints the full results. Every other rank prints only its failures, each line
+// prefixed "[rank N]", because a failure seen on one rank alone would otherwise fail the
+// job (the exit code is the MAX over ranks) without saying which test or why.
 #include <Kokkos_Core.hpp>
 #include <gtest/gtest.h>
 #include <mpi.h>
+
+#include <cstdio>
+
+namespace {
+
+class FailureOnlyPrinter : public ::testing::EmptyTestEventListener {
+ public:
+  explicit FailureOnlyPrinter(int rank) : rank_(rank) {}
+
+  void OnTestPartResult(const ::testing::TestPartResult& result) override {
+    if (!result.failed()) return;
+    std::fprintf(stderr, "[rank %d] %s:%d: Failure\n%s\n", rank_,
+                 result.file_name() ? result.file_name() : "unknown", result.line_number(),
+                 result.summary());
+  }
+
+  void OnTestEnd(const ::testing::TestInfo& info) override {
+    if (info.result()->Failed())
+      std::fprintf(stderr, "[rank %d] FAILED %s.%s\n", rank_, info.test_suite_name(),
+                   info.name());
+  }
+
+ private:
+  int rank_;
+};
+
+}  // namespace
 
 int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
@@ -14,10 +42,13 @@ int main(int argc, char** argv) {
   if (rank != 0) {
     auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
     delete listeners.Release(listeners.default_result_printer());
+    listeners.Append(new FailureOnlyPrinter(rank));
   }
   int local = RUN_ALL_TESTS();
   int global = 0;
   MPI_Allreduce(&local, &global, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  if (rank == 0 && global != local)
+    std::fprintf(stderr, "a test failed on another rank: see its [rank N] lines above\n");
   Kokkos::finalize();
   MPI_Finalize();
   return global;
