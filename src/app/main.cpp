@@ -267,6 +267,11 @@ int main(int argc, char** argv) {
     for (;;) pause();
   }
   Kokkos::finalize();
+  // Every rank's traffic is over before any leaves: with UCX's TCP transport (ranks on
+  // different hosts, as on the emulated cluster) a rank still flushing an endpoint
+  // when its peer waits in MPI_Finalize's PMI barrier could wait forever (UCX issue
+  // 8738).
+  if (world > 1) MPI_Barrier(MPI_COMM_WORLD);
   MPI_Finalize();
   return rc;
 }
