@@ -131,15 +131,15 @@ Machine load_machine(const std::string& path) {
   m.memory_bandwidth = r.number("memory.bandwidth_gbs", 1e-3, 1e7) * kGB;
   m.memory_bandwidth_thread = r.number("memory.bandwidth_thread_gbs", 0, 1e7, false) * kGB;
   m.kernel_bandwidth = r.number("memory.kernel_bandwidth_gbs", 0, 1e7, false) * kGB;
-  m.intra = {r.number("network.intra.latency_us", 0, 1e6) * 1e-6, r.number("network.intra.bandwidth_gbs", 1e-6, 1e6) * kGB};
-  m.inter = {r.number("network.inter.latency_us", 0, 1e6) * 1e-6, r.number("network.inter.bandwidth_gbs", 1e-6, 1e6) * kGB};
+  m.intra = {r.number("network.intra.latency_us", 0, 1e6) * 1e-6, r.number("network.intra.bandwidth_gbs", kMinRateBytes / kGB, 1e6) * kGB};
+  m.inter = {r.number("network.inter.latency_us", 0, 1e6) * 1e-6, r.number("network.inter.bandwidth_gbs", kMinRateBytes / kGB, 1e6) * kGB};
   m.taper_group = int(r.number("network.inter.taper_group_nodes", 0, 1e7, false, 0));
   m.taper = r.number("network.inter.taper", 1, 1e3, false, 1);
-  m.h2d = r.number("io.h2d_gbs", 1e-6, 1e6, !m.device_is_host, 0) * kGB;
-  m.d2h = r.number("io.d2h_gbs", 1e-6, 1e6, !m.device_is_host, 0) * kGB;
+  m.h2d = r.number("io.h2d_gbs", kMinRateBytes / kGB, 1e6, !m.device_is_host, 0) * kGB;
+  m.d2h = r.number("io.d2h_gbs", kMinRateBytes / kGB, 1e6, !m.device_is_host, 0) * kGB;
   m.nvme_read = r.number("io.nvme_read_gbs", 0, 1e6, m.nvme_bytes > 0, 0) * kGB;
   m.nvme_write = r.number("io.nvme_write_gbs", 0, 1e6, m.nvme_bytes > 0, 0) * kGB;
-  m.checkpoint_write = r.number("io.checkpoint_write_gbs", 1e-6, 1e6) * kGB;
+  m.checkpoint_write = r.number("io.checkpoint_write_gbs", kMinRateBytes / kGB, 1e6) * kGB;
   return m;
 }
 

@@ -59,6 +59,10 @@ struct Machine {
   double checkpoint_write = 0;           // bytes/s per node to the checkpoint file system
 };
 
+// The slowest transfer rate a machine file may state (bytes/s; 1e-6 GB/s): a floor so
+// that no time in the model divides by zero.
+inline constexpr double kMinRateBytes = 1e3;
+
 // Reads and checks a machine file; throws io::ConfigError naming the file and key.
 Machine load_machine(const std::string& path);
 

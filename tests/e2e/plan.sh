@@ -79,8 +79,10 @@ mpiexec -n 2 "$BIN" bench calibrate --out "$SCRATCH/here.toml" --dir "$SCRATCH" 
 for key in gemm_fp32 gemm_16bit bandwidth_gbs kernel_bandwidth_gbs latency_us nvme_write_gbs; do
   grep -q "^$key = " "$SCRATCH/here.toml" || fail "calibrated file has no $key"
 done
-"$BIN" plan "${TINY[@]}" --set parallel.ep=2 --machine "$SCRATCH/here.toml" | grep -q "^fit: fits" \
-  || fail "the tiny model does not fit the calibrated machine"
+out=$("$BIN" plan "${TINY[@]}" --set parallel.ep=2 --machine "$SCRATCH/here.toml" 2>&1)
+grep -q "^fit: fits" <<< "$out" \
+  || fail "the tiny model does not fit the calibrated machine: $out
+calibrated: $(cat "$SCRATCH/here.toml")"
 echo "ok: bench calibrate writes a machine file that plan reads"
 
 # The large plans of docs/plan.md: deterministic arithmetic, no run.
