@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "comm/alltoall.hpp"
+#include "comm/exchange_cost.hpp"
 #include "kernels/random.hpp"
 #include "comm/groups.hpp"
 #include "comm/mpi_check.hpp"
@@ -118,6 +119,12 @@ int bench_alltoall(const BenchAllToAllOptions& opt) {
   // Token bytes of one dispatch + combine: every rank's sent + received, both ways.
   double local = 2.0 * double(rows + nrecv) * d * sizeof(float), bytes = 0;
   mpiCheck(MPI_Allreduce(&local, &bytes, 1, MPI_DOUBLE, MPI_SUM, world));
+  // What comm.alltoall = auto would pick here: the trainer's own measurement and model
+  // (one exchange of a rank's rows; an iteration above is two: dispatch and combine).
+  const comm::MeasuredLinks links = comm::measure_links(groups);
+  const comm::ExchangeChoice choice = comm::choose_exchange(
+      {.ep = P, .ranks_per_node = groups.layout().ranks_per_node, .bytes = double(rows) * d * 4}, links.intra,
+      links.inter, links.copy_bandwidth);
   if (rank == 0) {
     std::printf("furnace bench alltoall: %s; ep %d over %d node(s)\n", groups.describe().c_str(), P,
                 hier.nodes() ? hier.nodes() : -1);
@@ -140,6 +147,9 @@ int bench_alltoall(const BenchAllToAllOptions& opt) {
       std::printf("%-15s %10.3f %9.2f %8.3f  %s\n", names[a], m * 1e3, moved / m * 1e-9, raw_t / m,
                   note.c_str());
     }
+    std::printf("auto: %s; links: intra-node %.1f us %.2f GB/s, inter-node %.1f us %.2f GB/s\n",
+                choice.reason.c_str(), links.intra.latency_s * 1e6, links.intra.bandwidth / 1e9,
+                links.inter.latency_s * 1e6, links.inter.bandwidth / 1e9);
     if (any_wrong) std::printf("ERROR: flat and hierarchical results differ\n");
     std::fflush(stdout);
   }

@@ -27,6 +27,7 @@
 #include "app/commands.hpp"
 #include "app/plan_machine.hpp"
 #include "app/setup_check.hpp"
+#include "comm/exchange_cost.hpp"
 #include "kernels/blas_runtime.hpp"
 #include "kernels/activations.hpp"
 #include "kernels/gemm.hpp"
@@ -110,30 +111,6 @@ double kernel_bandwidth() {
     best = std::min(best, now() - t0);
   }
   return bytes / best;
-}
-
-// Half the round trip of `bytes` between ranks 0 and 1: the fastest of `reps`. The
-// minimum, not the median: on a loaded node a descheduled rank inflates single trips
-// (by milliseconds when ranks share a core), and a median latency above the large
-// message's time gave a bandwidth of 1.7e7 GB/s that the machine loader refuses.
-double ping_pong(MPI_Comm c, int rank, std::size_t bytes, int reps) {
-  std::vector<char> buf(std::max<std::size_t>(bytes, 1));
-  std::vector<double> t;
-  for (int r = 0; r < reps + 2; ++r) {
-    mpiCheck(MPI_Barrier(c));
-    const double t0 = MPI_Wtime();
-    if (rank == 0) {
-      mpiCheck(MPI_Send(buf.data(), int(bytes), MPI_BYTE, 1, 0, c));
-      mpiCheck(MPI_Recv(buf.data(), int(bytes), MPI_BYTE, 1, 0, c, MPI_STATUS_IGNORE));
-    } else if (rank == 1) {
-      mpiCheck(MPI_Recv(buf.data(), int(bytes), MPI_BYTE, 0, 0, c, MPI_STATUS_IGNORE));
-      mpiCheck(MPI_Send(buf.data(), int(bytes), MPI_BYTE, 0, 0, c));
-    }
-    if (r >= 2) t.push_back((MPI_Wtime() - t0) / 2);
-  }
-  double m = *std::min_element(t.begin(), t.end());
-  mpiCheck(MPI_Bcast(&m, 1, MPI_DOUBLE, 0, c));
-  return m;
 }
 
 // Sequential write and read of `mb` MiB in `dir` as the nvme tier does them (O_DIRECT,
@@ -239,12 +216,7 @@ int bench_calibrate(const BenchCalibrateOptions& opt) {
       m.memory_bandwidth_thread / 1e9, m.memory_bandwidth / 1e9, world, m.kernel_bandwidth / 1e9);
   // 3. MPI alpha-beta between ranks 0 and 1 (the same node here).
   if (world >= 2) {
-    const double alpha = ping_pong(MPI_COMM_WORLD, rank, 8, 200);
-    const std::size_t big = std::size_t(16) << 20;
-    const double t_big = ping_pong(MPI_COMM_WORLD, rank, big, 10);
-    // beta from the large message less the latency, but never more than twice the
-    // plain rate big / t_big: a latency close to t_big (noise) must not divide by ~0.
-    m.intra = {alpha, double(big) / std::max(t_big - alpha, 0.5 * t_big)};
+    m.intra = comm::measure_pair(MPI_COMM_WORLD, 0, 1, std::size_t(16) << 20, 200, 10);
   } else {
     say("calibrate: one rank: no MPI measurement; the network keys are copied from the memory bandwidth\n");
     m.intra = {1e-6, m.memory_bandwidth_thread / 2};

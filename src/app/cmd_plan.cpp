@@ -102,6 +102,7 @@ void print_plan(const std::string& what, const io::Config& c, const Machine& m, 
       {"grad reduction", t.allreduce}, {"offload I/O", t.offload}, {"checkpoint", t.checkpoint}};
   for (const auto& [name, v] : parts)
     std::printf("  %-15s %10s  %5.1f%%\n", name, seconds(v).c_str(), total > 0 ? 100 * v / total : 0.0);
+  if (!p.exchange.reason.empty()) std::printf("token exchange: %s\n", p.exchange.reason.c_str());
   std::printf("throughput: %.4g tokens/s; %.4g model FLOP/s (%.1f%% MFU of the %s peak)\n", p.tokens_per_s,
               total > 0 ? p.model_flops / total : 0.0, 100 * p.mfu, c.train.precision == "fp32" ? "fp32" : "16-bit");
 }
@@ -115,6 +116,8 @@ nlohmann::json plan_json(const io::Config& c, const Machine& m, const Plan& p) {
   j["fits"] = p.fits;
   j["oversubscribed"] = p.layout.ranks_per_node > m.cores_per_node;
   j["binding"] = p.binding;
+  j["alltoall"] = p.exchange.algorithm == comm::RowExchange::Algorithm::Hierarchical ? "hierarchical" : "flat";
+  j["alltoall_s"] = {{"flat", p.exchange.flat_s}, {"hierarchical", p.exchange.hierarchical_s}};
   j["peak_bytes"] = nlohmann::json::parse(p.memory.ledger.peak_json());
   for (auto tier : memory::kTiers) j["tier_peak_bytes"][memory::tier_name(tier)] = p.memory.ledger.peak(tier);
   const auto& t = p.time;

@@ -7,6 +7,8 @@
 #include <utility>
 #include <vector>
 
+#include "comm/exchange_cost.hpp"
+
 namespace furnace::app {
 
 // Achieved GEMM rate of one thread (or one accelerator) as a function of the work of
@@ -17,12 +19,8 @@ struct GemmCurve {
   double rate(double flops) const;
 };
 
-// One network tier as alpha-beta: a message of b bytes takes latency + b / bandwidth.
-struct Link {
-  double latency_s = 0;
-  double bandwidth = 0;  // bytes/s (intra: per rank; inter: per node, shared by its ranks)
-  double time(double bytes, double messages) const { return messages * latency_s + bytes / bandwidth; }
-};
+// One network tier as alpha-beta (the same type the trainer's comm.alltoall = auto uses).
+using Link = comm::Link;
 
 struct Machine {
   std::string name, path;

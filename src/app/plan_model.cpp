@@ -134,7 +134,36 @@ Plan make_plan(const io::Config& cfg_in, const Machine& m, const PlanRequest& re
   if (const auto bad = comm::check_layout(int(world), cfg.parallel.ep, cfg.moe.experts, cfg.train.batch_size);
       !bad.empty())
     throw io::ConfigError(bad);
-  plan.memory = train::plan_memory(cfg, plan.layout);
+  // The step's shape and the machine's speed for this layout (memory and time use them).
+  const model::GptSpec s = train::make_spec(cfg, plan.layout);
+  const RankSpeed speed{m, rpn};
+  const double tokens = double(s.batch) * s.seq;
+  const bool moe = s.moe_layers() > 0;
+  plan.imbalance = req.imbalance > 0 ? req.imbalance
+                   : s.router.capacity_factor > 0 ? std::min(s.router.capacity_factor, 1.25)
+                                                  : 1.25;
+  // The token exchange: the slowest rank receives `imbalance` x the mean rows. Its
+  // time, and for comm.alltoall = "auto" the algorithm, come from comm's alpha-beta
+  // model, which the trainer's auto choice uses too (with links it measures).
+  if (moe && s.ep_size > 1) {
+    const double row_bytes = double(s.d_model) * (s.precision == kernels::Precision::FP32 ? 4 : 2);
+    const double bytes = tokens * s.router.top_k * row_bytes * plan.imbalance;
+    const int ep = s.ep_size, L = std::min(rpn, ep), N = std::max(1, ep / L);
+    // The bandwidth between nodes: beyond a taper group, the tree's upper level shares.
+    comm::Link inter = m.inter;
+    if (m.taper_group > 0 && N > m.taper_group) {
+      const double outside = double(N - m.taper_group) / N;
+      inter.bandwidth = m.inter.bandwidth / ((1 - outside) + outside * m.taper);
+    }
+    const comm::ExchangeShape shape{.ep = ep, .ranks_per_node = L, .bytes = bytes};
+    plan.exchange = comm::choose_exchange(shape, m.intra, inter, speed.bandwidth());
+    if (cfg.comm.alltoall != "auto") {
+      const bool hier = cfg.comm.alltoall == "hierarchical" && N > 1 && L > 1;
+      plan.exchange.algorithm = hier ? comm::RowExchange::Algorithm::Hierarchical : comm::RowExchange::Algorithm::Flat;
+      plan.exchange.reason = cfg.comm.alltoall + " (comm.alltoall)";
+    }
+  }
+  plan.memory = train::plan_memory(cfg, plan.layout, plan.exchange.algorithm);
   const auto& led = plan.memory.ledger;
 
   // Fit: a GPU's device memory per rank; host memory (and a CPU's device tier) per node.
@@ -154,14 +183,6 @@ Plan make_plan(const io::Config& cfg_in, const Machine& m, const PlanRequest& re
     if (r > worst) worst = r, plan.binding = t.name;
   }
 
-  // Time.
-  const model::GptSpec s = train::make_spec(cfg, plan.layout);
-  const RankSpeed speed{m, rpn};
-  const double tokens = double(s.batch) * s.seq;
-  const bool moe = s.moe_layers() > 0;
-  plan.imbalance = req.imbalance > 0 ? req.imbalance
-                   : s.router.capacity_factor > 0 ? std::min(s.router.capacity_factor, 1.25)
-                                                  : 1.25;
   const double mean_rows = moe ? tokens * s.ep_size * s.router.top_k / s.router.experts : 0;
   double rows = mean_rows * plan.imbalance;
   if (s.router.capacity_factor > 0 && moe)
@@ -189,29 +210,10 @@ Plan make_plan(const io::Config& cfg_in, const Machine& m, const PlanRequest& re
   plan.time.optimizer = (double(plan.memory.moment_bytes) / 8 * kAdamBytesPerOwned +
                          double(plan.memory.params) * kBytesPerParam) / speed.bandwidth();
 
-  // All-to-all: 4 exchanges per MoE layer; the slowest rank receives `imbalance` x the
-  // mean rows. Flat: ep - 1 messages, the inter-node share over the node's link,
-  // which its ranks share. Hierarchical: intra-node to the node's ranks, then one
-  // message per remote node, plus a staging copy.
+  // All-to-all: 4 exchanges per MoE layer, each as plan.exchange_shape (comm's model).
   if (moe && s.ep_size > 1) {
-    const double row_bytes = double(s.d_model) * (s.precision == kernels::Precision::FP32 ? 4 : 2);
-    const double bytes = tokens * s.router.top_k * row_bytes * plan.imbalance;
-    const int ep = s.ep_size, L = std::min(rpn, ep), N = std::max(1, ep / L);
-    // The bandwidth between nodes: beyond a taper group, the tree's upper level shares.
-    Link inter = m.inter;
-    if (m.taper_group > 0 && N > m.taper_group) {
-      const double outside = double(N - m.taper_group) / N;
-      inter.bandwidth = m.inter.bandwidth / ((1 - outside) + outside * m.taper);
-    }
-    double t;
-    if (cfg.comm.alltoall == "hierarchical" && N > 1 && L > 1) {
-      t = m.intra.time(bytes * (L - 1) / L, double(L - 1) * 2) +
-          inter.time(L * bytes * (N - 1) / N, N - 1) + 2 * bytes / speed.bandwidth();
-    } else {
-      const double intra = m.intra.time(bytes * (L - 1) / ep, 2.0 * (L - 1));
-      const double remote = N > 1 ? inter.time(L * bytes * (ep - L) / ep, 2.0 * (ep - L)) : 0;
-      t = std::max(intra, remote);
-    }
+    const bool hierarchical = plan.exchange.algorithm == comm::RowExchange::Algorithm::Hierarchical;
+    const double t = hierarchical ? plan.exchange.hierarchical_s : plan.exchange.flat_s;
     plan.time.alltoall = 4.0 * s.moe_layers() * t;
   }
   // Gradient reduction per bucket over its group of p ranks: reduce-scatter plus

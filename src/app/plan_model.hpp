@@ -41,6 +41,7 @@ struct Plan {
   std::string binding;  // the tier with the largest need / have
   StepTime time;
   double imbalance = 1;       // the most-loaded expert rank's rows over the mean
+  comm::ExchangeChoice exchange;  // the token exchange's algorithm and its time per exchange
   double model_flops = 0;     // useful flops of a step over all ranks (no recompute)
   double tokens_per_s = 0, mfu = 0;
 };

@@ -364,7 +364,7 @@ const std::vector<KeyInfo>& config_keys() {
       FURNACE_KEY(data, valid, non_empty(), "Validation token file."),
       FURNACE_KEY(output, dir, non_empty(), "Run directory: metrics.jsonl, the resolved config, checkpoints."),
       FURNACE_KEY(parallel, ep, at_least(1), "Expert-parallel group size; dp = world size / ep. Divides the world size and moe.experts."),
-      FURNACE_KEY(comm, alltoall, one_of({"flat", "hierarchical"}), "Token exchange: one MPI_Alltoallv, or intra-node then between node leaders."),
+      FURNACE_KEY(comm, alltoall, one_of({"flat", "hierarchical", "auto"}), "Token exchange: one MPI_Alltoallv, or intra-node then between node leaders; `auto` picks the faster by the alpha-beta model on links measured at start (printed)."),
       FURNACE_KEY(comm, grad_dtype, one_of({"fp32", "bf16"}), "What the gradient allreduce (reduce-scatter with memory.zero = 1) moves: `fp32`, or `bf16` (half the bytes; each partial sum is added in fp32 and rounded to bf16, the result widened back to the fp32 gradients)."),
       FURNACE_KEY(comm, ranks_per_node, at_least(0), "Ranks per node for the hierarchical exchange; 0 = detect (MPI_COMM_TYPE_SHARED)."),
       FURNACE_KEY(comm, bucket_mb, in(1, 1024), "Gradient allreduce bucket size in MiB (allocated once per rank)."),

@@ -71,7 +71,7 @@ struct ParallelConfig {
 };
 
 struct CommConfig {
-  std::string alltoall = "flat";  // flat | hierarchical
+  std::string alltoall = "flat";  // flat | hierarchical | auto
   int ranks_per_node = 0;         // 0 = detect (MPI_COMM_TYPE_SHARED)
   int bucket_mb = 4;              // gradient allreduce bucket size (MiB)
   std::string grad_dtype = "fp32";  // fp32 | bf16: what the gradient reduction moves

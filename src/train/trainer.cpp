@@ -1,5 +1,7 @@
 #include "train/trainer.hpp"
 
+#include "comm/exchange_cost.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -112,7 +114,7 @@ memory::Ledger measure_memory(const io::Config& cfg, const model::GptSpec& spec,
   return planned;
 }
 
-MemoryPlan plan_memory(const io::Config& cfg, const comm::Layout& layout) {
+MemoryPlan plan_memory(const io::Config& cfg, const comm::Layout& layout, comm::RowExchange::Algorithm exchange) {
   const model::GptSpec spec = make_spec(cfg, layout);
   MemoryPlan plan;
   memory::Ledger& planned = plan.ledger;
@@ -127,12 +129,10 @@ MemoryPlan plan_memory(const io::Config& cfg, const comm::Layout& layout) {
     planned.add(memory::Category::Communication, memory::Tier::Host, comm::GradSync::kScatterLabel, b);
   if (spec.ep_size > 1 && spec.moe_layers() > 0) {
     // Each MoE layer's exchange sends this rank's tokens top_k times (balanced routing).
-    const auto algorithm = cfg.comm.alltoall == "hierarchical" ? comm::RowExchange::Algorithm::Hierarchical
-                                                               : comm::RowExchange::Algorithm::Flat;
     const std::size_t row = std::size_t(spec.d_model) * (spec.precision == kernels::Precision::FP32 ? 4 : 2);
     const std::int64_t rows = std::int64_t(spec.batch) * spec.seq * spec.router.top_k;
     const bool spans_nodes = layout.ranks_per_node > 1 && layout.ranks_per_node < spec.ep_size;
-    if (const auto b = spans_nodes ? comm::RowExchange::balanced_staging_bytes(algorithm, rows, row) : 0)
+    if (const auto b = spans_nodes ? comm::RowExchange::balanced_staging_bytes(exchange, rows, row) : 0)
       planned.add(memory::Category::Communication, memory::Tier::Host, comm::RowExchange::kStagingLabel, b);
   }
   for (int i = 0; i < int(ps.infos().size()); ++i) {
@@ -145,15 +145,32 @@ MemoryPlan plan_memory(const io::Config& cfg, const comm::Layout& layout) {
   return plan;
 }
 
+comm::RowExchange::Algorithm resolve_exchange(const io::Config& cfg, const comm::Groups& groups) {
+  using Algorithm = comm::RowExchange::Algorithm;
+  if (cfg.comm.alltoall != "auto") return cfg.comm.alltoall == "hierarchical" ? Algorithm::Hierarchical : Algorithm::Flat;
+  if (groups.ep() <= 1 || cfg.moe.experts <= 0) return Algorithm::Flat;
+  const model::GptSpec spec = make_spec(cfg, groups.layout());
+  const comm::MeasuredLinks links = comm::measure_links(groups);
+  // A rank's rows per exchange at balanced routing (every MoE layer moves the same).
+  const double row = double(spec.d_model) * (spec.precision == kernels::Precision::FP32 ? 4 : 2);
+  const comm::ExchangeShape shape{.ep = spec.ep_size, .ranks_per_node = groups.layout().ranks_per_node,
+                                  .bytes = double(spec.batch) * spec.seq * spec.router.top_k * row};
+  const comm::ExchangeChoice c = comm::choose_exchange(shape, links.intra, links.inter, links.copy_bandwidth);
+  if (groups.rank() == 0)
+    std::printf("comm.alltoall = auto: %s, every MoE layer; links measured: intra-node %.1f us %.2f GB/s%s, "
+                "inter-node %.1f us %.2f GB/s%s\n",
+                c.reason.c_str(), links.intra.latency_s * 1e6, links.intra.bandwidth / 1e9,
+                links.has_intra ? "" : " (no pair: copied)", links.inter.latency_s * 1e6, links.inter.bandwidth / 1e9,
+                links.has_inter ? "" : " (no pair: copied)");
+  return c.algorithm;
+}
+
 Trainer::Trainer(const io::Config& cfg, comm::Groups& groups, const MemoryCheck& check)
     : cfg_(cfg),
       groups_(groups),
+      exchange_algorithm_(resolve_exchange(cfg, groups)),
       exchange_(groups.ep() > 1 && cfg.moe.experts > 0
-                    ? std::make_unique<comm::RowExchange>(
-                          groups,
-                          cfg.comm.alltoall == "hierarchical" ? comm::RowExchange::Algorithm::Hierarchical
-                                                              : comm::RowExchange::Algorithm::Flat,
-                          cfg.model.d_model, &ledger_)
+                    ? std::make_unique<comm::RowExchange>(groups, exchange_algorithm_, cfg.model.d_model, &ledger_)
                     : nullptr),
       spec_(make_spec(cfg, groups.layout())),
       opt_({.beta1 = cfg.train.beta1, .beta2 = cfg.train.beta2, .eps = cfg.train.eps,
@@ -164,7 +181,7 @@ Trainer::Trainer(const io::Config& cfg, comm::Groups& groups, const MemoryCheck&
   spec_.exchange = exchange_.get();
   memory::Ledger planned;
   try {
-    planned = plan_memory(cfg, groups.layout()).ledger;
+    planned = plan_memory(cfg, groups.layout(), exchange_algorithm_).ledger;
   } catch (const std::length_error& e) {
     throw io::ConfigError(e.what());
   } catch (const std::overflow_error& e) {

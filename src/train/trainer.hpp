@@ -56,7 +56,14 @@ struct MemoryPlan {
   std::int64_t params = 0, expert_params = 0;   // elements of this rank's parameters (of them: experts)
   std::uint64_t moment_bytes = 0;               // the AdamW moments of this rank's share, on any tier
 };
-MemoryPlan plan_memory(const io::Config& cfg, const comm::Layout& layout);
+// `exchange`: the token exchange the run uses (comm.alltoall resolved; for "auto" the
+// trainer's measured choice or the planner's modelled one), for its staging bytes.
+MemoryPlan plan_memory(const io::Config& cfg, const comm::Layout& layout, comm::RowExchange::Algorithm exchange);
+
+// comm.alltoall resolved for this job: flat or hierarchical as configured; for "auto"
+// comm::choose_exchange on links measured now (collective over groups.world(); rank 0
+// prints the choice and its numbers). Flat when there is no exchange (ep 1, no experts).
+comm::RowExchange::Algorithm resolve_exchange(const io::Config& cfg, const comm::Groups& groups);
 
 // memory.zero = 1: dense moments sharded over the world, expert moments over the dp
 // group (the replicas of this rank's experts), as GradSync reduces them; else unsharded.
@@ -152,6 +159,7 @@ class Trainer {
   io::Config cfg_;
   comm::Groups& groups_;
   memory::Ledger ledger_;  // before everything that allocates: outlives their releases
+  comm::RowExchange::Algorithm exchange_algorithm_;  // before exchange_: it builds with it
   std::unique_ptr<comm::RowExchange> exchange_;  // ep > 1
   model::GptSpec spec_;
   std::uint64_t resident_at_start_ = memory::process_status_bytes("VmRSS");  // first member: before any allocation

@@ -85,6 +85,22 @@ grep -q "^fit: fits" <<< "$out" \
 calibrated: $(cat "$SCRATCH/here.toml")"
 echo "ok: bench calibrate writes a machine file that plan reads"
 
+# comm.alltoall = auto: the plan's exchange is the faster of the explicit two, and its
+# all-to-all time is that one's (ep 8 over 2 nodes of 4 GPUs: latency-bound rows).
+for a in flat hierarchical auto; do
+  "$BIN" plan -c configs/default.toml -m configs/machines/dgx-h100-ib.toml --nodes 2 --ranks-per-node 4 \
+    --set parallel.ep=8 --set comm.alltoall="\"$a\"" --json > "$SCRATCH/a2a-$a.json" || fail "plan with alltoall $a"
+done
+/usr/bin/python3 - "$SCRATCH" <<'PY' || fail "comm.alltoall = auto is not the faster exchange"
+import json, sys
+t = {a: json.load(open(f"{sys.argv[1]}/a2a-{a}.json")) for a in ["flat", "hierarchical", "auto"]}
+best = min(["flat", "hierarchical"], key=lambda a: t[a]["time_s"]["alltoall"])
+assert t["auto"]["alltoall"] == best, (t["auto"]["alltoall"], best)
+assert t["auto"]["time_s"]["alltoall"] == t[best]["time_s"]["alltoall"]
+assert t["flat"]["time_s"]["alltoall"] != t["hierarchical"]["time_s"]["alltoall"]
+print(f"ok: alltoall auto picks {best} ({t['auto']['time_s']['alltoall'] * 1e6:.1f} us per step)")
+PY
+
 # The large plans of docs/plan.md: deterministic arithmetic, no run.
 out=$("$BIN" plan -c configs/models/moe-1t.toml -m configs/machines/dgx-h100-ib.toml --nodes 128 --search) \
   || fail "1T search at 128 nodes: $out"
