@@ -60,7 +60,7 @@ LIB      := $(BUILD)/lib/libfurnace.a
 BIN      := $(BUILD)/bin/furnace
 TESTBIN  := $(BUILD)/bin/furnace_tests
 
-.PHONY: test-emulated all deps test unit-tests train data clean install bench show-deps
+.PHONY: all deps test unit-tests train data clean install bench show-deps
 all: show-deps
 	@command -v $(MPICXX) > /dev/null || { echo "furnace: $(MPICXX) not found: run 'make deps' first (installs MPICH, HDF5, OpenBLAS, Kokkos from Debian), or set MPICXX=" >&2; exit 1; }
 	@$(MAKE) --no-print-directory -j$(NPROC) $(BIN) $(PLUGIN)
@@ -105,11 +105,6 @@ $(TESTBIN): $(TEST_OBJ) $(LIB)
 test: deps
 	@$(MAKE) --no-print-directory -j$(NPROC) $(BIN) $(TESTBIN) $(PLUGIN)
 	@bash tests/run_all.sh
-
-# Not in `make test`: 2 emulated nodes x 2 ranks in network namespaces (needs root; see
-# docs/testing.md, "Emulated cluster", for the UCX TCP finalize hang that keeps it out).
-test-emulated: all
-	@bash tests/emulated/cluster.sh $(BIN)
 
 unit-tests: $(TESTBIN) $(PLUGIN)
 	@$(TESTBIN)

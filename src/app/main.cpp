@@ -267,11 +267,10 @@ int main(int argc, char** argv) {
     for (;;) pause();
   }
   Kokkos::finalize();
-  // Every rank's traffic is over before any leaves: with UCX's TCP transport (ranks on
-  // different hosts, as on the emulated cluster) a rank still flushing an endpoint
-  // when its peer waits in MPI_Finalize's PMI barrier could wait forever (UCX issue
-  // 8738).
+  // Every rank's traffic is over before any leaves; MPI_Finalize itself can still hang
+  // in the launcher's PMI barrier (across emulated nodes, see finalize_bounded), so it
+  // gets a deadline.
   if (world > 1) MPI_Barrier(MPI_COMM_WORLD);
-  MPI_Finalize();
+  furnace::comm::finalize_bounded(rc);  // the barrier does not remove every such hang
   return rc;
 }

@@ -4,8 +4,10 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <mutex>
 #include <thread>
 
 #include "comm/mpi_check.hpp"
@@ -59,13 +61,50 @@ void mpi_fail(int code, const char* call, const char* file, int line) {
   abort_job(text, 3);
 }
 
+namespace {
+// A positive number of seconds from the environment variable `name`, else `fallback`.
+double seconds_from_env(const char* name, double fallback) {
+  const char* env = std::getenv(name);
+  const double v = env ? std::atof(env) : 0.0;
+  return v > 0 ? v : fallback;
+}
+}  // namespace
+
 double agree_timeout_s() {
-  static const double t = [] {
-    const char* env = std::getenv("FURNACE_AGREE_TIMEOUT_S");
-    const double v = env ? std::atof(env) : 0.0;
-    return v > 0 ? v : 10.0;
-  }();
+  static const double t = seconds_from_env("FURNACE_AGREE_TIMEOUT_S", 10.0);
   return t;
+}
+
+double finalize_timeout_s() {
+  static const double t = seconds_from_env("FURNACE_FINALIZE_TIMEOUT_S", 60.0);
+  return t;
+}
+
+void finalize_bounded(int code) {
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  std::mutex m;
+  std::condition_variable cv;
+  bool done = false;
+  std::thread watchdog([&] {
+    std::unique_lock lock(m);
+    const auto limit = std::chrono::duration<double>(finalize_timeout_s());
+    if (cv.wait_for(lock, limit, [&] { return done; })) return;
+    std::fprintf(stderr,
+                 "furnace: rank %d: MPI_Finalize has not returned after %.0f s (stuck in the launcher's PMI "
+                 "barrier; docs/jobs.md); the run's work is complete and saved; leaving with exit %d\n",
+                 rank, finalize_timeout_s(), code);
+    std::fflush(stderr);
+    std::fflush(stdout);
+    _exit(code);  // no exit handlers: MPI is half torn down
+  });
+  MPI_Finalize();
+  {
+    std::lock_guard lock(m);
+    done = true;
+  }
+  cv.notify_one();
+  watchdog.join();
 }
 
 std::optional<std::string> agree_on_error(MPI_Comm comm, const std::optional<std::string>& error,

@@ -25,4 +25,14 @@ double agree_timeout_s();
 std::optional<std::string> agree_on_error(MPI_Comm comm, const std::optional<std::string>& error,
                                           int abort_code);
 
+// FURNACE_FINALIZE_TIMEOUT_S (seconds, default 60): how long finalize_bounded waits.
+double finalize_timeout_s();
+
+// MPI_Finalize with a deadline, called once the run's work is done and saved. When it
+// has not returned after finalize_timeout_s() the rank says so in one line and leaves
+// with `code` instead of holding its node. Seen across emulated nodes (MPICH 4.0.2,
+// hydra over rsh, 1 run in 10): one rank's PMI barrier_in never reaches its proxy and
+// every rank waits in MPI_Finalize's PMI barrier for good (mpiexec -verbose shows it).
+void finalize_bounded(int code);
+
 }  // namespace furnace::comm

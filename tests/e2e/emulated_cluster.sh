@@ -7,7 +7,7 @@
 # two nodes resumes on one process (resharded from ep 4 to ep 1) and continues the
 # uninterrupted run; and kill -9 of a rank on the second node ends the job (no hang)
 # with its newest checkpoint intact. Exit 77 (skipped) where namespaces cannot be made.
-source "$(dirname "$0")/../e2e/lib/common.sh"
+source "$(dirname "$0")/lib/common.sh"
 EC="$(pwd)/scripts/emulated-cluster"
 set +e
 "$EC" check 2> "$SCRATCH/check.txt"
@@ -15,6 +15,25 @@ rc=$?
 set -e
 [ "$rc" -eq 77 ] && { cat "$SCRATCH/check.txt"; exit 77; }
 [ "$rc" -eq 0 ] || fail "emulated-cluster check: $(cat "$SCRATCH/check.txt")"
+# across LOG COMMAND...: COMMAND on 2 emulated nodes x 2 ranks, output in LOG. A run
+# whose ranks reached MPI_Finalize with status 0 and then met the PMI barrier hang of
+# docs/jobs.md ("A hang in MPI_Finalize": the first rank past its deadline leaves, the
+# launcher kills the rest and returns 255) counts as passed when the watchdog said so
+# and no rank reported anything else; the hang is noted.
+across() {
+  local log=$1; shift
+  set +e
+  timeout 300 "$EC" exec 2 --ppn 2 -genv FURNACE_FINALIZE_TIMEOUT_S 5 "$@" > "$log" 2>&1
+  local rc=$?
+  set -e
+  [ "$rc" -eq 0 ] && return 0
+  if grep -q "MPI_Finalize has not returned after .*leaving with exit 0$" "$log" &&
+     ! grep "^furnace: " "$log" | grep -vq "MPI_Finalize has not returned after .*leaving with exit 0$"; then
+    echo "note: $(basename "$log" .log): every rank finished; MPI_Finalize hung in the PMI barrier and was bounded (exit $rc)"
+    return 0
+  fi
+  return "$rc"
+}
 COMMON=("${TINY[@]}" --set train.eval_every=0 --set moe.capacity_factor=0 --set moe.every=1 --set train.batch_size=8)
 
 # run NAME WHERE EP STEPS [--set ...]: WHERE = "one" (1 process) or "2x2" (emulated).
@@ -25,14 +44,15 @@ run() {
   if [ "$where" = one ]; then
     timeout 300 "${cmd[@]}" > "$SCRATCH/$name.log" 2>&1 || { tail -20 "$SCRATCH/$name.log"; fail "run $name"; }
   else
-    timeout 300 "$EC" exec 2 --ppn 2 "${cmd[@]}" > "$SCRATCH/$name.log" 2>&1 || { tail -20 "$SCRATCH/$name.log"; fail "run $name"; }
+    across "$SCRATCH/$name.log" "${cmd[@]}" || { tail -20 "$SCRATCH/$name.log"; fail "run $name"; }
   fi
   losses "$SCRATCH/$name/metrics.jsonl" > "$SCRATCH/$name.losses"
 }
 
 # 1. The layout as the trainer sees it: 2 nodes of 2 ranks, detected.
-out=$(timeout 120 "$EC" exec 2 --ppn 2 "$BIN" bench alltoall --tokens 256 --d-model 64 --reps 2 2>&1) \
-  || fail "bench alltoall across 2 emulated nodes: $out"
+across "$SCRATCH/bench.log" "$BIN" bench alltoall --tokens 256 --d-model 64 --reps 2 \
+  || fail "bench alltoall across 2 emulated nodes: $(cat "$SCRATCH/bench.log")"
+out=$(cat "$SCRATCH/bench.log")
 grep -q "ep 4 over 2 node(s)" <<< "$out" || fail "bench alltoall does not see 2 nodes: $out"
 echo "ok: bench alltoall: ep 4 over 2 node(s)"
 
@@ -41,6 +61,11 @@ run ref one 1 20
 run flat 2x2 4 20
 run hier 2x2 4 20 --set comm.alltoall='"hierarchical"'
 run dp2ep2 2x2 2 20
+run auto 2x2 4 20 --set comm.alltoall='"auto"'
+grep -q "^comm.alltoall = auto: \(flat\|hierarchical\) (alpha-beta model" "$SCRATCH/auto.log" \
+  || fail "comm.alltoall = auto across 2 nodes printed no model choice: $(head -5 "$SCRATCH/auto.log")"
+cmp -s "$SCRATCH/flat.losses" "$SCRATCH/auto.losses" || fail "auto's losses differ from flat's across nodes"
+echo "ok: $(grep -o "^comm.alltoall = auto: [a-z]*" "$SCRATCH/auto.log"), the same losses bit for bit"
 grep -q "2 ranks/node" "$SCRATCH/hier.log" || fail "hierarchical run: not 2 ranks/node: $(head -3 "$SCRATCH/hier.log")"
 grep -q "falling back to flat" "$SCRATCH/hier.log" && fail "hierarchical fell back to flat: $(cat "$SCRATCH/hier.log")"
 cmp -s "$SCRATCH/flat.losses" "$SCRATCH/hier.losses" || fail "flat and hierarchical losses differ across nodes"
