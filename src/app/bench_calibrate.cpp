@@ -28,6 +28,7 @@
 #include "app/plan_machine.hpp"
 #include "app/setup_check.hpp"
 #include "comm/exchange_cost.hpp"
+#include "comm/groups.hpp"
 #include "kernels/blas_runtime.hpp"
 #include "kernels/activations.hpp"
 #include "kernels/gemm.hpp"
@@ -214,15 +215,23 @@ int bench_calibrate(const BenchCalibrateOptions& opt) {
   m.memory_bandwidth = std::max(sum, m.memory_bandwidth_thread);
   say("calibrate: memory %.1f GB/s one thread, %.1f GB/s %d rank(s) at once; the trainer's kernels %.1f GB/s\n",
       m.memory_bandwidth_thread / 1e9, m.memory_bandwidth / 1e9, world, m.kernel_bandwidth / 1e9);
-  // 3. MPI alpha-beta between ranks 0 and 1 (the same node here).
+  // 3. MPI alpha-beta: rank 0 to a rank on its node (intra) and to the first rank on
+  //    another node (inter), as comm.alltoall = auto measures them; a tier without a
+  //    pair copies the other.
   if (world >= 2) {
-    m.intra = comm::measure_pair(MPI_COMM_WORLD, 0, 1, std::size_t(16) << 20, 200, 10);
+    const comm::Groups groups(MPI_COMM_WORLD, 1, 0);
+    const comm::MeasuredLinks l = comm::measure_links(groups, std::size_t(16) << 20, 200, 10);
+    m.intra = l.intra, m.inter = l.inter;
+    if (l.has_inter) m.inter_note = "measured: rank 0 to the first rank on another node";
+    if (!l.has_intra) say("calibrate: one rank per node: the intra-node keys copy the inter-node ones\n");
+    m.max_nodes = std::max(1, world / node_ranks);
   } else {
     say("calibrate: one rank: no MPI measurement; the network keys are copied from the memory bandwidth\n");
-    m.intra = {1e-6, m.memory_bandwidth_thread / 2};
+    m.intra = m.inter = {1e-6, m.memory_bandwidth_thread / 2};
   }
-  m.inter = m.intra;
-  say("calibrate: MPI latency %.2f us, bandwidth %.2f GB/s\n", m.intra.latency_s * 1e6, m.intra.bandwidth / 1e9);
+  say("calibrate: MPI intra-node %.2f us, %.2f GB/s; inter-node %.2f us, %.2f GB/s (%s)\n", m.intra.latency_s * 1e6,
+      m.intra.bandwidth / 1e9, m.inter.latency_s * 1e6, m.inter.bandwidth / 1e9,
+      m.inter_note.empty() ? "one node: the intra-node path stands in" : m.inter_note.c_str());
   // 4. Disk and memory size (rank 0).
   if (rank == 0) {
     std::string note;

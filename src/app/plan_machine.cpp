@@ -168,7 +168,8 @@ void save_machine(const Machine& m, const std::string& path, const std::string& 
   if (!m.gemm_fp32_node.points.empty()) curve("gemm_fp32_node", m.gemm_fp32_node);
   if (!m.gemm_16bit_node.points.empty()) curve("gemm_16bit_node", m.gemm_16bit_node);
   out << "\n[network.intra]\nlatency_us = " << m.intra.latency_s * 1e6 << "\nbandwidth_gbs = " << m.intra.bandwidth / kGB
-      << "\n\n[network.inter]  # one node here: the intra-node path stands in\nlatency_us = "
+      << "\n\n[network.inter]  # " << (m.inter_note.empty() ? "one node here: the intra-node path stands in" : m.inter_note)
+      << "\nlatency_us = "
       << m.inter.latency_s * 1e6 << "\nbandwidth_gbs = " << m.inter.bandwidth / kGB << "\n\n[io]\nnvme_read_gbs = "
       << m.nvme_read / kGB << "\nnvme_write_gbs = " << m.nvme_write / kGB
       << "\ncheckpoint_write_gbs = " << m.checkpoint_write / kGB << "\n";

@@ -48,6 +48,7 @@ struct Machine {
   double kernel_bandwidth = 0;
   int kernel_threads = 0;  // threads those kernels use per rank: 0 = all the rank's cores, 1 = a Serial build
   Link intra, inter;
+  std::string inter_note;  // save_machine: where the inter-node figures come from (calibrate)
   // A tapered fat tree: groups of taper_group nodes are non-blocking; traffic between
   // groups gets inter.bandwidth / taper (1: no taper).
   int taper_group = 0;

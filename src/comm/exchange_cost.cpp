@@ -11,8 +11,6 @@
 namespace furnace::comm {
 namespace {
 
-constexpr std::size_t kProbeBytes = std::size_t(1) << 20;  // measure_links' large message
-
 struct Tiers {
   int L, N;  // ranks of the ep group per node, nodes
 };
@@ -96,7 +94,7 @@ Link measure_pair(MPI_Comm comm, int a, int b, std::size_t big, int small_reps, 
   return {alpha, double(big) / std::max(t_big - alpha, 0.5 * t_big)};
 }
 
-MeasuredLinks measure_links(const Groups& g) {
+MeasuredLinks measure_links(const Groups& g, std::size_t big, int small_reps, int big_reps) {
   const MPI_Comm world = g.world();
   // Every rank's node, named by the world rank of its node's first rank.
   int leader = g.rank();
@@ -109,8 +107,8 @@ MeasuredLinks measure_links(const Groups& g) {
     if (node[std::size_t(r)] != node[0] && inter_peer < 0) inter_peer = r;
   }
   MeasuredLinks m;
-  if (intra_peer > 0) m.intra = measure_pair(world, 0, intra_peer, kProbeBytes, 50, 5), m.has_intra = true;
-  if (inter_peer > 0) m.inter = measure_pair(world, 0, inter_peer, kProbeBytes, 50, 5), m.has_inter = true;
+  if (intra_peer > 0) m.intra = measure_pair(world, 0, intra_peer, big, small_reps, big_reps), m.has_intra = true;
+  if (inter_peer > 0) m.inter = measure_pair(world, 0, inter_peer, big, small_reps, big_reps), m.has_inter = true;
   if (!m.has_intra) m.intra = m.inter;
   if (!m.has_inter) m.inter = m.intra;
   m.copy_bandwidth = g.rank() == 0 ? copy_rate() : 0;

@@ -62,6 +62,8 @@ struct MeasuredLinks {
   double copy_bandwidth = 0;
   bool has_intra = false, has_inter = false;
 };
-MeasuredLinks measure_links(const Groups& groups);
+// `big`, `small_reps`, `big_reps` as in measure_pair (bench calibrate measures longer).
+MeasuredLinks measure_links(const Groups& groups, std::size_t big = std::size_t(1) << 20, int small_reps = 50,
+                            int big_reps = 5);
 
 }  // namespace furnace::comm
