@@ -146,7 +146,7 @@ Plan make_plan(const io::Config& cfg_in, const Machine& m, const PlanRequest& re
   // time, and for comm.alltoall = "auto" the algorithm, come from comm's alpha-beta
   // model, which the trainer's auto choice uses too (with links it measures).
   if (moe && s.ep_size > 1) {
-    const double row_bytes = double(s.d_model) * (s.precision == kernels::Precision::FP32 ? 4 : 2);
+    const double row_bytes = double(train::exchange_row_bytes(s));
     const double bytes = tokens * s.router.top_k * row_bytes * plan.imbalance;
     const int ep = s.ep_size, L = std::min(rpn, ep), N = std::max(1, ep / L);
     // The bandwidth between nodes: beyond a taper group, the tree's upper level shares.

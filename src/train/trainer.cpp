@@ -129,7 +129,7 @@ MemoryPlan plan_memory(const io::Config& cfg, const comm::Layout& layout, comm::
     planned.add(memory::Category::Communication, memory::Tier::Host, comm::GradSync::kScatterLabel, b);
   if (spec.ep_size > 1 && spec.moe_layers() > 0) {
     // Each MoE layer's exchange sends this rank's tokens top_k times (balanced routing).
-    const std::size_t row = std::size_t(spec.d_model) * (spec.precision == kernels::Precision::FP32 ? 4 : 2);
+    const std::size_t row = exchange_row_bytes(spec);
     const std::int64_t rows = std::int64_t(spec.batch) * spec.seq * spec.router.top_k;
     const bool spans_nodes = layout.ranks_per_node > 1 && layout.ranks_per_node < spec.ep_size;
     if (const auto b = spans_nodes ? comm::RowExchange::balanced_staging_bytes(exchange, rows, row) : 0)
@@ -152,7 +152,7 @@ comm::RowExchange::Algorithm resolve_exchange(const io::Config& cfg, const comm:
   const model::GptSpec spec = make_spec(cfg, groups.layout());
   const comm::MeasuredLinks links = comm::measure_links(groups);
   // A rank's rows per exchange at balanced routing (every MoE layer moves the same).
-  const double row = double(spec.d_model) * (spec.precision == kernels::Precision::FP32 ? 4 : 2);
+  const double row = double(exchange_row_bytes(spec));
   const comm::ExchangeShape shape{.ep = spec.ep_size, .ranks_per_node = groups.layout().ranks_per_node,
                                   .bytes = double(spec.batch) * spec.seq * spec.router.top_k * row};
   const comm::ExchangeChoice c = comm::choose_exchange(shape, links.intra, links.inter, links.copy_bandwidth);

@@ -56,6 +56,11 @@ struct MemoryPlan {
   std::int64_t params = 0, expert_params = 0;   // elements of this rank's parameters (of them: experts)
   std::uint64_t moment_bytes = 0;               // the AdamW moments of this rank's share, on any tier
 };
+// Bytes of one token row in the MoE exchange: d_model values, fp32 or 16-bit.
+inline std::size_t exchange_row_bytes(const model::GptSpec& spec) {
+  return std::size_t(spec.d_model) * (spec.precision == kernels::Precision::FP32 ? 4 : 2);
+}
+
 // `exchange`: the token exchange the run uses (comm.alltoall resolved; for "auto" the
 // trainer's measured choice or the planner's modelled one), for its staging bytes.
 MemoryPlan plan_memory(const io::Config& cfg, const comm::Layout& layout, comm::RowExchange::Algorithm exchange);
