@@ -8,8 +8,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
+#include <string>
 #include <thread>
 
+#include "comm/fault.hpp"
 #include "comm/mpi_check.hpp"
 
 namespace furnace::comm {
@@ -81,8 +83,11 @@ double finalize_timeout_s() {
 }
 
 void finalize_bounded(int code) {
-  int rank = 0;
+  int rank = 0, size = 1;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  // "rank N: " where there are ranks to tell apart, as abort_job does.
+  const std::string who = size > 1 ? "rank " + std::to_string(rank) + ": " : "";
   std::mutex m;
   std::condition_variable cv;
   bool done = false;
@@ -91,13 +96,16 @@ void finalize_bounded(int code) {
     const auto limit = std::chrono::duration<double>(finalize_timeout_s());
     if (cv.wait_for(lock, limit, [&] { return done; })) return;
     std::fprintf(stderr,
-                 "furnace: rank %d: MPI_Finalize has not returned after %.0f s (stuck in the launcher's PMI "
+                 "furnace: %sMPI_Finalize has not returned after %.0f s (stuck in the launcher's PMI "
                  "barrier; docs/jobs.md); the run's work is complete and saved; leaving with exit %d\n",
-                 rank, finalize_timeout_s(), code);
+                 who.c_str(), finalize_timeout_s(), code);
     std::fflush(stderr);
     std::fflush(stdout);
     _exit(code);  // no exit handlers: MPI is half torn down
   });
+  // Testers: FURNACE_FAULT=finalize.hang stands for the hang (docs/testing.md).
+  if (fault::hit("finalize.hang"))
+    for (;;) pause();
   MPI_Finalize();
   {
     std::lock_guard lock(m);
