@@ -210,7 +210,7 @@ Plan make_plan(const io::Config& cfg_in, const Machine& m, const PlanRequest& re
   plan.time.optimizer = (double(plan.memory.moment_bytes) / 8 * kAdamBytesPerOwned +
                          double(plan.memory.params) * kBytesPerParam) / speed.bandwidth();
 
-  // All-to-all: 4 exchanges per MoE layer, each as plan.exchange_shape (comm's model).
+  // All-to-all: 4 exchanges per MoE layer, each timed by comm's model above (plan.exchange).
   if (moe && s.ep_size > 1) {
     const bool hierarchical = plan.exchange.algorithm == comm::RowExchange::Algorithm::Hierarchical;
     const double t = hierarchical ? plan.exchange.hierarchical_s : plan.exchange.flat_s;

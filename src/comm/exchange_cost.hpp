@@ -17,7 +17,10 @@ namespace furnace::comm {
 struct Link {
   double latency_s = 0;
   double bandwidth = 0;  // bytes/s (intra: per rank; inter: per node, shared by its ranks)
-  double time(double bytes, double messages) const { return messages * latency_s + bytes / bandwidth; }
+  // No bytes cost no bandwidth (also for an unmeasured link, bandwidth 0: one rank).
+  double time(double bytes, double messages) const {
+    return messages * latency_s + (bytes > 0 ? bytes / bandwidth : 0.0);
+  }
 };
 
 struct ExchangeShape {
