@@ -160,8 +160,11 @@ int bench_calibrate(const BenchCalibrateOptions& opt) {
   mpiCheck(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node));
   int node_ranks = 1;
   mpiCheck(MPI_Comm_size(node, &node_ranks));
-  mpiCheck(MPI_Comm_free(&node));
-  const int cores = std::max(1, int(std::thread::hardware_concurrency()));
+  // The node's cores are its ranks' CPUs (their affinity), not the machine's: on an
+  // emulated node or in a Slurm cpuset they are a share. Rank 0 runs the all-cores
+  // GEMMs on its own CPUs.
+  const NodeCpus cpus = node_cpus(MPI_COMM_WORLD);
+  const int cores = std::max(1, cpus.mine);
   const int my_threads = kernels::blas_threads();
   auto say = [&](const char* fmt, auto... v) {
     if (rank == 0) std::fprintf(stderr, fmt, v...), std::fflush(stderr);
@@ -169,7 +172,7 @@ int bench_calibrate(const BenchCalibrateOptions& opt) {
 
   Machine m;
   m.name = opt.name;
-  m.cores_per_node = std::max(cores, node_ranks);
+  m.cores_per_node = std::max(cpus.node, node_ranks);
   m.ranks_per_node = node_ranks;
   m.max_nodes = 1;
   const bool has16 = kernels::gemm16_engine_error(kernels::Gemm16Engine::Auto, kernels::Precision::BF16).empty();
@@ -206,15 +209,18 @@ int bench_calibrate(const BenchCalibrateOptions& opt) {
         m.gemm_fp32.points.back().second / 1e9, all / 1e9, cores, all16 / 1e9, cores, has16 ? "" : "(no 16-bit engine: fp32)");
   }
   quiet_barrier(MPI_COMM_WORLD);
-  // 2. Memory bandwidth: one thread alone, then every rank at once (summed).
+  // 2. Memory bandwidth: one thread alone, then every rank at once (summed over a node:
+  //    the key is a node's).
   if (rank == 0) m.memory_bandwidth_thread = triad_bandwidth(), m.kernel_bandwidth = kernel_bandwidth();
   m.kernel_threads = Kokkos::DefaultExecutionSpace().concurrency() > 1 ? 0 : 1;
   quiet_barrier(MPI_COMM_WORLD);
   double mine = triad_bandwidth(), sum = 0;
-  mpiCheck(MPI_Allreduce(&mine, &sum, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD));
+  mpiCheck(MPI_Allreduce(&mine, &sum, 1, MPI_DOUBLE, MPI_SUM, node));
+  mpiCheck(MPI_Comm_free(&node));
   m.memory_bandwidth = std::max(sum, m.memory_bandwidth_thread);
-  say("calibrate: memory %.1f GB/s one thread, %.1f GB/s %d rank(s) at once; the trainer's kernels %.1f GB/s\n",
-      m.memory_bandwidth_thread / 1e9, m.memory_bandwidth / 1e9, world, m.kernel_bandwidth / 1e9);
+  say("calibrate: memory %.1f GB/s one thread, %.1f GB/s %d rank(s) of a node at once; the trainer's kernels %.1f "
+      "GB/s\n",
+      m.memory_bandwidth_thread / 1e9, m.memory_bandwidth / 1e9, node_ranks, m.kernel_bandwidth / 1e9);
   // 3. MPI alpha-beta: rank 0 to a rank on its node (intra) and to the first rank on
   //    another node (inter), as comm.alltoall = auto measures them; a tier without a
   //    pair copies the other.
@@ -249,8 +255,9 @@ int bench_calibrate(const BenchCalibrateOptions& opt) {
     std::string error;
     try {
       save_machine(m, opt.out,
-                   "# Written by `furnace bench calibrate` (" + std::to_string(world) + " rank(s) on " +
-                       std::to_string(cores) + " core(s)). Keys: docs/plan.md.");
+                   "# Written by `furnace bench calibrate` (" + std::to_string(world) + " rank(s), " +
+                       std::to_string(node_ranks) + " per node on " + std::to_string(m.cores_per_node) +
+                       " core(s)). Keys: docs/plan.md.");
       try {
         (void)load_machine(opt.out);
       } catch (const std::exception& e) {

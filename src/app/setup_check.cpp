@@ -206,19 +206,41 @@ void throw_allocation_failure(const io::Config& cfg, const std::exception& e) {
                         std::to_string(cfg.train.batch_size) + "), or run on more ranks");
 }
 
-ThreadBudget thread_budget(MPI_Comm world) {
+namespace {
+// This process's CPU affinity and that of every rank on its node (allgather on the
+// node's communicator, duplicated and freed here).
+struct NodeAffinity {
+  cpu_set_t mine;
+  std::vector<cpu_set_t> all;
+};
+NodeAffinity node_affinity(MPI_Comm world) {
   MPI_Comm node = MPI_COMM_NULL;
   mpiCheck(MPI_Comm_split_type(world, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
-  cpu_set_t mine;
-  CPU_ZERO(&mine);
-  if (sched_getaffinity(0, sizeof mine, &mine) != 0) CPU_SET(0, &mine);  // unknown: assume one CPU
+  NodeAffinity a;
+  CPU_ZERO(&a.mine);
+  if (sched_getaffinity(0, sizeof a.mine, &a.mine) != 0) CPU_SET(0, &a.mine);  // unknown: assume one CPU
   int size = 1;
   mpiCheck(MPI_Comm_size(node, &size));
-  std::vector<cpu_set_t> all(static_cast<std::size_t>(size));
-  mpiCheck(MPI_Allgather(&mine, sizeof mine, MPI_BYTE, all.data(), sizeof mine, MPI_BYTE, node));
+  a.all.resize(static_cast<std::size_t>(size));
+  mpiCheck(MPI_Allgather(&a.mine, sizeof a.mine, MPI_BYTE, a.all.data(), sizeof a.mine, MPI_BYTE, node));
   mpiCheck(MPI_Comm_free(&node));
+  return a;
+}
+}  // namespace
+
+NodeCpus node_cpus(MPI_Comm world) {
+  const NodeAffinity a = node_affinity(world);
+  cpu_set_t any = a.mine;
+  for (auto& other : a.all) CPU_OR(&any, &any, &other);
+  return {CPU_COUNT(&any), CPU_COUNT(&a.mine)};
+}
+
+ThreadBudget thread_budget(MPI_Comm world) {
+  const NodeAffinity a = node_affinity(world);
+  const cpu_set_t& mine = a.mine;
+  const auto& all = a.all;
   int sharing = 0;  // ranks of this node that may run on one of our CPUs (ourselves included)
-  for (auto& other : all) {
+  for (const auto& other : all) {
     cpu_set_t both;
     CPU_AND(&both, &mine, &other);
     sharing += CPU_COUNT(&both) > 0;

@@ -70,6 +70,12 @@ struct ThreadBudget {
 ThreadBudget thread_budget(MPI_Comm world);
 // The budget main() applied (for the banner).
 ThreadBudget& thread_budget_in_use();
+// The CPUs of this rank's node (the union of its ranks' affinities: a Slurm cpuset, an
+// emulated node's share) and this rank's own. Collective over `world`.
+struct NodeCpus {
+  int node = 1, mine = 1;
+};
+NodeCpus node_cpus(MPI_Comm world);
 
 // ---- implementation ----
 [[noreturn]] void throw_allocation_failure(const io::Config& cfg, const std::exception& e);

@@ -8,7 +8,8 @@
 # uninterrupted run; comm.alltoall = auto makes a choice and trains flat's losses; kill
 # -9 of a rank on the second node ends the job (no hang) with its newest checkpoint
 # intact; and the PBS and Slurm job scripts, given a two-host node list, run 2 ranks
-# on each host. Exit 77 (skipped) where namespaces cannot be made.
+# on each host; each node's ranks run on that node's share of the CPUs. Exit 77
+# (skipped) where namespaces cannot be made.
 source "$(dirname "$0")/lib/common.sh"
 EC="$(pwd)/scripts/emulated-cluster"
 set +e
@@ -61,6 +62,12 @@ echo "ok: bench alltoall: ep 4 over 2 node(s)"
 # 2. Layout equivalence across nodes.
 run ref one 1 20
 run flat 2x2 4 20
+# Each emulated node has its own share of this machine's CPUs (scripts/emulated-cluster,
+# "Cores"), so a rank's thread budget counts its node's CPUs, not the machine's.
+share=$(( $(nproc) / 2 )); [ "$share" -ge 1 ] || share=1
+grep -q "(CPU affinity: $share CPUs\?)" "$SCRATCH/flat.log" ||
+  fail "the ranks do not see their node's $share CPU(s): $(grep -o 'CPU affinity: [^)]*' "$SCRATCH/flat.log")"
+echo "ok: each emulated node's ranks run on its $share of $(nproc) CPU(s)"
 run hier 2x2 4 20 --set comm.alltoall='"hierarchical"'
 run dp2ep2 2x2 2 20
 run auto 2x2 4 20 --set comm.alltoall='"auto"'
