@@ -166,10 +166,12 @@ void RowExchange::exchange_rows(const RowFormat& row, const std::byte* send, con
   const std::size_t P = std::size_t(ep_size_);
   if (send_rows.size() != P || recv_rows.size() != P || send_off.size() != P || recv_off.size() != P)
     abort_job("RowExchange::exchange: row counts and offsets need one entry per ep rank", 4);
+  timer_.begin(ep_);
   if (algorithm_ == Algorithm::Hierarchical)
     hierarchical(row, send, send_rows, send_off, recv, recv_rows, recv_off);
   else
     flat(row, send, send_rows, send_off, recv, recv_rows, recv_off);
+  timer_.end();
 }
 
 void RowExchange::flat(const RowFormat& row, const std::byte* send, const Rows& send_rows, const Rows& send_off,

@@ -25,6 +25,7 @@
 
 #include "comm/groups.hpp"
 #include "memory/ledger.hpp"
+#include "comm/phase_timer.hpp"
 #include "memory/pool.hpp"
 
 namespace furnace::comm {
@@ -86,6 +87,8 @@ class RowExchange {
   int ep_rank() const { return ep_rank_; }
   int nodes() const { return nodes_; }              // nodes spanned by the ep group
   int ranks_per_node() const { return per_node_; }  // ep ranks per node (0: uneven)
+  // The rows' exchanges (not exchange_counts), timed: one span per exchange.
+  PhaseTimer& timer() { return timer_; }
 
  private:
   using Rows = std::vector<std::int64_t>;
@@ -106,6 +109,7 @@ class RowExchange {
   int width_ = 1, ep_size_ = 1, ep_rank_ = 0, nodes_ = 1, per_node_ = 1;
   int node_ = 0, local_ = 0;  // this rank's node block and index inside it
   RowFormat rows_fp32_, rows_16bit_;
+  PhaseTimer timer_;
   MPI_Comm ep_ = MPI_COMM_NULL, intra_ = MPI_COMM_NULL, inter_ = MPI_COMM_NULL;
   // The hierarchical exchange's staging (rows between the two phases, and phase 2's rows
   // when recv_off leaves gaps inside a node's block): blocks acquired per call, reused.

@@ -45,6 +45,26 @@ std::vector<GradSync::Span> GradSync::plan(const std::vector<memory::ParamInfo>&
   return spans;
 }
 
+int GradSync::sole_owner(const std::vector<int>& counts) {
+  int owner = -1;
+  for (int r = 0; r < int(counts.size()); ++r)
+    if (counts[std::size_t(r)] > 0) {
+      if (owner >= 0) return -1;
+      owner = r;
+    }
+  return owner;
+}
+
+void GradSync::mark_owners(const memory::StateStore& ps, std::vector<Span>& buckets) {
+  std::vector<int> counts, displs;
+  for (auto& b : buckets) {
+    b.sole_owner = false;
+    if (!ps.moments_sharded()) continue;
+    ps.shards().split(b.kind, b.offset, b.offset + b.count, counts, displs);
+    b.sole_owner = sole_owner(counts) >= 0;
+  }
+}
+
 std::uint64_t GradSync::scatter_bytes(const memory::StateStore& ps, const std::vector<Span>& buckets,
                                      kernels::Precision wire) {
   if (!ps.moments_sharded()) return 0;
@@ -52,6 +72,7 @@ std::uint64_t GradSync::scatter_bytes(const memory::StateStore& ps, const std::v
   std::vector<int> counts, displs;
   for (const auto& b : buckets) {
     ps.shards().split(b.kind, b.offset, b.offset + b.count, counts, displs);
+    if (sole_owner(counts) >= 0) continue;  // reduced in place (allreduce)
     total += std::uint64_t(counts[std::size_t(ps.shards().rank_of(b.kind))]);
   }
   return total * (wire == kernels::Precision::BF16 ? sizeof(std::uint16_t) : sizeof(float));
@@ -66,7 +87,7 @@ std::uint64_t GradSync::wire_bytes(const std::vector<Span>& buckets, kernels::Pr
 
 GradSync::GradSync(const memory::StateStore& ps, const Groups& groups, std::size_t bucket_bytes,
                    kernels::Precision wire, memory::Ledger* ledger)
-    : ps_(ps), bucket_of_(ps.infos().size(), -1), wire_dtype_(wire) {
+    : ps_(ps), bucket_of_(ps.infos().size(), -1), wire_dtype_(wire), world_(groups.world()) {
   if (wire != kernels::Precision::FP32 && wire != kernels::Precision::BF16)
     throw std::invalid_argument("GradSync: the gradient wire is fp32 or bf16");
   const auto spans = plan(ps.infos(), bucket_bytes, groups.size(), groups.dp());
@@ -79,6 +100,7 @@ GradSync::GradSync(const memory::StateStore& ps, const Groups& groups, std::size
     if (ps.moments_sharded()) {
       ps.shards().split(s.kind, b.offset, b.offset + b.count, b.counts, b.displs);
       b.me = ps.shards().rank_of(s.kind);
+      b.owner = sole_owner(b.counts);
     }
     for (int i = s.first; i <= s.last; ++i) bucket_of_[i] = int(buckets_.size());
     buckets_.push_back(b);
@@ -86,7 +108,8 @@ GradSync::GradSync(const memory::StateStore& ps, const Groups& groups, std::size
   const std::size_t elem = wire_dtype_ == kernels::Precision::BF16 ? sizeof(std::uint16_t) : sizeof(float);
   std::size_t parts = 0;
   for (auto& bk : buckets_)
-    if (!bk.counts.empty()) bk.scatter_offset = parts, parts += std::size_t(bk.counts[std::size_t(bk.me)]) * elem;
+    if (!bk.counts.empty() && bk.owner < 0)
+      bk.scatter_offset = parts, parts += std::size_t(bk.counts[std::size_t(bk.me)]) * elem;
   scatter_.resize(parts);
   if (ledger && parts > 0) ledger->add(memory::Category::Communication, memory::Tier::Host, kScatterLabel, parts);
   if (wire_dtype_ == kernels::Precision::BF16) {
@@ -103,13 +126,14 @@ GradSync::~GradSync() {
 }
 
 void GradSync::begin() {
-  for (auto& b : buckets_) b.pending = b.tensors;
+  for (auto& b : buckets_) b.pending = b.tensors, b.started = false;
 }
 
 void GradSync::start(Bucket& b) {
   float* g = ps_.grads().data() + b.offset;
   b.landed = false;
-  const bool part = !b.counts.empty();
+  b.started = true;
+  const bool part = !b.counts.empty() && b.owner < 0;  // a sole owner's bucket: allreduce
   // ZeRO-1 reduce-scatters into a buffer of its own, not MPI_IN_PLACE: MPICH 4.0's
   // in-place MPI_Reduce_scatter aborts ("memcpy argument memory ranges overlap") when
   // a later rank's part is larger than rank 0's, which whole-tensor ownership gives.
@@ -134,7 +158,7 @@ void GradSync::wait(Bucket& b) {
   mpiCheck(MPI_Wait(&b.request, MPI_STATUS_IGNORE));
   if (b.landed) return;
   b.landed = true;
-  const bool part = !b.counts.empty();
+  const bool part = !b.counts.empty() && b.owner < 0;
   const bool bf16 = wire_dtype_ == kernels::Precision::BF16;
   if (!part && !bf16) return;  // reduced in place
   // The sum (ZeRO-1: this rank's part) into its home in the gradient buffer; the rest
@@ -160,7 +184,13 @@ void GradSync::wait_all() {
 void GradSync::ready(int param) {
   const int i = bucket_of_[param];
   if (i < 0) return;
-  if (--buckets_[i].pending == 0) start(buckets_[i]);
+  // comm.timing = "barrier" leaves every reduction to finish(): its time is then the
+  // transfer alone, not overlapped with the backward (as furnace plan predicts it).
+  if (--buckets_[i].pending == 0 && !timer_.barrier()) {
+    timer_.begin();
+    start(buckets_[i]);
+    timer_.end();
+  }
 }
 
 void GradSync::wait_for(int param) {
@@ -169,28 +199,39 @@ void GradSync::wait_for(int param) {
   Bucket& b = buckets_[std::size_t(i)];
   if (b.pending > 0) throw std::logic_error("GradSync::wait_for: the bucket of a tensor not ready yet");
   if (!b.counts.empty()) throw std::logic_error("GradSync::wait_for: not with sharded moments");
+  timer_.begin();
+  if (!b.started) start(b);  // barrier timing defers the starts
   wait(b);
+  timer_.end();
 }
 
 void GradSync::finish() {
+  timer_.begin(world_);
   // Start leftovers in bucket order so every rank issues them identically.
   for (auto& b : buckets_)
-    if (b.pending > 0) {
+    if (!b.started) {
       b.pending = 0;
       start(b);
     }
   wait_all();
+  timer_.end();
 }
 
 void GradSync::gather_params() {
+  if (!ps_.moments_sharded()) return;
+  timer_.begin(world_);
   bool any = false;
   for (auto& b : buckets_)
-    if (!b.counts.empty()) {
+    if (b.owner >= 0) {
+      mpiCheck(MPI_Ibcast(ps_.params().data() + b.offset, int(b.count), MPI_FLOAT, b.owner, b.comm, &b.request));
+      any = true;
+    } else if (!b.counts.empty()) {
       mpiCheck(MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, ps_.params().data() + b.offset, b.counts.data(),
                                b.displs.data(), MPI_FLOAT, b.comm, &b.request));
       any = true;
     }
   if (any) wait_all();
+  timer_.end();
 }
 
 }  // namespace furnace::comm

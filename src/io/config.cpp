@@ -367,6 +367,7 @@ const std::vector<KeyInfo>& config_keys() {
       FURNACE_KEY(comm, alltoall, one_of({"flat", "hierarchical", "auto"}), "Token exchange: one MPI_Alltoallv, or intra-node then between node leaders; `auto` picks the faster by the alpha-beta model on links measured at start (printed)."),
       FURNACE_KEY(comm, grad_dtype, one_of({"fp32", "bf16"}), "What the gradient allreduce (reduce-scatter with memory.zero = 1) moves: `fp32`, or `bf16` (half the bytes; each partial sum is added in fp32 and rounded to bf16, the result widened back to the fp32 gradients)."),
       FURNACE_KEY(comm, ranks_per_node, at_least(0), "Ranks per node for the hierarchical exchange; 0 = detect (MPI_COMM_TYPE_SHARED)."),
+      FURNACE_KEY(comm, timing, one_of({"wall", "barrier"}), "How metrics.jsonl's `alltoall_ms` and `allreduce_ms` (rank 0's time in the token exchanges and the gradient reduction per step) are measured: `wall`, as they happen (including any wait for a late rank), or `barrier`, after an untimed barrier on the group (the transfer alone, as `furnace plan` predicts it; costs one barrier per exchange and step)."),
       FURNACE_KEY(comm, bucket_mb, in(1, 1024), "Gradient allreduce bucket size in MiB (allocated once per rank)."),
       FURNACE_KEY(checkpoint, dir, any_string(), "Checkpoint directory; \"\" = `ckpt` inside output.dir."),
       FURNACE_KEY(checkpoint, every, at_least(0), "Steps between checkpoints; 0 = only on SIGUSR1/SIGTERM and at the end."),

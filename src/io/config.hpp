@@ -75,6 +75,7 @@ struct CommConfig {
   int ranks_per_node = 0;         // 0 = detect (MPI_COMM_TYPE_SHARED)
   int bucket_mb = 4;              // gradient allreduce bucket size (MiB)
   std::string grad_dtype = "fp32";  // fp32 | bf16: what the gradient reduction moves
+  std::string timing = "wall";      // wall | barrier: how alltoall_ms / allreduce_ms are measured
 };
 
 struct CheckpointConfig {

@@ -59,6 +59,27 @@ nlohmann::json expert_load(const model::Gpt& m) {
   return out;
 }
 
+// Per MoE layer: the rows the busiest ep rank's experts get over the mean, from the
+// same loads (expert e lives on ep rank e / (experts / ep)): what the token exchange's
+// busiest receiver carries (furnace plan --exchange-imbalance).
+nlohmann::json rank_load(const model::Gpt& m, int ep) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& b : m.blocks()) {
+    if (!b->moe()) continue;
+    const auto& load = b->moe()->stats().load;
+    const std::size_t per_rank = load.size() / std::size_t(ep);
+    double mx = 0, sum = 0;
+    for (std::size_t r = 0; r < std::size_t(ep); ++r) {
+      double v = 0;
+      for (std::size_t e = r * per_rank; e < (r + 1) * per_rank; ++e) v += load[e];
+      mx = std::max(mx, v);
+      sum += v;
+    }
+    out.push_back(sum > 0 ? mx / (sum / ep) : 0.0);
+  }
+  return out;
+}
+
 StopRequest agreed_stop_request(MPI_Comm world) {
   int r = stop_request();
   mpiCheck(MPI_Allreduce(MPI_IN_PLACE, &r, 1, MPI_INT, MPI_MAX, world));
@@ -203,6 +224,7 @@ Trainer::RunResult Trainer::run() {
       skipped_in_a_row = 0;
       apply_update(step, r);
     }
+    take_comm_seconds(r);
     const double dt = seconds_since(ts);
     // The nvme tier's traffic at the end of the step, before any evaluation.
     const auto traffic = offload_ ? offload_->traffic() : memory::StateOffload::Traffic{};
@@ -235,6 +257,11 @@ Trainer::RunResult Trainer::run() {
                           {"tokens_per_s", tokens_per_step / dt}, {"ms_per_step", dt * 1e3},
                           {"elapsed_s", elapsed},    {"expert_load_max_over_mean", expert_load(*model_)},
                           {"moe_rounds", r.moe_rounds}};
+      if (groups_.size() > 1) {  // rank 0's, as comm.timing measures them
+        j["alltoall_ms"] = r.alltoall_s * 1e3;
+        j["allreduce_ms"] = r.allreduce_s * 1e3;
+      }
+      if (groups_.ep() > 1 && cfg_.moe.experts > 0) j["rank_load_max_over_mean"] = rank_load(*model_, groups_.ep());
       if (evaluated) j["val_loss"] = val;
       if (skipped_in_a_row > 0) j["skipped"] = true;  // its update was skipped (non-finite)
       if (skipped > 0) j["skipped_steps"] = skipped;  // so far in this run

@@ -123,6 +123,7 @@ MemoryPlan plan_memory(const io::Config& cfg, const comm::Layout& layout, comm::
   build_measured(cfg, spec, zero_layout(cfg, layout), planned, ps, arenas);
   const auto wire = cfg.comm.grad_dtype == "bf16" ? kernels::Precision::BF16 : kernels::Precision::FP32;
   plan.buckets = comm::GradSync::plan(ps.infos(), std::size_t(cfg.comm.bucket_mb) << 20, layout.world, layout.dp());
+  comm::GradSync::mark_owners(ps, plan.buckets);
   if (const auto b = comm::GradSync::wire_bytes(plan.buckets, wire))
     planned.add(memory::Category::Communication, memory::Tier::Host, comm::GradSync::kWireLabel, b);
   if (const auto b = comm::GradSync::scatter_bytes(ps, plan.buckets, wire))
@@ -197,6 +198,9 @@ Trainer::Trainer(const io::Config& cfg, comm::Groups& groups, const MemoryCheck&
   grad_sync_ = std::make_unique<comm::GradSync>(
       ps_, groups, std::size_t(cfg.comm.bucket_mb) << 20,
       cfg.comm.grad_dtype == "bf16" ? kernels::Precision::BF16 : kernels::Precision::FP32, &ledger_);
+  const bool timing_barrier = cfg.comm.timing == "barrier";  // comm/phase_timer.hpp
+  grad_sync_->timer().set_barrier(timing_barrier);
+  if (exchange_) exchange_->timer().set_barrier(timing_barrier);
   ps_.initialize(cfg.train.seed);  // the tensors in memory; set_up_offload the others
   if (ps_.offloads()) set_up_offload();
   comm::fault::maybe_throw("trainer.setup");  // testers: one rank fails before the collective opens below
@@ -301,8 +305,14 @@ Trainer::Loss Trainer::forward_loss(const std::vector<std::int32_t>& tokens, boo
   return {ce, sums[1] > 0};
 }
 
+void Trainer::take_comm_seconds(StepResult& r) {
+  r.alltoall_s = exchange_ ? exchange_->timer().take() : 0;
+  r.allreduce_s = grad_sync_->timer().take();
+}
+
 StepResult Trainer::compute_gradients(long step, std::vector<std::int32_t>* batch) {
   StepResult r;
+  take_comm_seconds(r);  // from here: what an evaluation before this step spent is not this step's
   load_local_batch(*train_data_, 0, step, batch_);
   if (batch) *batch = batch_;
   ps_.zero_resident(memory::Family::Grad);  // offloaded groups: zeroed as they come in

@@ -34,6 +34,9 @@ struct StepResult {
   double lr = 0;
   int moe_rounds = 1;   // the most exchange rounds an MoE layer ran (this rank's ep group)
   double checkpoint_hold_s = 0;  // waited for a background checkpoint's snapshot copy
+  // This rank's seconds in the token exchanges' rows and in the gradient reduction
+  // (and ZeRO-1's gather), as comm.timing measures them (comm/phase_timer.hpp).
+  double alltoall_s = 0, allreduce_s = 0;
 };
 
 // Maps the run configuration onto the model's shape for this rank.
@@ -97,6 +100,9 @@ class Trainer {
   // Clip and update (ZeRO-1: this rank's parts, then the parameters are all-gathered).
   // Returns the lr used.
   double apply_update(long step, StepResult& r);
+  // Moves the communication seconds since the last call (or since compute_gradients
+  // began) into r.alltoall_s / r.allreduce_s.
+  void take_comm_seconds(StepResult& r);
   // Cross-entropy over the validation batches (the same ones every time). A stop
   // request on any rank, agreed in each batch's loss reduction, abandons it.
   EvalResult evaluate();

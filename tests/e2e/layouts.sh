@@ -21,6 +21,11 @@ run ep2 2 2
 run dp2ep2 4 2
 run ep4 4 4
 run ep4hier 4 4 --set comm.alltoall='"hierarchical"' --set comm.ranks_per_node=2
+# comm.timing = "barrier" defers the gradient reductions to the end of the backward
+# and puts barriers before the exchanges: the same reductions of the same values.
+run ep2barrier 2 2 --set comm.timing='"barrier"'
+run dp2zbarrier 2 1 --set comm.timing='"barrier"' --set memory.zero=1
+run dp2z 2 1 --set memory.zero=1
 /usr/bin/python3 - "$SCRATCH" <<'PY'
 import sys
 d = sys.argv[1]
@@ -38,5 +43,14 @@ for what in ["losses", "norms"]:
         print(f"{what:6s} {name:8s} max rel diff vs 1 process over {len(got)} steps: {worst:.2e} {'ok' if ok else 'FAIL'}")
 same = open(f"{d}/ep4.losses").read() == open(f"{d}/ep4hier.losses").read()
 print(f"flat vs hierarchical (ep 4, 2 ranks/node): {'bitwise identical' if same else 'DIFFERENT'}")
+import json
+for a, b in [("ep2", "ep2barrier"), ("dp2z", "dp2zbarrier")]:
+    ident = all(open(f"{d}/{a}.{w}").read() == open(f"{d}/{b}.{w}").read() for w in ["losses", "norms"])
+    # The timers are there at 2 ranks and saw the traffic (ep 2: both; dp 2: no exchange).
+    rows = [json.loads(l) for l in open(f"{d}/{b}/metrics.jsonl") if "ms_per_step" in l]
+    timed = all(r["allreduce_ms"] > 0 and (r["alltoall_ms"] > 0) == (b == "ep2barrier") for r in rows)
+    print(f"comm.timing barrier vs wall ({a}): {'bitwise identical' if ident else 'DIFFERENT'}, "
+          f"alltoall_ms/allreduce_ms {'present' if timed else 'MISSING OR ZERO'}")
+    same = same and ident and timed
 sys.exit(1 if bad or not same else 0)
 PY

@@ -17,7 +17,10 @@ using furnace::testing::world_size;
 
 float value(std::int64_t i, int rank) { return float((i % 97) + 1) * float(rank + 1) * 0.25f; }
 
-void check_reduction(bool sharded, kernels::Precision wire) {
+// bucket_bytes: 4 MiB puts all three tensors in one bucket, split between owners when
+// sharded; 1 KiB gives each tensor a bucket of its own, which its one owner holds whole
+// (GradSync::sole_owner: an allreduce, and a broadcast for gather_params).
+void check_reduction(bool sharded, kernels::Precision wire, std::size_t bucket_bytes = std::size_t(4) << 20) {
   const int p = world_size(), r = world_rank();
   Groups groups(MPI_COMM_WORLD, 1, 0);
   memory::Ledger ledger;
@@ -31,7 +34,7 @@ void check_reduction(bool sharded, kernels::Precision wire) {
   ps.allocate(ledger, {}, memory::Mode::Allocate, zero);
   auto g = ps.grads();
   for (std::int64_t i = 0; i < ps.total(); ++i) g(i) = value(i, r);
-  GradSync sync(ps, groups, std::size_t(4) << 20, wire, &ledger);
+  GradSync sync(ps, groups, bucket_bytes, wire, &ledger);
   sync.begin();
   for (int t = int(ps.infos().size()) - 1; t >= 0; --t) sync.ready(t);
   sync.finish();
@@ -49,18 +52,40 @@ void check_reduction(bool sharded, kernels::Precision wire) {
   }
   if (sharded && p > 1) {
     EXPECT_EQ(ledger.label_current(GradSync::kScatterLabel),
-              GradSync::scatter_bytes(ps, GradSync::plan(ps.infos(), std::size_t(4) << 20, p, p), wire));
+              GradSync::scatter_bytes(ps, GradSync::plan(ps.infos(), bucket_bytes, p, p), wire));
     // A rank may own no part (4 ranks, 3 whole tensors: rank 3 has none) and need no
-    // buffer; the ranks that own parts must have one.
+    // buffer; the ranks that own parts of a split bucket must have one, and sole
+    // owners' buckets need none.
     unsigned long local = ledger.label_current(GradSync::kScatterLabel), largest = 0;
     MPI_Allreduce(&local, &largest, 1, MPI_UNSIGNED_LONG, MPI_MAX, MPI_COMM_WORLD);
-    EXPECT_GT(largest, 0ul);
+    if (bucket_bytes >= ps.total() * sizeof(float))
+      EXPECT_GT(largest, 0ul);
+    else
+      EXPECT_EQ(largest, 0ul);
+  }
+  // ZeRO-1's gather: each owner's updated parameters reach every rank.
+  auto w = ps.params();
+  for (int t = 0; t < int(ps.infos().size()); ++t) {
+    const auto& info = ps.info(t);
+    const auto part = ps.shards().part(t);
+    for (std::int64_t e = 0; e < info.size; ++e)
+      w(info.offset + e) = sharded && (e < part.first || e >= part.first + part.count) ? -1.f : value(info.offset + e, 7);
+  }
+  sync.gather_params();
+  for (int t = 0; t < int(ps.infos().size()); ++t) {
+    const auto& info = ps.info(t);
+    for (std::int64_t e = 0; e < info.size; ++e)
+      ASSERT_EQ(w(info.offset + e), value(info.offset + e, 7)) << info.name << "[" << e << "] rank " << r;
   }
 }
 
 TEST(MpiGradSync, AllreduceSumsEveryElement) { check_reduction(false, kernels::Precision::FP32); }
 TEST(MpiGradSync, ZeroReduceScatterOfUnevenPartsSumsEachOwnersPart) { check_reduction(true, kernels::Precision::FP32); }
 TEST(MpiGradSync, Bf16WireReduceScatterOfUnevenParts) { check_reduction(true, kernels::Precision::BF16); }
+TEST(MpiGradSync, ZeroSoleOwnerBucketsAllreduceAndBroadcast) {
+  check_reduction(true, kernels::Precision::FP32, 1024);
+}
+TEST(MpiGradSync, Bf16WireSoleOwnerBuckets) { check_reduction(true, kernels::Precision::BF16, 1024); }
 
 }  // namespace
 }  // namespace furnace::comm
