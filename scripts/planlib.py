@@ -57,7 +57,7 @@ def train(binary, work, name, ranks, sets, steps, warmup, config="configs/defaul
     out = f"{work}/{name}"
     common = [f"data.train=\"{work}/data/train.h5\"", f"data.valid=\"{work}/data/valid.h5\"",
               f"output.dir=\"{out}\"", f"train.steps={steps}", "train.eval_every=0", "train.eval_batches=1",
-              "checkpoint.every=0", "train.time_limit_min=0"] + sets
+              "checkpoint.every=0", "train.time_limit_min=0", "comm.timing=\"barrier\""] + sets
     args = sum((["--set", s] for s in common), [])
     run(launcher(ranks, nodes) + [binary, "train", "--config", os.path.join(ROOT, config)] + args)
     steps_ = [json.loads(l) for l in open(f"{out}/metrics.jsonl") if l.strip() and "ms_per_step" in l]
@@ -73,8 +73,29 @@ def train(binary, work, name, ranks, sets, steps, warmup, config="configs/defaul
     return args, ms, peak, imb
 
 
-def plan(binary, machine, args, nodes, ranks_per_node, imbalance=0.0, config="configs/default.toml"):
+def exchange_imbalance(work, name, warmup):
+    """The median over steps after `warmup` of the layers' mean busiest-ep-rank load over
+    the mean (metrics.jsonl `rank_load_max_over_mean`), or 0 (none: 1 rank, ep 1)."""
+    steps_ = [json.loads(l) for l in open(f"{work}/{name}/metrics.jsonl") if l.strip() and "ms_per_step" in l]
+    if "rank_load_max_over_mean" not in steps_[-1]:
+        return 0.0
+    return statistics.median(statistics.mean(l["rank_load_max_over_mean"]) for l in steps_[warmup:])
+
+
+def comm_ms(work, name, warmup):
+    """The median over steps after `warmup` of rank 0's milliseconds in the token
+    exchanges and in the gradient reduction (metrics.jsonl `alltoall_ms`, `allreduce_ms`,
+    measured after a barrier: comm.timing = "barrier"), or None at 1 rank."""
+    steps_ = [json.loads(l) for l in open(f"{work}/{name}/metrics.jsonl") if l.strip() and "ms_per_step" in l]
+    if "alltoall_ms" not in steps_[-1]:
+        return None
+    return tuple(statistics.median(l[k] for l in steps_[warmup:]) for k in ("alltoall_ms", "allreduce_ms"))
+
+
+def plan(binary, machine, args, nodes, ranks_per_node, imbalance=0.0, config="configs/default.toml",
+         exchange_imbalance=0.0):
     """`furnace plan --json` for the same configuration."""
     return json.loads(run([binary, "plan", "--config", os.path.join(ROOT, config), "--machine", machine,
                            "--nodes", str(nodes), "--ranks-per-node", str(ranks_per_node),
-                           "--imbalance", f"{imbalance:.4f}", "--json"] + args))
+                           "--imbalance", f"{imbalance:.4f}", "--exchange-imbalance", f"{exchange_imbalance:.4f}",
+                           "--json"] + args))

@@ -92,7 +92,8 @@ void print_plan(const std::string& what, const io::Config& c, const Machine& m, 
                 (long long)best_batch * p.layout.world);
   const auto& t = p.time;
   const double total = t.total();
-  std::printf("step time (predicted, slowest rank): %s; routing imbalance %.2f\n", seconds(total).c_str(), p.imbalance);
+  std::printf("step time (predicted, slowest rank): %s; routing imbalance %.2f (experts), %.2f (exchange)\n",
+              seconds(total).c_str(), p.imbalance, p.exchange_imbalance);
   if (p.layout.ranks_per_node > m.cores_per_node)
     std::printf("  (%d ranks on %d cores per node: oversubscribed; ranks waiting in MPI spin, which the model "
                 "leaves out: the time is a lower bound)\n",
@@ -116,6 +117,8 @@ nlohmann::json plan_json(const io::Config& c, const Machine& m, const Plan& p) {
   j["fits"] = p.fits;
   j["oversubscribed"] = p.layout.ranks_per_node > m.cores_per_node;
   j["binding"] = p.binding;
+  j["imbalance"] = p.imbalance;
+  j["exchange_imbalance"] = p.exchange_imbalance;
   j["alltoall"] = p.exchange.algorithm == comm::RowExchange::Algorithm::Hierarchical ? "hierarchical" : "flat";
   j["alltoall_s"] = {{"flat", p.exchange.flat_s}, {"hierarchical", p.exchange.hierarchical_s}};
   j["peak_bytes"] = nlohmann::json::parse(p.memory.ledger.peak_json());
@@ -207,7 +210,9 @@ int sweep(const io::Config& cfg, const Machine& m, const PlanOptions& opt) {
   for (int n : nodes) {
     io::Config c = cfg;
     if (opt.weak) c.train.batch_size = cfg.train.batch_size / (nodes.front() * rpn) * n * rpn;
-    const Plan p = make_plan(c, m, {.nodes = n, .ranks_per_node = opt.ranks_per_node, .imbalance = opt.imbalance});
+    const Plan p = make_plan(c, m,
+                             {.nodes = n, .ranks_per_node = opt.ranks_per_node, .imbalance = opt.imbalance,
+                              .exchange_imbalance = opt.exchange_imbalance});
     const double t = p.time.total();
     if (!t1) t1 = t, n1 = n;
     const double e = opt.weak ? t1 / t : t1 * n1 / (double(n) * t);
@@ -229,7 +234,8 @@ int cmd_plan(const PlanOptions& opt) {
   try {
     const io::Config cfg = io::load_config(opt.config, opt.overrides);
     const Machine m = load_machine(opt.machine);
-    const PlanRequest req{.nodes = opt.nodes, .ranks_per_node = opt.ranks_per_node, .imbalance = opt.imbalance};
+    const PlanRequest req{.nodes = opt.nodes, .ranks_per_node = opt.ranks_per_node, .imbalance = opt.imbalance,
+                          .exchange_imbalance = opt.exchange_imbalance};
     if (!opt.sweep_nodes.empty()) return sweep(cfg, m, opt);
     if (opt.search) {
       const auto r = search(cfg, m, req);

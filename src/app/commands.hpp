@@ -42,6 +42,7 @@ struct PlanOptions {
   std::vector<std::string> overrides;
   int nodes = 1, ranks_per_node = 0;  // 0: the machine's
   double imbalance = 0;               // 0: from moe.capacity_factor
+  double exchange_imbalance = 0;      // 0: the same as imbalance
   bool search = false, json = false, weak = false;
   std::string sweep_nodes, csv;       // "1,2,4": a scaling table (and its CSV)
 };

@@ -133,6 +133,9 @@ int run(int argc, char** argv) {
       ->capture_default_str();
   pl->add_option("--imbalance", plan.imbalance, "MoE load max/mean; 0 = from moe.capacity_factor")
       ->capture_default_str();
+  pl->add_option("--exchange-imbalance", plan.exchange_imbalance,
+                 "rows the busiest ep rank receives over the mean (its experts together); 0 = --imbalance")
+      ->capture_default_str();
   pl->add_flag("--search", plan.search, "try every ep, zero, recompute and tier; print the fastest that fits");
   pl->add_option("--sweep-nodes", plan.sweep_nodes, "a scaling table over node counts, e.g. 1,2,4,8");
   pl->add_flag("--weak", plan.weak, "with --sweep-nodes: keep the batch per rank (default: the global batch)");

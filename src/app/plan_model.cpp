@@ -142,12 +142,13 @@ Plan make_plan(const io::Config& cfg_in, const Machine& m, const PlanRequest& re
   plan.imbalance = req.imbalance > 0 ? req.imbalance
                    : s.router.capacity_factor > 0 ? std::min(s.router.capacity_factor, 1.25)
                                                   : 1.25;
-  // The token exchange: the slowest rank receives `imbalance` x the mean rows. Its
+  plan.exchange_imbalance = req.exchange_imbalance > 0 ? req.exchange_imbalance : plan.imbalance;
+  // The token exchange: the busiest rank receives `exchange_imbalance` x the mean rows. Its
   // time, and for comm.alltoall = "auto" the algorithm, come from comm's alpha-beta
   // model, which the trainer's auto choice uses too (with links it measures).
   if (moe && s.ep_size > 1) {
     const double row_bytes = double(train::exchange_row_bytes(s));
-    const double bytes = tokens * s.router.top_k * row_bytes * plan.imbalance;
+    const double bytes = tokens * s.router.top_k * row_bytes * plan.exchange_imbalance;
     const int ep = s.ep_size, L = std::min(rpn, ep), N = std::max(1, ep / L);
     // The bandwidth between nodes: beyond a taper group, the tree's upper level shares.
     comm::Link inter = m.inter;
@@ -217,7 +218,8 @@ Plan make_plan(const io::Config& cfg_in, const Machine& m, const PlanRequest& re
     plan.time.alltoall = 4.0 * s.moe_layers() * t;
   }
   // Gradient reduction per bucket over its group of p ranks: reduce-scatter plus
-  // all-gather (Rabenseifner; also ZeRO-1's pair of calls): 2 log2(p) latencies and
+  // all-gather (Rabenseifner; also the pair of calls of a ZeRO-1 bucket split between
+  // owners): 2 log2(p) latencies and
   // 2 (p - 1) / p of the bucket over the slowest link. The bf16 wire adds its two
   // conversion passes. Not overlapped with the backward here (docs/plan.md).
   const double wire = cfg.comm.grad_dtype == "bf16" ? 2 : 4;
@@ -228,6 +230,12 @@ Plan make_plan(const io::Config& cfg_in, const Machine& m, const PlanRequest& re
     const Link& link = p > per_node ? m.inter : m.intra;
     plan.time.allreduce += 2 * std::ceil(std::log2(double(p))) * link.latency_s +
                            2.0 * (p - 1) / p * double(b.count) * wire / link.bandwidth;
+    // ZeRO-1, a bucket one rank owns: an allreduce (above) and a broadcast of the updated
+    // fp32 parameters from the owner (scatter + allgather: log2(p) latencies and
+    // 2 (p - 1) / p of the bucket; MPICH uses a binomial tree below 12 KiB).
+    if (b.sole_owner)
+      plan.time.allreduce += std::ceil(std::log2(double(p))) * link.latency_s +
+                             2.0 * (p - 1) / p * double(b.count) * 4 / link.bandwidth;
     if (wire == 2) plan.time.allreduce += double(b.count) * 12 / speed.bandwidth();
   }
   // Offloaded state: the nvme tier's traffic per step (memory.md: experts 9 transfers of

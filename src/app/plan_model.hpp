@@ -41,6 +41,7 @@ struct Plan {
   std::string binding;  // the tier with the largest need / have
   StepTime time;
   double imbalance = 1;       // the most-loaded expert rank's rows over the mean
+  double exchange_imbalance = 1;  // the busiest ep rank's received rows over the mean
   comm::ExchangeChoice exchange;  // the token exchange's algorithm and its time per exchange
   double model_flops = 0;     // useful flops of a step over all ranks (no recompute)
   double tokens_per_s = 0, mfu = 0;
@@ -49,6 +50,9 @@ struct Plan {
 struct PlanRequest {
   int nodes = 1, ranks_per_node = 0;  // 0: the machine's
   double imbalance = 0;               // 0: from the capacity factor (docs/plan.md)
+  // The busiest ep rank's received rows over the mean (its local experts' loads summed:
+  // at most `imbalance`, lower when a rank holds several experts); 0: `imbalance`.
+  double exchange_imbalance = 0;
 };
 
 // The plan of `cfg` on `m`. Throws io::ConfigError for a layout that does not divide

@@ -55,9 +55,19 @@ ExchangeChoice choose_exchange(const ExchangeShape& s, const Link& intra, const 
 // Collective over comm.
 double ping_pong(MPI_Comm comm, int a, int b, std::size_t bytes, int reps);
 
-// alpha-beta of the pair (a, b) of comm: alpha from an 8-byte ping-pong, beta from one
-// of `big` bytes less alpha, but never more than twice its plain rate (a noisy alpha
-// near the large message's time must not divide by ~0). Collective over comm.
+// The median of `reps` simultaneous exchanges (MPI_Sendrecv) of `bytes` each way
+// between ranks a and b of comm, on every rank: the rate a step typically sees (the
+// fastest came out 15-30 % above what the emulated cluster's collectives moved). With
+// more ranks than cores it reflects the scheduler's time slices, 10-100x below the
+// link (measured: 0.02-0.07 GB/s over TCP at 2 ranks per core). Collective over comm.
+double swap_time(MPI_Comm comm, int a, int b, std::size_t bytes, int reps);
+
+// alpha-beta of the pair (a, b) of comm: alpha from an 8-byte ping-pong; beta from `big`
+// bytes moved both ways at once (swap_time) less alpha, as an all-to-all or an
+// allreduce moves them: a ping-pong loads one direction at a time, and over TCP (the
+// emulated cluster) the per-rank rate with both directions busy was measured 25-35%
+// lower. Never more than twice the plain rate (a noisy alpha near the large message's
+// time must not divide by ~0). Collective over comm.
 Link measure_pair(MPI_Comm comm, int a, int b, std::size_t big, int small_reps, int big_reps);
 
 struct MeasuredLinks {
