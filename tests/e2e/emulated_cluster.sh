@@ -65,7 +65,7 @@ run flat 2x2 4 20
 # Each emulated node has its own share of this machine's CPUs (scripts/emulated-cluster,
 # "Cores"), so a rank's thread budget counts its node's CPUs, not the machine's.
 share=$(( $(nproc) / 2 )); [ "$share" -ge 1 ] || share=1
-grep -q "(CPU affinity: $share CPUs\?)" "$SCRATCH/flat.log" ||
+grep -q "(CPU affinity: $share CPUs\?[ )]" "$SCRATCH/flat.log" ||
   fail "the ranks do not see their node's $share CPU(s): $(grep -o 'CPU affinity: [^)]*' "$SCRATCH/flat.log")"
 echo "ok: each emulated node's ranks run on its $share of $(nproc) CPU(s)"
 run hier 2x2 4 20 --set comm.alltoall='"hierarchical"'
