@@ -231,8 +231,8 @@ Plan make_plan(const io::Config& cfg_in, const Machine& m, const PlanRequest& re
     plan.time.allreduce += 2 * std::ceil(std::log2(double(p))) * link.latency_s +
                            2.0 * (p - 1) / p * double(b.count) * wire / link.bandwidth;
     // ZeRO-1, a bucket one rank owns: an allreduce (above) and a broadcast of the updated
-    // fp32 parameters from the owner (scatter + allgather: log2(p) latencies and
-    // 2 (p - 1) / p of the bucket; MPICH uses a binomial tree below 12 KiB).
+    // fp32 parameters from the owner (as a scatter + allgather: log2(p) latencies and
+    // 2 (p - 1) / p of the bucket).
     if (b.sole_owner)
       plan.time.allreduce += std::ceil(std::log2(double(p))) * link.latency_s +
                              2.0 * (p - 1) / p * double(b.count) * 4 / link.bandwidth;
