@@ -43,39 +43,25 @@ std::string format_eta(double s) {
   return buf;
 }
 
-// Expert load of each MoE layer as max/mean of the per-expert demand (1 = balanced).
-nlohmann::json expert_load(const model::Gpt& m) {
+// Per MoE layer, max/mean (1 = balanced) of the per-expert demand summed over `groups`
+// runs of consecutive experts: groups = 0 gives each expert's load
+// (expert_load_max_over_mean); groups = ep the busiest ep rank's, its experts together
+// (expert e lives on ep rank e / (experts / ep)), which the token exchange's busiest
+// receiver carries (rank_load_max_over_mean; furnace plan --exchange-imbalance).
+nlohmann::json load_max_over_mean(const model::Gpt& m, int groups) {
   nlohmann::json out = nlohmann::json::array();
   for (const auto& b : m.blocks()) {
     if (!b->moe()) continue;
     const auto& load = b->moe()->stats().load;
+    const std::size_t n = groups > 0 ? std::size_t(groups) : load.size(), per_group = load.size() / n;
     double mx = 0, sum = 0;
-    for (double v : load) {
-      mx = std::max(mx, v);
-      sum += v;
-    }
-    out.push_back(sum > 0 ? mx / (sum / load.size()) : 0.0);
-  }
-  return out;
-}
-
-// Per MoE layer: the rows the busiest ep rank's experts get over the mean, from the
-// same loads (expert e lives on ep rank e / (experts / ep)): what the token exchange's
-// busiest receiver carries (furnace plan --exchange-imbalance).
-nlohmann::json rank_load(const model::Gpt& m, int ep) {
-  nlohmann::json out = nlohmann::json::array();
-  for (const auto& b : m.blocks()) {
-    if (!b->moe()) continue;
-    const auto& load = b->moe()->stats().load;
-    const std::size_t per_rank = load.size() / std::size_t(ep);
-    double mx = 0, sum = 0;
-    for (std::size_t r = 0; r < std::size_t(ep); ++r) {
+    for (std::size_t g = 0; g < n; ++g) {
       double v = 0;
-      for (std::size_t e = r * per_rank; e < (r + 1) * per_rank; ++e) v += load[e];
+      for (std::size_t e = g * per_group; e < (g + 1) * per_group; ++e) v += load[e];
       mx = std::max(mx, v);
       sum += v;
     }
-    out.push_back(sum > 0 ? mx / (sum / ep) : 0.0);
+    out.push_back(sum > 0 ? mx / (sum / double(n)) : 0.0);
   }
   return out;
 }
@@ -255,13 +241,13 @@ Trainer::RunResult Trainer::run() {
                           {"lr", r.lr},              {"grad_norm", r.grad_norm},
                           {"aux_loss", r.aux},       {"z_loss", r.z},
                           {"tokens_per_s", tokens_per_step / dt}, {"ms_per_step", dt * 1e3},
-                          {"elapsed_s", elapsed},    {"expert_load_max_over_mean", expert_load(*model_)},
+                          {"elapsed_s", elapsed},    {"expert_load_max_over_mean", load_max_over_mean(*model_, 0)},
                           {"moe_rounds", r.moe_rounds}};
       if (groups_.size() > 1) {  // rank 0's, as comm.timing measures them
         j["alltoall_ms"] = r.alltoall_s * 1e3;
         j["allreduce_ms"] = r.allreduce_s * 1e3;
       }
-      if (groups_.ep() > 1 && cfg_.moe.experts > 0) j["rank_load_max_over_mean"] = rank_load(*model_, groups_.ep());
+      if (groups_.ep() > 1 && cfg_.moe.experts > 0) j["rank_load_max_over_mean"] = load_max_over_mean(*model_, groups_.ep());
       if (evaluated) j["val_loss"] = val;
       if (skipped_in_a_row > 0) j["skipped"] = true;  // its update was skipped (non-finite)
       if (skipped > 0) j["skipped_steps"] = skipped;  // so far in this run
