@@ -45,9 +45,10 @@ ONEDNN_LIBS := -ldnnl -lgomp
 PLUGIN_SRC := src/kernels/onednn_plugin.cpp
 PLUGIN     := $(BUILD)/lib/libfurnace_onednn.so
 
+GIT_REV  := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 CPPFLAGS := -Isrc $(KOKKOS_INC) $(HDF5_INC) $(BLAS_INC) -MMD -MP \
             -DFURNACE_VERSION=\"$(shell cat VERSION)\" \
-            -DFURNACE_GIT_REV=\"$(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)\"
+            -DFURNACE_GIT_REV=\"$(GIT_REV)\"
 ALLCXX   := -std=c++20 -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers $(KOKKOS_OPENMP) $(CXXFLAGS)
 LDLIBS   := $(KOKKOS_LIBS) $(HDF5_LIBS) $(BLAS_LIBS) $(KOKKOS_OPENMP) -ldl -lpthread
 
@@ -71,6 +72,14 @@ deps:
 show-deps:
 	@echo "furnace: $(KOKKOS_DESC); MPI $$($(MPICXX) -show 2>/dev/null | grep -o 'mpich' | head -1 || echo '?');" \
 	      "HDF5 $(if $(HDF5_LIBS),parallel (mpich),NOT FOUND); BLAS OpenBLAS; CXX $(MPICXX)"
+
+# The revision is compiled into the banner and every checkpoint's provenance: the
+# sources that print it rebuild when HEAD moves (a stamp named for the revision), so an
+# incremental build never reports the commit it was first built at.
+REV_STAMP := $(BUILD)/gen/git_rev.$(GIT_REV)
+$(REV_STAMP):
+	@mkdir -p $(@D) && rm -f $(BUILD)/gen/git_rev.* && touch $@
+$(BUILD)/obj/src/app/main.o $(BUILD)/obj/src/app/cmd_train.o $(BUILD)/obj/src/io/checkpoint_write.o: $(REV_STAMP)
 
 $(BUILD)/obj/%.o: %.cpp
 	@mkdir -p $(@D)
