@@ -50,6 +50,11 @@ def calibrate(binary, work, nodes=1):
     return machine
 
 
+def step_lines(out):
+    """The step lines of the run directory `out`'s metrics.jsonl, parsed."""
+    return [json.loads(l) for l in open(f"{out}/metrics.jsonl") if l.strip() and "ms_per_step" in l]
+
+
 def train(binary, work, name, ranks, sets, steps, warmup, config="configs/default.toml", nodes=1):
     """Trains `steps` steps; returns (the --set arguments used, median ms/step after
     `warmup`, rank 0's peak bytes summed over categories, the routing imbalance: the
@@ -60,7 +65,7 @@ def train(binary, work, name, ranks, sets, steps, warmup, config="configs/defaul
               "checkpoint.every=0", "train.time_limit_min=0", "comm.timing=\"barrier\""] + sets
     args = sum((["--set", s] for s in common), [])
     run(launcher(ranks, nodes) + [binary, "train", "--config", os.path.join(ROOT, config)] + args)
-    steps_ = [json.loads(l) for l in open(f"{out}/metrics.jsonl") if l.strip() and "ms_per_step" in l]
+    steps_ = step_lines(out)
     ms = statistics.median(l["ms_per_step"] for l in steps_[warmup:])
     peak = sum(steps_[-1]["memory_peak_bytes"].values())
     cf = 2.0
@@ -76,7 +81,7 @@ def train(binary, work, name, ranks, sets, steps, warmup, config="configs/defaul
 def exchange_imbalance(work, name, warmup):
     """The median over steps after `warmup` of the layers' mean busiest-ep-rank load over
     the mean (metrics.jsonl `rank_load_max_over_mean`), or 0 (none: 1 rank, ep 1)."""
-    steps_ = [json.loads(l) for l in open(f"{work}/{name}/metrics.jsonl") if l.strip() and "ms_per_step" in l]
+    steps_ = step_lines(f"{work}/{name}")
     if "rank_load_max_over_mean" not in steps_[-1]:
         return 0.0
     return statistics.median(statistics.mean(l["rank_load_max_over_mean"]) for l in steps_[warmup:])
@@ -86,7 +91,7 @@ def comm_ms(work, name, warmup):
     """The median over steps after `warmup` of rank 0's milliseconds in the token
     exchanges and in the gradient reduction (metrics.jsonl `alltoall_ms`, `allreduce_ms`,
     measured after a barrier: comm.timing = "barrier"), or None at 1 rank."""
-    steps_ = [json.loads(l) for l in open(f"{work}/{name}/metrics.jsonl") if l.strip() and "ms_per_step" in l]
+    steps_ = step_lines(f"{work}/{name}")
     if "alltoall_ms" not in steps_[-1]:
         return None
     return tuple(statistics.median(l[k] for l in steps_[warmup:]) for k in ("alltoall_ms", "allreduce_ms"))
