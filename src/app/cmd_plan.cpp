@@ -95,8 +95,11 @@ void print_plan(const std::string& what, const io::Config& c, const Machine& m, 
   std::printf("step time (predicted, slowest rank): %s; routing imbalance %.2f (experts), %.2f (exchange)\n",
               seconds(total).c_str(), p.imbalance, p.exchange_imbalance);
   if (p.layout.ranks_per_node > m.cores_per_node)
-    std::printf("  (%d ranks on %d cores per node: oversubscribed; ranks waiting in MPI spin, which the model "
-                "leaves out: the time is a lower bound)\n",
+    std::printf(c.comm.wait == "spin"
+                    ? "  (%d ranks on %d cores per node: oversubscribed, and comm.wait = \"spin\": ranks waiting in "
+                      "MPI hold cores, which the model leaves out: the time is a lower bound)\n"
+                    : "  (%d ranks on %d cores per node: oversubscribed; the model shares each core among its ranks, "
+                      "as comm.wait's yielding waits let them)\n",
                 p.layout.ranks_per_node, m.cores_per_node);
   const std::pair<const char*, double> parts[] = {
       {"gemm", t.gemm}, {"elementwise", t.elementwise}, {"optimizer", t.optimizer}, {"all-to-all", t.alltoall},

@@ -102,10 +102,12 @@ int cmd_train(const TrainOptions& opt) {
   }
   kernels::set_gemm16_engine(gemm16);
   if (kernels::gemm16_uses_onednn(precision)) kernels::give_blas_threads_to_onednn();
+  const std::string wait_line = choose_wait_mode(cfg.comm.wait);
   comm::Groups groups(MPI_COMM_WORLD, cfg.parallel.ep, cfg.comm.ranks_per_node);
   // Directories and memory, before anything is allocated or written.
   if (int rc = agree([&] { check_run_setup(cfg); }, kBadConfig)) return rc;
   print_banner(groups.describe());
+  if (world_rank() == 0) std::printf("%s\n", wait_line.c_str());
   if (world_rank() == 0) {
     if (precision == kernels::Precision::FP32)
       std::printf("precision: fp32 throughout (train.precision)\n");

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "comm/mpi_check.hpp"
+#include "comm/wait.hpp"
 #include "io/clip.hpp"
 #include "kernels/blas_runtime.hpp"
 #include "kernels/views.hpp"
@@ -248,6 +249,9 @@ ThreadBudget thread_budget(MPI_Comm world) {
   const char* omp = std::getenv("OMP_NUM_THREADS");
   ThreadBudget b{kernels::choose_threads(nullptr, omp, CPU_COUNT(&mine), sharing),
                  kernels::choose_threads(std::getenv("OPENBLAS_NUM_THREADS"), omp, CPU_COUNT(&mine), sharing)};
+  b.cpus = CPU_COUNT(&mine);
+  b.sharing = sharing;
+  b.oversubscribed = sharing > b.cpus;
   for (const auto* c : {&b.kokkos, &b.blas})
     if (!c->error.empty()) throw io::ConfigError(c->error);
   return b;
@@ -256,6 +260,19 @@ ThreadBudget thread_budget(MPI_Comm world) {
 ThreadBudget& thread_budget_in_use() {
   static ThreadBudget b;
   return b;
+}
+
+std::string choose_wait_mode(const std::string& setting) {
+  const ThreadBudget& b = thread_budget_in_use();  // main() set it
+  int yield = setting == "yield" || (setting == "auto" && b.oversubscribed);
+  mpiCheck(MPI_Allreduce(MPI_IN_PLACE, &yield, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
+  comm::set_wait_mode(yield ? comm::WaitMode::Yield : comm::WaitMode::Spin);
+  std::string why = setting != "auto" ? "comm.wait = " + setting
+                    : !yield ? "comm.wait = auto: every rank has a CPU"
+                    : b.oversubscribed ? "comm.wait = auto: " + std::to_string(b.sharing) + " ranks share " +
+                                             std::to_string(b.cpus) + " CPU(s)"
+                                       : "comm.wait = auto: another node's ranks outnumber its CPUs";
+  return std::string("MPI waits: ") + (yield ? "yield" : "spin") + " (" + why + ")";
 }
 
 }  // namespace furnace::app

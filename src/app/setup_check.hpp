@@ -66,10 +66,19 @@ void with_allocation_errors_as_config(const io::Config& cfg, F&& f);
 // the collectives).
 struct ThreadBudget {
   kernels::ThreadChoice kokkos, blas;
+  // More ranks of this node may run on this rank's CPUs than it has CPUs (4 ranks on
+  // 2 cores): comm.wait = "auto" then waits yielding (comm/wait.hpp).
+  bool oversubscribed = false;
+  int cpus = 1, sharing = 1;  // this rank's CPUs, and the node's ranks that may use them
 };
 ThreadBudget thread_budget(MPI_Comm world);
 // The budget main() applied (for the banner).
 ThreadBudget& thread_budget_in_use();
+// Sets comm.wait's mode (comm/wait.hpp) from `setting` (auto | spin | yield) and
+// thread_budget_in_use(): every rank the same (blocking and nonblocking collectives do
+// not match each other), Yield if any rank chose it. Returns the banner's line, e.g.
+// "MPI waits: yield (comm.wait = auto: 4 ranks share 2 CPU(s))". Collective.
+std::string choose_wait_mode(const std::string& setting);
 // The CPUs of this rank's node (the union of its ranks' affinities: a Slurm cpuset, an
 // emulated node's share) and this rank's own. Collective over `world`.
 struct NodeCpus {

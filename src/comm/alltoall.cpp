@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "comm/mpi_check.hpp"
+#include "comm/wait.hpp"
 
 namespace furnace::comm {
 namespace {
@@ -129,13 +130,13 @@ std::vector<std::int64_t> RowExchange::exchange_counts(const std::vector<std::in
   if (slots < 1 || counts.size() != std::size_t(ep_size_) * slots)
     abort_job("RowExchange::exchange_counts: need ep_size * slots counts", 4);
   std::vector<std::int64_t> recv(counts.size());
-  mpiCheck(MPI_Alltoall(counts.data(), slots, MPI_INT64_T, recv.data(), slots, MPI_INT64_T, ep_));
+  alltoall(counts.data(), slots, MPI_INT64_T, recv.data(), slots, MPI_INT64_T, ep_);
   return recv;
 }
 
 std::int64_t RowExchange::max_over_group(std::int64_t value) {
   std::int64_t most = 0;
-  mpiCheck(MPI_Allreduce(&value, &most, 1, MPI_INT64_T, MPI_MAX, ep_));
+  allreduce(&value, &most, 1, MPI_INT64_T, MPI_MAX, ep_);
   return most;
 }
 
@@ -179,7 +180,7 @@ void RowExchange::flat(const RowFormat& row, const std::byte* send, const Rows& 
   std::vector<int> sc, sd, rc, rd;
   counts_displs(send_rows, send_off, sc, sd);
   counts_displs(recv_rows, recv_off, rc, rd);
-  mpiCheck(MPI_Alltoallv(send, sc.data(), sd.data(), row.type, recv, rc.data(), rd.data(), row.type, ep_));
+  alltoallv(send, sc.data(), sd.data(), row.type, recv, rc.data(), rd.data(), row.type, ep_);
 }
 
 // Ep rank d = b * L + j (node block b, local index j); N node blocks.
@@ -202,7 +203,7 @@ void RowExchange::hierarchical(const RowFormat& row, const std::byte* send, cons
   std::vector<std::int64_t> c0(std::size_t(L) * N), c1(std::size_t(L) * N);
   for (int j = 0; j < L; ++j)
     for (int b = 0; b < N; ++b) c0[j * N + b] = send_rows[b * L + j];
-  mpiCheck(MPI_Alltoall(c0.data(), N, MPI_INT64_T, c1.data(), N, MPI_INT64_T, intra_));
+  alltoall(c0.data(), N, MPI_INT64_T, c1.data(), N, MPI_INT64_T, intra_);
 
   // stage_ row offsets in (b, i) order; phase 2 sends block b = (b, 0..L-1).
   std::vector<std::int64_t> stage_off(std::size_t(N) * L + 1, 0), p2_send(N, 0), p2_recv(N, 0);
@@ -240,7 +241,7 @@ void RowExchange::hierarchical(const RowFormat& row, const std::byte* send, cons
       reqs.emplace_back();
       mpiCheck(MPI_Isend(send + send_off[d] * w, to_int(n, "row count"), row.type, j, b, intra_, &reqs.back()));
     }
-  mpiCheck(MPI_Waitall(int(reqs.size()), reqs.data(), MPI_STATUSES_IGNORE));
+  wait_all(int(reqs.size()), reqs.data());
 
   // Phase 2 receives node b's L sources back to back: straight into recv when they are
   // back to back there too, else into a second pool block first.
@@ -256,7 +257,7 @@ void RowExchange::hierarchical(const RowFormat& row, const std::byte* send, cons
   std::vector<int> sc, sd, rc, rd;
   counts_displs(p2_send, contiguous(p2_send), sc, sd);
   counts_displs(p2_recv, p2_off, rc, rd);
-  mpiCheck(MPI_Alltoallv(stage, sc.data(), sd.data(), row.type, landing, rc.data(), rd.data(), row.type, inter_));
+  alltoallv(stage, sc.data(), sd.data(), row.type, landing, rc.data(), rd.data(), row.type, inter_);
   if (gapless) return;
   std::int64_t from = 0;
   for (int s = 0; s < N * L; ++s) {

@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include "comm/mpi_check.hpp"
+#include "comm/wait.hpp"
 
 namespace furnace::comm {
 
@@ -155,7 +156,7 @@ void GradSync::start(Bucket& b) {
 }
 
 void GradSync::wait(Bucket& b) {
-  mpiCheck(MPI_Wait(&b.request, MPI_STATUS_IGNORE));
+  comm::wait(b.request);
   if (b.landed) return;
   b.landed = true;
   const bool part = !b.counts.empty() && b.owner < 0;

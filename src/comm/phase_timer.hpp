@@ -12,6 +12,7 @@
 #include <mpi.h>
 
 #include "comm/mpi_check.hpp"
+#include "comm/wait.hpp"
 
 namespace furnace::comm {
 
@@ -22,7 +23,7 @@ class PhaseTimer {
   // Starts a span; in barrier mode first waits (untimed) for every rank of `group`.
   // MPI_COMM_NULL: never a barrier (a span that is not a collective's start).
   void begin(MPI_Comm group = MPI_COMM_NULL) {
-    if (barrier_ && group != MPI_COMM_NULL) mpiCheck(MPI_Barrier(group));
+    if (barrier_ && group != MPI_COMM_NULL) comm::barrier(group);
     start_ = MPI_Wtime();
   }
   void end() { total_ += MPI_Wtime() - start_; }

@@ -76,6 +76,7 @@ struct CommConfig {
   int bucket_mb = 4;              // gradient allreduce bucket size (MiB)
   std::string grad_dtype = "fp32";  // fp32 | bf16: what the gradient reduction moves
   std::string timing = "wall";      // wall | barrier: how alltoall_ms / allreduce_ms are measured
+  std::string wait = "auto";        // auto | spin | yield: how a rank waits in MPI (comm/wait.hpp)
 };
 
 struct CheckpointConfig {

@@ -15,6 +15,7 @@
 #include <optional>
 
 #include "comm/mpi_check.hpp"
+#include "comm/wait.hpp"
 #include "io/hdf5_util.hpp"
 #include "io/metrics.hpp"
 #include "train/signals.hpp"
@@ -173,7 +174,7 @@ Trainer::RunResult Trainer::run() {
                          stop_request(),
                          std::isfinite(r.ce) && std::isfinite(r.total) && std::isfinite(r.grad_norm) ? 0 : 1,
                          ckpt_->writing() && !ckpt_->write_finished() ? 1 : 0};
-    mpiCheck(MPI_Allreduce(MPI_IN_PLACE, flags, kFlags, MPI_INT, MPI_MAX, groups_.world()));
+    comm::allreduce(MPI_IN_PLACE, flags, kFlags, MPI_INT, MPI_MAX, groups_.world());
     // A background write that ended on every rank is announced (or fails the run) now.
     if (ckpt_->writing() && !flags[kWriting]) {
       std::string error;

@@ -10,6 +10,7 @@
 
 #include "comm/fault.hpp"
 #include "comm/mpi_check.hpp"
+#include "comm/wait.hpp"
 #include "kernels/optim.hpp"
 #include "moe/moe_layer.hpp"
 #include "train/resume.hpp"
@@ -207,7 +208,7 @@ Trainer::Trainer(const io::Config& cfg, comm::Groups& groups, const MemoryCheck&
   // Aux-loss statistics are global over the world, so the objective is layout-independent.
   MPI_Comm world = groups.world();
   model_->set_reducer([world](double* v, int n) {
-    mpiCheck(MPI_Allreduce(MPI_IN_PLACE, v, n, MPI_DOUBLE, MPI_SUM, world));
+    comm::allreduce(MPI_IN_PLACE, v, n, MPI_DOUBLE, MPI_SUM, world);
   });
   const std::int64_t min_tokens = cfg.model.seq_len + 2;
   train_data_ = std::make_unique<io::TokenDataset>(cfg.data.train, cfg.model.vocab_size, min_tokens,
@@ -286,7 +287,7 @@ Trainer::Loss Trainer::forward_loss(const std::vector<std::int32_t>& tokens, boo
   if (parts.bad_targets > 0) comm::abort_job("token out of range in a batch (corrupt data file?)", 4);
   const double global_tokens = double(cfg_.train.batch_size) * T;
   double sums[2] = {parts.ce_sum, stop_request() != kNoStop ? 1.0 : 0.0};
-  mpiCheck(MPI_Allreduce(MPI_IN_PLACE, sums, 2, MPI_DOUBLE, MPI_SUM, groups_.world()));
+  comm::allreduce(MPI_IN_PLACE, sums, 2, MPI_DOUBLE, MPI_SUM, groups_.world());
   const double ce = sums[0] / global_tokens;
   if (r) {
     r->ce = ce;
@@ -327,10 +328,10 @@ StepResult Trainer::compute_gradients(long step, std::vector<std::int32_t>* batc
   double expert_all = expert;
   if (ps_.moments_sharded()) {
     double both = dense + expert;
-    mpiCheck(MPI_Allreduce(MPI_IN_PLACE, &both, 1, MPI_DOUBLE, MPI_SUM, groups_.world()));
+    comm::allreduce(MPI_IN_PLACE, &both, 1, MPI_DOUBLE, MPI_SUM, groups_.world());
     dense = both, expert_all = 0;
   } else if (groups_.size() > 1) {
-    mpiCheck(MPI_Allreduce(&expert, &expert_all, 1, MPI_DOUBLE, MPI_SUM, groups_.ep_comm()));
+    comm::allreduce(&expert, &expert_all, 1, MPI_DOUBLE, MPI_SUM, groups_.ep_comm());
   }
   // The gradients are of the scaled loss (fp16); the norm is said of the loss itself.
   r.loss_scale = scaler_.scale();

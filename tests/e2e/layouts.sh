@@ -26,6 +26,18 @@ run ep4hier 4 4 --set comm.alltoall='"hierarchical"' --set comm.ranks_per_node=2
 run ep2barrier 2 2 --set comm.timing='"barrier"'
 run dp2zbarrier 2 1 --set comm.timing='"barrier"' --set memory.zero=1
 run dp2z 2 1 --set memory.zero=1
+# comm.wait: "auto" (above) yields when 4 ranks share fewer than 4 CPUs; forced spin
+# must give the same bits (comm/wait.hpp: the nonblocking forms of the same calls).
+run ep4spin 4 4 --set comm.wait='"spin"'
+run dp2ep2zyield 4 2 --set comm.wait='"yield"' --set memory.zero=1
+run dp2ep2zspin 4 2 --set comm.wait='"spin"' --set memory.zero=1
+cpus=$(nproc)
+want4=$([ "$cpus" -lt 4 ] && echo yield || echo spin)
+grep -q "^MPI waits: $want4 (comm.wait = auto" "$SCRATCH/ep4.log" ||
+  fail "4 ranks on $cpus CPU(s) should print 'MPI waits: $want4 (comm.wait = auto...': $(grep 'MPI waits' "$SCRATCH/ep4.log")"
+grep -q "^MPI waits: spin (comm.wait = auto: every rank has a CPU)" "$SCRATCH/ref.log" ||
+  fail "1 rank should print 'MPI waits: spin': $(grep 'MPI waits' "$SCRATCH/ref.log")"
+grep -q "^MPI waits: spin (comm.wait = spin)" "$SCRATCH/ep4spin.log" || fail "comm.wait = spin not in the banner"
 /usr/bin/python3 - "$SCRATCH" <<'PY'
 import sys
 d = sys.argv[1]
@@ -44,6 +56,10 @@ for what in ["losses", "norms"]:
 same = open(f"{d}/ep4.losses").read() == open(f"{d}/ep4hier.losses").read()
 print(f"flat vs hierarchical (ep 4, 2 ranks/node): {'bitwise identical' if same else 'DIFFERENT'}")
 import json
+for a, b in [("ep4", "ep4spin"), ("dp2ep2zyield", "dp2ep2zspin")]:
+    ident = all(open(f"{d}/{a}.{w}").read() == open(f"{d}/{b}.{w}").read() for w in ["losses", "norms"])
+    print(f"comm.wait {a} vs {b}: {'bitwise identical' if ident else 'DIFFERENT'}")
+    same = same and ident
 for a, b in [("ep2", "ep2barrier"), ("dp2z", "dp2zbarrier")]:
     ident = all(open(f"{d}/{a}.{w}").read() == open(f"{d}/{b}.{w}").read() for w in ["losses", "norms"])
     # The timers are there at 2 ranks and saw the traffic (ep 2: both; dp 2: no exchange).

@@ -8,6 +8,8 @@
 
 #include <cstdio>
 
+#include "app/setup_check.hpp"
+
 namespace {
 
 class FailureOnlyPrinter : public ::testing::EmptyTestEventListener {
@@ -35,6 +37,10 @@ class FailureOnlyPrinter : public ::testing::EmptyTestEventListener {
 
 int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
+  // As `furnace train` with comm.wait = "auto": 4 ranks on 2 cores wait yielding (the
+  // MPI tests then take a fraction of their spinning time).
+  furnace::app::thread_budget_in_use() = furnace::app::thread_budget(MPI_COMM_WORLD);
+  furnace::app::choose_wait_mode("auto");
   Kokkos::initialize(argc, argv);
   ::testing::InitGoogleTest(&argc, argv);
   int rank = 0;

@@ -145,7 +145,7 @@ inline Result distributed(const Problem& p, Data& data, Algo algo, int ranks_per
                  /*shared=*/nullptr, buffer_rows, p.precision);
   MPI_Comm world = groups.world();
   layer.set_reducer([world](double* v, int n) {  // as src/train/trainer.cpp does
-    MPI_Allreduce(MPI_IN_PLACE, v, n, MPI_DOUBLE, MPI_SUM, world);
+    furnace::comm::allreduce(MPI_IN_PLACE, v, n, MPI_DOUBLE, MPI_SUM, world);
   });
   const int el = p.experts / P;
   Result out = run_layer(layer, p, data, p.begin(me), p.tokens[me], me * el, el);
