@@ -244,9 +244,25 @@ Plan make_plan(const io::Config& cfg_in, const Machine& m, const PlanRequest& re
   const double expert_bytes = double(plan.memory.expert_params) * 4;
   double nvme_read = 0, nvme_write = 0, to_device = 0;
   if (cfg.memory.experts == "nvme") nvme_read += 6 * expert_bytes, nvme_write += 3 * expert_bytes;
-  if (cfg.memory.optimizer == "nvme") nvme_read += plan.memory.moment_bytes, nvme_write += plan.memory.moment_bytes;
-  if (nvme_read > 0)
+  // The moments (state_offload.cpp): the update brings each group in, a group still in
+  // memory is not read again, and the write-back runs on the I/O thread, waited for
+  // only when its staging slot is needed again. With one group (the moments within
+  // memory.nvme_group_mb) only the first step reads, and the write overlaps the next
+  // forward and backward: only what of it outlasts them counts. With more, every group
+  // is read and written each step, in the update.
+  double overlapped_write = 0;
+  if (cfg.memory.optimizer == "nvme") {
+    if (plan.memory.offload_groups == 1)
+      overlapped_write = rpn * double(plan.memory.moment_bytes) / std::max(m.nvme_write, 1.0);
+    else
+      nvme_read += plan.memory.moment_bytes, nvme_write += plan.memory.moment_bytes;
+  }
+  if (nvme_read > 0 || nvme_write > 0)
     plan.time.offload += rpn * (nvme_read / std::max(m.nvme_read, 1.0) + nvme_write / std::max(m.nvme_write, 1.0));
+  if (overlapped_write > 0) {
+    const auto& t = plan.time;
+    plan.time.offload += std::max(0.0, overlapped_write - (t.gemm + t.elementwise + t.alltoall + t.allreduce));
+  }
   if (!m.device_is_host) {
     if (cfg.memory.optimizer != "device") to_device += double(plan.memory.moment_bytes);
     if (cfg.memory.experts != "device") to_device += 4 * expert_bytes;

@@ -144,6 +144,7 @@ MemoryPlan plan_memory(const io::Config& cfg, const comm::Layout& layout, comm::
     // Whatever tier holds them: both moments of this rank's share.
     plan.moment_bytes += 2 * std::uint64_t(ps.shards().part(i).count) * sizeof(float);
   }
+  plan.offload_groups = ps.offloads() ? int(ps.offload_groups().size()) : 0;
   return plan;
 }
 

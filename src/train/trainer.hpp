@@ -58,6 +58,7 @@ struct MemoryPlan {
   std::vector<comm::GradSync::Span> buckets;    // the gradient reductions of a step
   std::int64_t params = 0, expert_params = 0;   // elements of this rank's parameters (of them: experts)
   std::uint64_t moment_bytes = 0;               // the AdamW moments of this rank's share, on any tier
+  int offload_groups = 0;                       // groups of the nvme tier (memory.experts or optimizer = nvme)
 };
 // Bytes of one token row in the MoE exchange: d_model values, fp32 or 16-bit.
 inline std::size_t exchange_row_bytes(const model::GptSpec& spec) {

@@ -73,6 +73,25 @@ compare async-ckpt 2 1 0 parallel.ep=2 checkpoint.async=true checkpoint.every=2
 compare dp2-ep2-zero 4 1 0 parallel.ep=2 memory.zero=1 train.batch_size=8
 compare hierarchical-2x2 4 2 0.05 parallel.ep=4 train.batch_size=8 comm.alltoall=\"hierarchical\" comm.ranks_per_node=2
 
+# The moments on nvme (plan_model.cpp): in one group (the default group size here)
+# only the write is left, overlapping the next forward and backward; in many groups
+# every step reads and writes them all.
+for g in one:64 many:0.0001; do
+  "$BIN" plan "${TINY[@]}" --set parallel.ep=2 --set memory.optimizer=\"nvme\" --set memory.nvme_group_mb=${g#*:} \
+    --machine "$MACHINE" --nodes 1 --ranks-per-node 2 --json > "$SCRATCH/nvme-${g%%:*}.json" || fail "plan nvme ${g%%:*}"
+done
+/usr/bin/python3 - "$SCRATCH/nvme-one.json" "$SCRATCH/nvme-many.json" <<'PY' || fail "nvme offload time"
+import json, sys
+one, many = (json.load(open(f))["time_s"] for f in sys.argv[1:])
+# many: 2 ranks x (read + write) of the moments at 1 GB/s each; one: the write, less
+# the forward and backward it overlaps.
+write = many["offload"] / 2
+fwd_bwd = one["gemm"] + one["elementwise"] + one["alltoall"] + one["allreduce"]
+want = max(0.0, write - fwd_bwd)
+assert many["offload"] > 0 and abs(one["offload"] - want) <= 1e-9 * write, (one, many, want)
+print(f"ok: nvme moments: one group {one['offload'] * 1e6:.1f} us visible of a {write * 1e6:.1f} us write; many groups {many['offload'] * 1e6:.1f} us")
+PY
+
 # A calibrated description of this machine, written and read back.
 mpiexec -n 2 "$BIN" bench calibrate --out "$SCRATCH/here.toml" --dir "$SCRATCH" --disk-mb 16 --seconds 0.01 \
   > "$SCRATCH/calibrate.log" 2>&1 || fail "bench calibrate: $(tail -3 "$SCRATCH/calibrate.log")"
