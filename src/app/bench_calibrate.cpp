@@ -19,7 +19,6 @@
 #include <cstdio>
 #include <fstream>
 #include <stdexcept>
-#include <thread>
 #include <vector>
 
 #include "app/bench_calibrate.hpp"
@@ -29,6 +28,7 @@
 #include "app/setup_check.hpp"
 #include "comm/exchange_cost.hpp"
 #include "comm/groups.hpp"
+#include "comm/wait.hpp"
 #include "kernels/blas_runtime.hpp"
 #include "kernels/activations.hpp"
 #include "kernels/gemm.hpp"
@@ -40,16 +40,12 @@ namespace {
 
 double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
-// A barrier that sleeps while it waits, so that an idle rank leaves its core to the
+// A barrier that yields while it waits, so that an idle rank leaves its core to the
 // one measuring (MPICH's blocking calls spin).
 void quiet_barrier(MPI_Comm c) {
   MPI_Request r;
   mpiCheck(MPI_Ibarrier(c, &r));
-  for (int done = 0;;) {
-    mpiCheck(MPI_Test(&r, &done, MPI_STATUS_IGNORE));
-    if (done) return;
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
+  comm::wait_all(1, &r, comm::WaitMode::Yield);
 }
 
 // The best rate (flop/s) of an n x n x n GEMM over repetitions lasting ~budget_s.

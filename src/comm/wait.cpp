@@ -3,6 +3,7 @@
 #include <sched.h>
 #include <time.h>
 
+#include <algorithm>
 #include <atomic>
 
 #include "comm/mpi_check.hpp"
@@ -15,19 +16,25 @@ std::atomic<unsigned long long> g_yielded{0};
 
 // Polls until every request is complete, giving the core away between polls: the
 // first polls only yield (another runnable rank on this CPU runs at once), later ones
-// sleep 20 us, which also lets the scheduler move a waiting rank's work elsewhere.
+// sleep, which also lets the scheduler move a waiting rank's work elsewhere. The sleep
+// starts at 20 us and doubles up to 250 us: short waits end soon after their request,
+// and a long one (an idle rank in bench calibrate) costs its CPU almost nothing.
 void yielding_wait(int count, MPI_Request* requests) {
   constexpr int kYieldPolls = 32;
-  const timespec pause{0, 20'000};
+  constexpr long kFirstSleepNs = 20'000, kLongestSleepNs = 250'000;
+  long sleep_ns = kFirstSleepNs;
   for (int polls = 0;; ++polls) {
     int done = 0;
     mpiCheck(MPI_Testall(count, requests, &done, MPI_STATUSES_IGNORE));
     if (done) return;
     g_yielded.fetch_add(1, std::memory_order_relaxed);
-    if (polls < kYieldPolls)
+    if (polls < kYieldPolls) {
       sched_yield();
-    else
-      nanosleep(&pause, nullptr);
+      continue;
+    }
+    const timespec pause{0, sleep_ns};
+    nanosleep(&pause, nullptr);
+    sleep_ns = std::min(2 * sleep_ns, kLongestSleepNs);
   }
 }
 
@@ -39,8 +46,10 @@ unsigned long long yielded_polls() { return g_yielded.load(std::memory_order_rel
 
 void wait(MPI_Request& request) { wait_all(1, &request); }
 
-void wait_all(int count, MPI_Request* requests) {
-  if (wait_mode() == WaitMode::Spin)
+void wait_all(int count, MPI_Request* requests) { wait_all(count, requests, wait_mode()); }
+
+void wait_all(int count, MPI_Request* requests, WaitMode mode) {
+  if (mode == WaitMode::Spin)
     mpiCheck(MPI_Waitall(count, requests, MPI_STATUSES_IGNORE));
   else
     yielding_wait(count, requests);

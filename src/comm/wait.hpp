@@ -22,6 +22,9 @@ unsigned long long yielded_polls();
 
 void wait(MPI_Request& request);
 void wait_all(int count, MPI_Request* requests);
+// The same in a given mode, whatever the process's (bench calibrate: an idle rank
+// yields its core to the one measuring).
+void wait_all(int count, MPI_Request* requests, WaitMode mode);
 
 void allreduce(const void* send, void* recv, int count, MPI_Datatype type, MPI_Op op, MPI_Comm comm);
 void alltoall(const void* send, int send_count, MPI_Datatype send_type, void* recv, int recv_count,
