@@ -55,48 +55,46 @@ void wait_all(int count, MPI_Request* requests, WaitMode mode) {
     yielding_wait(count, requests);
 }
 
-void allreduce(const void* send, void* recv, int count, MPI_Datatype type, MPI_Op op, MPI_Comm comm) {
+// The blocking call with Spin; with Yield its nonblocking form, then a yielding wait.
+template <class Blocking, class Start>
+void collective(Blocking&& blocking, Start&& start) {
   if (wait_mode() == WaitMode::Spin) {
-    mpiCheck(MPI_Allreduce(send, recv, count, type, op, comm));
+    mpiCheck(blocking());
     return;
   }
   MPI_Request r;
-  mpiCheck(MPI_Iallreduce(send, recv, count, type, op, comm, &r));
+  mpiCheck(start(&r));
   wait(r);
+}
+
+void allreduce(const void* send, void* recv, int count, MPI_Datatype type, MPI_Op op, MPI_Comm comm) {
+  collective([&] { return MPI_Allreduce(send, recv, count, type, op, comm); },
+             [&](MPI_Request* r) { return MPI_Iallreduce(send, recv, count, type, op, comm, r); });
 }
 
 void alltoall(const void* send, int send_count, MPI_Datatype send_type, void* recv, int recv_count,
               MPI_Datatype recv_type, MPI_Comm comm) {
-  if (wait_mode() == WaitMode::Spin) {
-    mpiCheck(MPI_Alltoall(send, send_count, send_type, recv, recv_count, recv_type, comm));
-    return;
-  }
-  MPI_Request r;
-  mpiCheck(MPI_Ialltoall(send, send_count, send_type, recv, recv_count, recv_type, comm, &r));
-  wait(r);
+  collective([&] { return MPI_Alltoall(send, send_count, send_type, recv, recv_count, recv_type, comm); },
+             [&](MPI_Request* r) {
+               return MPI_Ialltoall(send, send_count, send_type, recv, recv_count, recv_type, comm, r);
+             });
 }
 
 void alltoallv(const void* send, const int* send_counts, const int* send_displs, MPI_Datatype send_type,
                void* recv, const int* recv_counts, const int* recv_displs, MPI_Datatype recv_type, MPI_Comm comm) {
-  if (wait_mode() == WaitMode::Spin) {
-    mpiCheck(MPI_Alltoallv(send, send_counts, send_displs, send_type, recv, recv_counts, recv_displs,
-                           recv_type, comm));
-    return;
-  }
-  MPI_Request r;
-  mpiCheck(MPI_Ialltoallv(send, send_counts, send_displs, send_type, recv, recv_counts, recv_displs, recv_type,
-                          comm, &r));
-  wait(r);
+  collective(
+      [&] {
+        return MPI_Alltoallv(send, send_counts, send_displs, send_type, recv, recv_counts, recv_displs, recv_type,
+                             comm);
+      },
+      [&](MPI_Request* r) {
+        return MPI_Ialltoallv(send, send_counts, send_displs, send_type, recv, recv_counts, recv_displs, recv_type,
+                              comm, r);
+      });
 }
 
 void barrier(MPI_Comm comm) {
-  if (wait_mode() == WaitMode::Spin) {
-    mpiCheck(MPI_Barrier(comm));
-    return;
-  }
-  MPI_Request r;
-  mpiCheck(MPI_Ibarrier(comm, &r));
-  wait(r);
+  collective([&] { return MPI_Barrier(comm); }, [&](MPI_Request* r) { return MPI_Ibarrier(comm, r); });
 }
 
 }  // namespace furnace::comm

@@ -1,8 +1,8 @@
 // How a rank waits for MPI. MPICH's blocking calls poll without pause (spin), which
 // is the fastest wait while every rank has a core of its own. When a node's ranks
 // outnumber its CPUs, a spinning rank holds the core that the rank it waits for
-// needs: measured on 2 cores, 4 ranks took 1.8-2.8x the time of the same work shared
-// fairly. Yield polls with MPI_Test and gives the core away between polls
+// needs: measured on 2 cores, the default model's 4-rank steps took 1.5-1.9x as long
+// as with yielding waits (docs/building.md). Yield polls with MPI_Test and gives the core away between polls
 // (sched_yield, then short sleeps), so the ranks that have work run.
 //
 // The calls below are the blocking collectives and waits of a training step: with

@@ -37,8 +37,8 @@ class FailureOnlyPrinter : public ::testing::EmptyTestEventListener {
 
 int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
-  // As `furnace train` with comm.wait = "auto": 4 ranks on 2 cores wait yielding (the
-  // MPI tests then take a fraction of their spinning time).
+  // As `furnace train` with comm.wait = "auto": 4 ranks on 2 cores wait yielding, so
+  // the MPI tests run the mode training runs on such a machine.
   furnace::app::thread_budget_in_use() = furnace::app::thread_budget(MPI_COMM_WORLD);
   furnace::app::choose_wait_mode("auto");
   Kokkos::initialize(argc, argv);
