@@ -98,6 +98,7 @@ struct MemoryConfig {
   std::string nvme_dir;              // the nvme tier's files; "" = <output.dir>/nvme
   double nvme_group_mb = 64;         // memory.optimizer = nvme: moments per group (MiB per family)
   double moe_buffer_mb = 64;       // dropless MoE: expert-side buffers of all MoE layers (MiB)
+  std::string activations = "auto";  // auto | fp32: what the GEMM-only activations are kept in
 };
 
 struct Config {

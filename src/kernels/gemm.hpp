@@ -26,10 +26,12 @@ void gemm_strided_batched(Op op_a, Op op_b, int m, int n, int k, T alpha, const 
 
 // One GEMM of a group whose members differ in shape (one per expert: the row count
 // m is the number of tokens routed to that expert and may be zero).
-template <class T>
+// TA: A's element type (std::uint16_t: A already rounded to a 16-bit format; only
+// the mixed-precision gemm_grouped below takes it).
+template <class T, class TA = T>
 struct GemmDesc {
   int m = 0, n = 0, k = 0;
-  const T* a = nullptr;
+  const TA* a = nullptr;
   int lda = 0;
   const T* b = nullptr;
   int ldb = 0;
@@ -54,6 +56,14 @@ void gemm_strided_batched(Precision p, Op op_a, Op op_b, int m, int n, int k, fl
                           float beta, float* c, int ldc, std::int64_t stride_c, int batch);
 void gemm_grouped(Precision p, Op op_a, Op op_b, float alpha, const std::vector<GemmDesc<float>>& group,
                   float beta);
+// The same where A is already held in 16 bits of precision p (bf16 or fp16; FP32 is
+// refused with std::invalid_argument): the values a 16-bit GEMM would round A to, so
+// the products are exactly those of the fp32 A they were rounded from
+// (kernels/operand.hpp keeps activations this way).
+void gemm(Precision p, Op op_a, Op op_b, int m, int n, int k, float alpha, const std::uint16_t* a, int lda,
+          const float* b, int ldb, float beta, float* c, int ldc);
+void gemm_grouped(Precision p, Op op_a, Op op_b, float alpha,
+                  const std::vector<GemmDesc<float, std::uint16_t>>& group, float beta);
 
 // What runs a 16-bit GEMM (train.gemm16): Auto takes oneDNN where it has a kernel for
 // the precision on this CPU (bf16: AVX512-BF16 or AMX), else Convert (OpenBLAS sgemm on

@@ -105,12 +105,25 @@ T* scratch(std::vector<T>& buf, std::size_t n) {
   return buf.data();
 }
 
+// An operand element as a 16-bit GEMM in p reads it: its 16-bit bits (oneDNN) or the
+// fp32 value of those bits (convert). An element stored in 16 bits is already rounded.
+struct To16 {
+  Precision p;
+  std::uint16_t operator()(float f) const { return to_16bit(p, f); }
+  std::uint16_t operator()(std::uint16_t h) const { return h; }
+};
+struct Rounded {
+  Precision p;
+  float operator()(float f) const { return round_to(p, f); }
+  float operator()(std::uint16_t h) const { return from_16bit(p, h); }
+};
+
 // [rows, cols] with leading dimension ld, converted, into [rows_pad, cols_pad] (dense),
 // the padding zero: zeros add nothing to a product.
-template <class Out, class F>
-void pack_padded(const float* src, int rows, int cols, int ld, int rows_pad, int cols_pad, Out* dst, F&& convert) {
+template <class Out, class Src, class F>
+void pack_padded(const Src* src, int rows, int cols, int ld, int rows_pad, int cols_pad, Out* dst, F&& convert) {
   for (int r = 0; r < rows; ++r) {
-    const float* s = src + std::ptrdiff_t(r) * ld;
+    const Src* s = src + std::ptrdiff_t(r) * ld;
     Out* d = dst + std::ptrdiff_t(r) * cols_pad;
     for (int c = 0; c < cols; ++c) d[c] = convert(s[c]);
     for (int c = cols; c < cols_pad; ++c) d[c] = Out(0);
@@ -120,8 +133,8 @@ void pack_padded(const float* src, int rows, int cols, int ld, int rows_pad, int
 }
 
 // A stored [rows, cols] matrix with leading dimension ld, rounded and packed densely.
-template <class Out, class F>
-void pack(const float* src, int rows, int cols, int ld, Out* dst, F&& convert) {
+template <class Out, class Src, class F>
+void pack(const Src* src, int rows, int cols, int ld, Out* dst, F&& convert) {
   pack_padded(src, rows, cols, ld, rows, cols, dst, convert);
 }
 
@@ -133,8 +146,8 @@ struct Packed {
   const T *a, *b;
   int lda, ldb;
 };
-template <class T, class F>
-Packed<T> pack_operands(Op op_a, Op op_b, int m, int n, int k, const float* a, int lda, const float* b, int ldb,
+template <class T, class TA, class F>
+Packed<T> pack_operands(Op op_a, Op op_b, int m, int n, int k, const TA* a, int lda, const float* b, int ldb,
                         std::vector<T>& abuf, std::vector<T>& bbuf, F&& convert) {
   const int a_rows = op_a == Op::N ? m : k, a_cols = op_a == Op::N ? k : m;
   const int b_rows = op_b == Op::N ? k : n, b_cols = op_b == Op::N ? n : k;
@@ -158,13 +171,14 @@ int shape_bucket(int x) {
   return (x + step - 1) / step * step;
 }
 
-void gemm_onednn(Precision p, Op op_a, Op op_b, int m, int n, int k, float alpha, const float* a, int lda,
+template <class TA>
+void gemm_onednn(Precision p, Op op_a, Op op_b, int m, int n, int k, float alpha, const TA* a, int lda,
                  const float* b, int ldb, float beta, float* c, int ldc) {
   if (!plugin().matmul) throw std::runtime_error("oneDNN is not available: " + plugin().error);
   static std::vector<std::uint16_t> abuf, bbuf;
   static std::vector<float> cbuf;
   const int mp = shape_bucket(m), kp = shape_bucket(k);
-  auto convert = [p](float f) { return to_16bit(p, f); };
+  const To16 convert{p};
   // A as stored ([m, k], or [k, m] transposed) and B ([k, n], or [n, k]), padded in m and k.
   std::uint16_t* pa = scratch(abuf, std::size_t(mp) * kp);
   std::uint16_t* pb = scratch(bbuf, std::size_t(kp) * n);
@@ -189,12 +203,35 @@ void gemm_onednn(Precision p, Op op_a, Op op_b, int m, int n, int k, float alpha
       std::copy(pc + std::ptrdiff_t(r) * n, pc + std::ptrdiff_t(r) * n + n, c + std::ptrdiff_t(r) * ldc);
 }
 
-void gemm_convert(Precision p, Op op_a, Op op_b, int m, int n, int k, float alpha, const float* a, int lda,
+template <class TA>
+void gemm_convert(Precision p, Op op_a, Op op_b, int m, int n, int k, float alpha, const TA* a, int lda,
                   const float* b, int ldb, float beta, float* c, int ldc) {
   static std::vector<float> abuf, bbuf;
-  const auto ops = pack_operands(op_a, op_b, m, n, k, a, lda, b, ldb, abuf, bbuf,
-                                 [p](float f) { return round_to(p, f); });
+  const auto ops = pack_operands(op_a, op_b, m, n, k, a, lda, b, ldb, abuf, bbuf, Rounded{p});
   gemm<float>(op_a, op_b, m, n, k, alpha, ops.a, ops.lda, ops.b, ops.ldb, beta, c, ldc);
+}
+
+// A 16-bit GEMM (p != FP32) on either engine, A as fp32 or as stored 16-bit values.
+template <class TA>
+void gemm_16bit(Precision p, Op op_a, Op op_b, int m, int n, int k, float alpha, const TA* a, int lda,
+                const float* b, int ldb, float beta, float* c, int ldc) {
+  check_gemm_args(op_a, op_b, m, n, k, lda, ldb, ldc);
+  if (m == 0 || n == 0) return;
+  // An empty product only scales C: the fp32 path does that without reading A.
+  if (k == 0) return gemm<float>(op_a, op_b, m, n, k, alpha, nullptr, lda, b, ldb, beta, c, ldc);
+  if (use_onednn(p))
+    gemm_onednn(p, op_a, op_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  else
+    gemm_convert(p, op_a, op_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+template <class TA>
+void gemm_grouped_16bit(Precision p, Op op_a, Op op_b, float alpha, const std::vector<GemmDesc<float, TA>>& group,
+                        float beta) {
+  for (const auto& g : group) {
+    if (g.m == 0 || g.n == 0) continue;  // as the fp32 gemm_grouped
+    gemm(p, op_a, op_b, g.m, g.n, g.k, alpha, g.a, g.lda, g.b, g.ldb, beta, g.c, g.ldc);
+  }
 }
 
 }  // namespace
@@ -229,14 +266,15 @@ std::string gemm16_description(Precision p) {
 
 void gemm(Precision p, Op op_a, Op op_b, int m, int n, int k, float alpha, const float* a, int lda,
           const float* b, int ldb, float beta, float* c, int ldc) {
-  // The fp32 path also validates the arguments and handles the degenerate shapes.
-  if (p == Precision::FP32 || m == 0 || n == 0 || k == 0)
-    return gemm<float>(op_a, op_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-  check_gemm_args(op_a, op_b, m, n, k, lda, ldb, ldc);
-  if (use_onednn(p))
-    gemm_onednn(p, op_a, op_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-  else
-    gemm_convert(p, op_a, op_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  if (p == Precision::FP32) return gemm<float>(op_a, op_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  gemm_16bit(p, op_a, op_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+void gemm(Precision p, Op op_a, Op op_b, int m, int n, int k, float alpha, const std::uint16_t* a, int lda,
+          const float* b, int ldb, float beta, float* c, int ldc) {
+  if (p == Precision::FP32)
+    throw std::invalid_argument("gemm: a 16-bit operand needs a bf16 or fp16 GEMM, not fp32");
+  gemm_16bit(p, op_a, op_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 void gemm_strided_batched(Precision p, Op op_a, Op op_b, int m, int n, int k, float alpha, const float* a,
@@ -249,10 +287,12 @@ void gemm_strided_batched(Precision p, Op op_a, Op op_b, int m, int n, int k, fl
 
 void gemm_grouped(Precision p, Op op_a, Op op_b, float alpha, const std::vector<GemmDesc<float>>& group,
                   float beta) {
-  for (const auto& g : group) {
-    if (g.m == 0 || g.n == 0) continue;  // as the fp32 gemm_grouped
-    gemm(p, op_a, op_b, g.m, g.n, g.k, alpha, g.a, g.lda, g.b, g.ldb, beta, g.c, g.ldc);
-  }
+  gemm_grouped_16bit(p, op_a, op_b, alpha, group, beta);
+}
+
+void gemm_grouped(Precision p, Op op_a, Op op_b, float alpha,
+                  const std::vector<GemmDesc<float, std::uint16_t>>& group, float beta) {
+  gemm_grouped_16bit(p, op_a, op_b, alpha, group, beta);
 }
 
 }  // namespace furnace::kernels

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/operand.hpp"
 #include "kernels/views.hpp"
 #include "memory/ledger.hpp"
 
@@ -41,6 +42,16 @@ class Arena {
   template <class T>
   kernels::View2<T> view2(std::size_t r, std::size_t c) {
     return kernels::View2<T>(allocate<T>(checked_product(r, c, label_)), r, c);
+  }
+  // A matrix only GEMMs read, in fp32 or in the 16 bits of `stored` (kernels/operand.hpp).
+  kernels::GemmOperand operand(kernels::Precision stored, std::size_t r, std::size_t c) {
+    kernels::GemmOperand o;
+    o.stored = stored;
+    if (o.is_16bit())
+      o.h16 = view2<std::uint16_t>(r, c);
+    else
+      o.f32 = view2<float>(r, c);
+    return o;
   }
   template <class T>
   kernels::View4<T> view4(std::size_t a, std::size_t b, std::size_t c, std::size_t d) {

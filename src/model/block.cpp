@@ -49,9 +49,9 @@ BlockActivations BlockActivations::allocate(const GptSpec& s, memory::Arena& are
                                             bool with_probs) {
   const std::int64_t d = s.d_model, n = std::int64_t(s.batch) * s.seq;
   BlockActivations a;
-  a.h1 = arena.view2<float>(n, d);
+  a.h1 = arena.operand(s.stored_operands, n, d);
   a.qkv = arena.view2<float>(n, 3 * d);
-  a.att = arena.view2<float>(n, d);
+  a.att = arena.operand(s.stored_operands, n, d);
   a.mid = arena.view2<float>(n, d);
   a.h2 = arena.view2<float>(n, d);
   a.ffn_out = arena.view2<float>(n, d);
@@ -93,7 +93,7 @@ Block::Block(const GptSpec& s, int layer, StateStore& ps, memory::Arenas& arenas
                   .init_std = out_std});
     moe_ = std::make_unique<moe::MoeLayer>(s.router, s.d_model, s.expert_hidden, s.activation, n,
                                            arenas, s.exchange, s.ep_size, &moe_scratch, s.moe_buffer_rows,
-                                           s.precision);
+                                           s.precision, s.stored_operands);
   } else {
     const std::int64_t H = s.ffn_hidden, H1 = swiglu ? 2 * H : H;
     // Stored [d, H1] / [H, d]; viewed as a group of one expert.
@@ -102,7 +102,7 @@ Block::Block(const GptSpec& s, int layer, StateStore& ps, memory::Arenas& arenas
     dense_ = s.recompute == Recompute::Block
                  ? shared.dense
                  : std::make_shared<moe::ExpertFFN>(1, s.d_model, s.ffn_hidden, s.activation, n,
-                                                    arenas);
+                                                    arenas, nullptr, s.stored_operands);
     dense_->set_precision(s.precision);
     dense_offsets_ = {0, n};
   }
@@ -131,20 +131,24 @@ moe::MoeWeights Block::moe_weights(const StateStore& ps, View1<float> buf) const
   return {{}, as3(w1_), as3(w2_)};
 }
 
-void Block::forward_to_ffn(const StateStore& ps, View2<const float> x) {
+void Block::forward_to_ffn(const StateStore& ps, View2<const float> x, BlockScratch& sc) {
   const int n = x.extent(0), d = s_.d_model;
   const auto& P = ps.params();
-  norm_forward(s_, ps, norm1_, x, a_.h1, a_.mean1, a_.rstd1);
-  k::gemm(s_.precision, k::Op::N, k::Op::N, n, 3 * d, d, 1.0f, a_.h1.data(), d, ps.v2(P, wqkv_).data(),
-                 3 * d, 0.0f, a_.qkv.data(), 3 * d);
-  k::attention_forward<float>(a_.qkv, s_.batch, s_.seq, s_.heads, a_.probs, a_.att, s_.precision);
+  const auto h1 = a_.h1.target(sc.dh, n);  // fp32, staged when h1 is kept in 16 bits
+  norm_forward(s_, ps, norm1_, x, h1, a_.mean1, a_.rstd1);
+  a_.h1.store(h1, n);
+  k::gemm(s_.precision, k::Op::N, k::Op::N, n, 3 * d, d, 1.0f, a_.h1, 0, ps.v2(P, wqkv_).data(), 3 * d, 0.0f,
+          a_.qkv.data(), 3 * d);
+  const auto att = a_.att.target(sc.datt, n);
+  k::attention_forward<float>(a_.qkv, s_.batch, s_.seq, s_.heads, a_.probs, att, s_.precision);
+  a_.att.store(att, n);
   Kokkos::deep_copy(a_.mid, x);
-  k::gemm(s_.precision, k::Op::N, k::Op::N, n, d, d, 1.0f, a_.att.data(), d, ps.v2(P, wo_).data(), d,
-                 1.0f, a_.mid.data(), d);
+  k::gemm(s_.precision, k::Op::N, k::Op::N, n, d, d, 1.0f, a_.att, 0, ps.v2(P, wo_).data(), d, 1.0f,
+          a_.mid.data(), d);
   norm_forward(s_, ps, norm2_, a_.mid, a_.h2, a_.mean2, a_.rstd2);
 }
 
-void Block::recompute(const StateStore& ps, View2<const float> x) {
+void Block::recompute(const StateStore& ps, View2<const float> x, BlockScratch& sc) {
   switch (s_.recompute) {
     case Recompute::None:
       return;
@@ -152,7 +156,7 @@ void Block::recompute(const StateStore& ps, View2<const float> x) {
       k::attention_probs<float>(a_.qkv, s_.batch, s_.seq, s_.heads, a_.probs, s_.precision);
       return;
     case Recompute::Block:
-      forward_to_ffn(ps, x);
+      forward_to_ffn(ps, x, sc);
       // An MoE layer kept its routed rows: running it again would repeat the token
       // exchange. The dense FFN is shared by the blocks, so it runs again for its
       // hidden activations (its output lands in the shared ffn_out, unread).
@@ -164,8 +168,8 @@ void Block::recompute(const StateStore& ps, View2<const float> x) {
   }
 }
 
-void Block::forward(const StateStore& ps, View2<const float> x, View2<float> out) {
-  forward_to_ffn(ps, x);
+void Block::forward(const StateStore& ps, View2<const float> x, View2<float> out, BlockScratch& sc) {
+  forward_to_ffn(ps, x, sc);
   const auto w = moe_weights(ps, ps.params());
   if (moe_)
     moe_->forward(a_.h2, w, a_.ffn_out);
@@ -182,7 +186,7 @@ void Block::backward(const StateStore& ps, View2<const float> x, View2<float> dr
   const int n = x.extent(0), d = s_.d_model;
   const auto& P = ps.params();
   const auto& G = ps.grads();
-  recompute(ps, x);
+  recompute(ps, x, sc);
   // FFN: dres (= d out = d mid's residual share) -> dh2 -> dres += norm2 backward.
   auto dh = View2<float>(sc.dh.data(), n, d);
   const auto w = moe_weights(ps, P);
@@ -198,8 +202,8 @@ void Block::backward(const StateStore& ps, View2<const float> x, View2<float> dr
   auto datt = View2<float>(sc.datt.data(), n, d);
   k::gemm(s_.precision, k::Op::N, k::Op::T, n, d, d, 1.0f, dres.data(), d, ps.v2(P, wo_).data(), d, 0.0f,
                  datt.data(), d);
-  k::gemm(s_.precision, k::Op::T, k::Op::N, d, d, n, 1.0f, a_.att.data(), d, dres.data(), d, 1.0f,
-                 ps.v2(G, wo_).data(), d);
+  k::gemm(s_.precision, k::Op::T, k::Op::N, d, d, n, 1.0f, a_.att, 0, dres.data(), d, 1.0f, ps.v2(G, wo_).data(),
+          d);
   auto dqkv = View2<float>(sc.dqkv.data(), n, 3 * d);
   Kokkos::deep_copy(dqkv, 0.0f);
   k::attention_backward<float>(a_.qkv, a_.probs, datt, s_.batch, s_.seq, s_.heads, sc.dprobs, dqkv,
@@ -207,8 +211,8 @@ void Block::backward(const StateStore& ps, View2<const float> x, View2<float> dr
   // QKV projection: dh1 = dqkv wqkv^T, dwqkv += h1^T dqkv.
   k::gemm(s_.precision, k::Op::N, k::Op::T, n, d, 3 * d, 1.0f, dqkv.data(), 3 * d,
                  ps.v2(P, wqkv_).data(), 3 * d, 0.0f, dh.data(), d);
-  k::gemm(s_.precision, k::Op::T, k::Op::N, d, 3 * d, n, 1.0f, a_.h1.data(), d, dqkv.data(), 3 * d, 1.0f,
-                 ps.v2(G, wqkv_).data(), 3 * d);
+  k::gemm(s_.precision, k::Op::T, k::Op::N, d, 3 * d, n, 1.0f, a_.h1, 0, dqkv.data(), 3 * d, 1.0f,
+          ps.v2(G, wqkv_).data(), 3 * d);
   norm_backward(s_, ps, norm1_, dh, x, a_.mean1, a_.rstd1, dres);
 }
 

@@ -29,7 +29,8 @@ NormParams register_norm(const GptSpec& s, memory::StateStore& ps, const std::st
 
 // What a block's backward reads back from its forward, [n, ...] with n = batch * seq.
 struct BlockActivations {
-  kernels::View2<float> h1, qkv, att, mid, h2, ffn_out;  // [n, d], [n, 3d], then [n, d]
+  kernels::GemmOperand h1, att;                // [n, d]; read by GEMMs only (spec.stored_operands)
+  kernels::View2<float> qkv, mid, h2, ffn_out;  // [n, 3d], then [n, d]
   kernels::View1<float> mean1, rstd1, mean2, rstd2;     // [n]
   kernels::View4<float> probs;                          // [B, heads, T, T]
 
@@ -46,7 +47,8 @@ struct RecomputeBuffers {
   std::shared_ptr<moe::ExpertFFN> dense;
 };
 
-// Scratch shared by all blocks' backward passes (one block runs at a time).
+// Scratch shared by all blocks (one block runs at a time). The forward stages the
+// 16-bit operands h1 and att in dh and datt, which only the backward uses otherwise.
 struct BlockScratch {
   kernels::View2<float> dh, datt, dqkv;  // [n, d], [n, d], [n, 3d]
   kernels::View4<float> dprobs;          // [B, heads, T, T]
@@ -62,7 +64,8 @@ class Block {
   void set_reducer(moe::SumReducer r) { if (moe_) moe_->set_reducer(std::move(r)); }
   void set_loss_scale(float s) { if (moe_) moe_->set_loss_scale(s); }
   // out = block(x). x must stay unchanged until backward.
-  void forward(const memory::StateStore& ps, kernels::View2<const float> x, kernels::View2<float> out);
+  void forward(const memory::StateStore& ps, kernels::View2<const float> x, kernels::View2<float> out,
+               BlockScratch& scratch);
   // On entry dres = dL/d(out); on exit dres = dL/dx. Parameter grads accumulate.
   void backward(const memory::StateStore& ps, kernels::View2<const float> x,
                 kernels::View2<float> dres, BlockScratch& scratch);
@@ -75,9 +78,9 @@ class Block {
  private:
   moe::MoeWeights moe_weights(const memory::StateStore& ps, kernels::View1<float> buf) const;
   // norm1, attention, residual and norm2: everything of the forward before the FFN.
-  void forward_to_ffn(const memory::StateStore& ps, kernels::View2<const float> x);
+  void forward_to_ffn(const memory::StateStore& ps, kernels::View2<const float> x, BlockScratch& scratch);
   // Brings back what spec.recompute dropped, bitwise as the forward computed it.
-  void recompute(const memory::StateStore& ps, kernels::View2<const float> x);
+  void recompute(const memory::StateStore& ps, kernels::View2<const float> x, BlockScratch& scratch);
 
   const GptSpec& s_;
   NormParams norm1_, norm2_;

@@ -56,7 +56,7 @@ void Gpt::allocate_recompute_buffers(memory::Arenas& arenas) {
       if (any_dense)
         recompute_.dense = std::make_shared<moe::ExpertFFN>(
             1, spec_.d_model, spec_.ffn_hidden, spec_.activation,
-            std::int64_t(spec_.batch) * spec_.seq, arenas);
+            std::int64_t(spec_.batch) * spec_.seq, arenas, nullptr, spec_.stored_operands);
       return;
     }
   }
@@ -75,7 +75,7 @@ LossParts Gpt::forward(View1<const k::index_t> inputs, View1<const k::index_t> t
   LossParts out;
   for (int l = 0; l < spec_.layers; ++l) {
     if (hooks_.before_forward) hooks_.before_forward(l);
-    blocks_[l]->forward(ps_, x_[l], x_[l + 1]);
+    blocks_[l]->forward(ps_, x_[l], x_[l + 1], scratch_);
     if (const auto* m = blocks_[l]->moe()) {
       out.aux += m->stats().aux_loss;
       out.z += m->stats().z_loss;

@@ -32,6 +32,9 @@ struct GptSpec {
   // train.precision: the GEMMs of attention, the FFNs, the experts and the head. The
   // router's GEMMs, norms, softmax and losses stay fp32.
   kernels::Precision precision = kernels::Precision::FP32;
+  // What the activations that only those GEMMs read are kept in (memory.activations):
+  // `precision` itself, or FP32 (kernels/operand.hpp).
+  kernels::Precision stored_operands = kernels::Precision::FP32;
 
   bool is_moe(int layer) const { return router.experts > 0 && (layer + 1) % moe_every == 0; }
   int moe_layers() const {

@@ -15,10 +15,10 @@ using kernels::Op;
 using kernels::View2;
 
 ExpertFFN::ExpertFFN(int experts, int d_model, int hidden, Activation act, std::int64_t max_rows,
-                     memory::Arenas& arenas, const FfnGradBuffers* shared)
-    : experts_(experts), d_(d_model), hidden_(hidden), act_(act) {
+                     memory::Arenas& arenas, const FfnGradBuffers* shared, kernels::Precision stored)
+    : experts_(experts), d_(d_model), hidden_(hidden), act_(act), prec_(stored) {
   a_ = arenas.activations.view2<float>(max_rows, hidden_in());
-  h_ = arenas.activations.view2<float>(max_rows, hidden_);
+  h_ = arenas.activations.operand(stored, max_rows, hidden_);
   if (shared) {
     // The backward views them as [rows, H1] and [rows, H]: the widths must match.
     if (std::int64_t(shared->da.extent(0)) < max_rows || int(shared->da.extent(1)) != hidden_in() ||
@@ -30,6 +30,13 @@ ExpertFFN::ExpertFFN(int experts, int d_model, int hidden, Activation act, std::
     da_ = arenas.workspace.view2<float>(max_rows, hidden_in());
     dh_ = arenas.workspace.view2<float>(max_rows, hidden_);
   }
+}
+
+void ExpertFFN::set_precision(kernels::Precision p) {
+  if (h_.is_16bit() && p != h_.stored)
+    throw std::logic_error(std::string("ExpertFFN: hidden activations kept in ") + kernels::precision_name(h_.stored) +
+                           " cannot feed " + kernels::precision_name(p) + " GEMMs");
+  prec_ = p;
 }
 
 namespace {
@@ -44,6 +51,27 @@ void grouped(kernels::Precision p, Op op_a, Op op_b, float beta, int experts, F&
   kernels::gemm_grouped(p, op_a, op_b, 1.0f, group, beta);
 }
 
+// The same where expert e's A is the row block of `a` from row row0(e) on (desc_of
+// leaves .a unset): fp32 or 16-bit storage alike.
+template <class R, class F>
+void grouped(kernels::Precision p, Op op_a, Op op_b, float beta, int experts, const kernels::GemmOperand& a,
+             R&& row0, F&& desc_of) {
+  if (!a.is_16bit())
+    return grouped(p, op_a, op_b, beta, experts, [&](int e) {
+      GemmDesc<float> g = desc_of(e);
+      g.a = a.f32.data() + row0(e) * a.cols();
+      return g;
+    });
+  std::vector<GemmDesc<float, std::uint16_t>> group;
+  group.reserve(experts);
+  for (int e = 0; e < experts; ++e) {
+    const GemmDesc<float> g = desc_of(e);
+    group.push_back({.m = g.m, .n = g.n, .k = g.k, .a = a.h16.data() + row0(e) * a.cols(), .lda = g.lda, .b = g.b,
+                     .ldb = g.ldb, .c = g.c, .ldc = g.ldc});
+  }
+  kernels::gemm_grouped(p, op_a, op_b, 1.0f, group, beta);
+}
+
 }  // namespace
 
 void ExpertFFN::forward(kernels::View2<const float> x, const std::vector<std::int64_t>& offsets,
@@ -52,12 +80,12 @@ void ExpertFFN::forward(kernels::View2<const float> x, const std::vector<std::in
   forward_hidden(x, offsets, w1);
   const int d = d_, h = hidden_;
   auto m = [&](int e) { return int(offsets[e + 1] - offsets[e]); };
+  auto row0 = [&](int e) { return offsets[e]; };
   // y = h @ w2
-  grouped(prec_, Op::N, Op::N, 0.0f, experts_, [&](int e) {
+  grouped(prec_, Op::N, Op::N, 0.0f, experts_, h_, row0, [&](int e) {
     return GemmDesc<float>{.m = m(e),
                            .n = d,
                            .k = h,
-                           .a = h_.data() + offsets[e] * h,
                            .lda = h,
                            .b = &w2(e, 0, 0),
                            .ldb = d,
@@ -93,11 +121,13 @@ void ExpertFFN::forward_hidden(kernels::View2<const float> x, const std::vector<
                            .ldc = h1};
   });
   auto a = View2<const float>(a_.data(), rows, h1);
-  auto hv = View2<float>(h_.data(), rows, h);
+  // h in fp32: h_ itself, or staged in da_ (free until the backward) and rounded into h_.
+  auto hv = h_.target(View2<float>(da_.data(), rows, h), rows);
   if (act_ == Activation::Gelu)
     kernels::gelu_forward<float>(kernels::flat(a), kernels::flat(hv));
   else
     kernels::swiglu_forward<float>(a, hv);
+  h_.store(hv, rows);
 }
 
 void ExpertFFN::backward(kernels::View2<const float> dy, kernels::View2<const float> x,
@@ -121,11 +151,10 @@ void ExpertFFN::backward(kernels::View2<const float> dy, kernels::View2<const fl
                            .ldc = h};
   });
   // dw2 += h^T @ dy
-  grouped(prec_, Op::T, Op::N, 1.0f, experts_, [&](int e) {
+  grouped(prec_, Op::T, Op::N, 1.0f, experts_, h_, [&](int e) { return off[e]; }, [&](int e) {
     return GemmDesc<float>{.m = h,
                            .n = d,
                            .k = m(e),
-                           .a = h_.data() + off[e] * h,
                            .lda = h,
                            .b = dy.data() + off[e] * d,
                            .ldb = d,

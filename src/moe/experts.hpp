@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels/operand.hpp"
 #include "kernels/precision.hpp"
 #include "kernels/views.hpp"
 #include "memory/arena.hpp"
@@ -27,12 +28,16 @@ class ExpertFFN {
  public:
   // max_rows: the most rows any step will pass (sizes the saved activations).
   // shared == nullptr: the gradient buffers come from arenas.workspace.
+  // stored: what h = act(a), read by GEMMs only, is kept in (kernels/operand.hpp); a
+  // 16-bit format requires GEMMs in that precision (set_precision).
   ExpertFFN(int experts, int d_model, int hidden, Activation act, std::int64_t max_rows,
-            memory::Arenas& arenas, const FfnGradBuffers* shared = nullptr);
+            memory::Arenas& arenas, const FfnGradBuffers* shared = nullptr,
+            kernels::Precision stored = kernels::Precision::FP32);
 
   int experts() const { return experts_; }
-  // The precision of the six GEMMs (train.precision); fp32 until set.
-  void set_precision(kernels::Precision p) { prec_ = p; }
+  // The precision of the six GEMMs (train.precision); fp32 until set, or the storage
+  // precision of h when that is 16-bit. Another precision than h's 16 bits is refused.
+  void set_precision(kernels::Precision p);
   int hidden_in() const { return act_ == Activation::Swiglu ? 2 * hidden_ : hidden_; }
 
   // offsets [E+1] on the host. x and y hold offsets[E] rows.
@@ -56,7 +61,8 @@ class ExpertFFN {
   Activation act_;
   kernels::Precision prec_ = kernels::Precision::FP32;
   std::vector<std::int64_t> offsets_;     // of the last forward
-  kernels::View2<float> a_, h_, da_, dh_;  // [max_rows, H1 | H]
+  kernels::View2<float> a_, da_, dh_;  // [max_rows, H1 | H]
+  kernels::GemmOperand h_;             // [max_rows, H], staged in da_ when 16-bit
 };
 
 }  // namespace furnace::moe

@@ -54,35 +54,38 @@ std::unique_ptr<Dispatcher> make_dispatcher(const MoeScratchShape& s, std::int64
 
 }  // namespace
 
-ExpertRowBytes expert_row_bytes(int d, int hidden, Activation act) {
+ExpertRowBytes expert_row_bytes(int d, int hidden, Activation act, k::Precision stored) {
   const std::uint64_t f = sizeof(float), h = hidden, h1 = act == Activation::Swiglu ? 2 * h : h;
-  return {.per_layer = 3 * d * f + 2 * sizeof(k::index_t) + (h1 + h) * f, .shared = (2 * d + h1 + h) * f};
+  const std::uint64_t h_bytes = stored == k::Precision::FP32 ? f : sizeof(std::uint16_t);
+  return {.per_layer = 3 * d * f + 2 * sizeof(k::index_t) + h1 * f + h * h_bytes, .shared = (2 * d + h1 + h) * f};
 }
 
-std::int64_t buffer_rows_for(std::uint64_t budget, int moe_layers, int d, int hidden, Activation act) {
+std::int64_t buffer_rows_for(std::uint64_t budget, int moe_layers, int d, int hidden, Activation act,
+                             k::Precision stored) {
   constexpr std::uint64_t kAlign = 64, kPerLayer = 7, kShared = 4;  // arena rounding, buffers
   const std::uint64_t rounding = kAlign * (kPerLayer * moe_layers + kShared);
-  const ExpertRowBytes b = expert_row_bytes(d, hidden, act);
+  const ExpertRowBytes b = expert_row_bytes(d, hidden, act, stored);
   const std::uint64_t row = moe_layers * b.per_layer + b.shared;
   return budget > rounding ? std::int64_t((budget - rounding) / row) : 0;
 }
 
 MoeLayer::MoeLayer(const RouterConfig& cfg, int d_model, int hidden, Activation act,
                    std::int64_t max_tokens, memory::Arenas& arenas, comm::RowExchange* exchange,
-                   int ep_size, MoeScratchSlot* shared, std::int64_t buffer_rows, kernels::Precision precision)
+                   int ep_size, MoeScratchSlot* shared, std::int64_t buffer_rows, kernels::Precision precision,
+                   kernels::Precision stored)
     : MoeLayer(shape_of(cfg, d_model, hidden, act, max_tokens, ep_size, buffer_rows),
                unbounded_expert_rows(cfg, max_tokens, ep_size), cfg, act, arenas, exchange, ep_size, shared,
-               precision) {}
+               precision, stored) {}
 
 MoeLayer::MoeLayer(const MoeScratchShape& shape, std::int64_t unbounded_rows, const RouterConfig& cfg,
                    Activation act, memory::Arenas& arenas, comm::RowExchange* exchange, int ep_size,
-                   MoeScratchSlot* shared, kernels::Precision precision)
+                   MoeScratchSlot* shared, kernels::Precision precision, kernels::Precision stored)
     : d_(shape.d_model),
       scratch_(make_scratch(shape, arenas, shared)),
       router_(cfg, shape.d_model, shape.tokens, arenas, &scratch_->router),
       dispatch_(make_dispatcher(shape, unbounded_rows, exchange, ep_size, arenas.communication, precision)),
       experts_(cfg.experts / ep_size, shape.d_model, shape.hidden, act, shape.expert_rows, arenas,
-               &scratch_->ffn) {
+               &scratch_->ffn, stored) {
   experts_.set_precision(precision);
   if (dispatch_) {
     // The expert side of the exchange: received rows (kept for the backward) and results.

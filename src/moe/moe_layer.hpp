@@ -49,10 +49,12 @@ class MoeLayer {
   // shared == nullptr: the layer allocates its own backward buffers.
   // precision (train.precision): the experts' GEMMs and the dispatch payload; the
   // router stays fp32 (its softmax and top-k decide where tokens go).
+  // stored: what the experts keep their hidden activations in (ExpertFFN).
   MoeLayer(const RouterConfig& cfg, int d_model, int hidden, Activation act,
            std::int64_t max_tokens, memory::Arenas& arenas, comm::RowExchange* exchange = nullptr,
            int ep_size = 1, MoeScratchSlot* shared = nullptr, std::int64_t buffer_rows = 0,
-           kernels::Precision precision = kernels::Precision::FP32);
+           kernels::Precision precision = kernels::Precision::FP32,
+           kernels::Precision stored = kernels::Precision::FP32);
 
   void set_reducer(SumReducer reduce) { reduce_ = std::move(reduce); }
 
@@ -74,7 +76,7 @@ class MoeLayer {
  private:
   MoeLayer(const MoeScratchShape& shape, std::int64_t unbounded_rows, const RouterConfig& cfg,
            Activation act, memory::Arenas& arenas, comm::RowExchange* exchange, int ep_size,
-           MoeScratchSlot* shared, kernels::Precision precision);
+           MoeScratchSlot* shared, kernels::Precision precision, kernels::Precision stored);
 
   int d_;
   std::shared_ptr<MoeScratch> scratch_;
@@ -88,16 +90,17 @@ class MoeLayer {
 
 // Bytes per expert-side row (ep > 1) of the buffers whose rows a bounded dropless
 // buffer caps: per MoE layer xe, ye, the dispatcher's staging (d floats each), its two
-// index permutations and the experts' a, h (H1 + H floats); once per model the shared
-// dxe, dye, da, dh.
+// index permutations and the experts' a, h (H1 floats, H values in `stored`); once per
+// model the shared dxe, dye, da, dh.
 struct ExpertRowBytes {
   std::uint64_t per_layer = 0, shared = 0;
 };
-ExpertRowBytes expert_row_bytes(int d_model, int hidden, Activation act);
+ExpertRowBytes expert_row_bytes(int d_model, int hidden, Activation act,
+                                kernels::Precision stored = kernels::Precision::FP32);
 // The most rows B such that those buffers of `moe_layers` layers fit in budget_bytes,
 // with the arena's 64-byte rounding of each of them: floor((budget - rounding) /
 // (moe_layers * per_layer + shared)). 0 when not even one row fits.
 std::int64_t buffer_rows_for(std::uint64_t budget_bytes, int moe_layers, int d_model, int hidden,
-                             Activation act);
+                             Activation act, kernels::Precision stored = kernels::Precision::FP32);
 
 }  // namespace furnace::moe

@@ -40,17 +40,20 @@ model::GptSpec make_spec(const io::Config& c, const comm::Layout& g) {
   s.first_expert = s.local_experts * g.ep_rank();
   s.batch = c.train.batch_size / g.world;
   s.ep_size = g.ep;
+  kernels::parse_precision(c.train.precision, s.precision);  // the config accepted only these names
+  // memory.activations = auto: the GEMM-only activations in the GEMMs' own 16 bits.
+  s.stored_operands = c.memory.activations == "auto" ? s.precision : kernels::Precision::FP32;
   if (c.moe.capacity_factor <= 0 && s.moe_layers() > 0) {
     // Dropless: the capacity bound is every token of the ep group (worst-case buffers);
     // the budget caps them, and a skewed step exchanges in rounds.
     const auto budget = std::uint64_t(c.memory.moe_buffer_mb * double(1 << 20));
-    s.moe_buffer_rows = moe::buffer_rows_for(budget, s.moe_layers(), s.d_model, s.expert_hidden, s.activation);
+    s.moe_buffer_rows =
+        moe::buffer_rows_for(budget, s.moe_layers(), s.d_model, s.expert_hidden, s.activation, s.stored_operands);
     if (s.moe_buffer_rows < 1)
       throw io::ConfigError("memory.moe_buffer_mb = " + std::to_string(c.memory.moe_buffer_mb) +
                             " holds not one expert-side row of the " + std::to_string(s.moe_layers()) +
                             " MoE layers; accepted: a larger value");
   }
-  kernels::parse_precision(c.train.precision, s.precision);  // the config accepted only these names
   s.recompute = c.memory.recompute == "attention" ? model::Recompute::Attention
                 : c.memory.recompute == "block"   ? model::Recompute::Block
                                                   : model::Recompute::None;

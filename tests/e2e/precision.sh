@@ -7,7 +7,8 @@
 #   against 1 rank, the first 30 steps within 1e-5);
 # - checkpoints hold the fp32 masters: a bf16 checkpoint resumes as bf16 bit-exactly
 #   and as fp32 (within 2%), and an fp16 run resumes bit-exactly with its loss scale;
-# - in bf16, memory.recompute = block and memory.experts = nvme change no bit;
+# - in bf16, memory.recompute = block, memory.experts = nvme and memory.activations =
+#   fp32 change no bit, and the default 16-bit activations hold fewer bytes;
 # - fp16 started at a loss scale that overflows skips those steps, halves the scale
 #   and says so in metrics.jsonl;
 # - a loss scale that is not a power of two, and oneDNN asked for a precision it has
@@ -83,18 +84,37 @@ grep -q "^step 1: fp16 gradients overflowed at loss scale 1.09951e+12; update sk
   { head -20 "$SCRATCH/fp16.log"; fail "no overflow line for step 1"; }
 
 # 3b. In bf16 too, recomputation and the nvme tier change no bit (30 steps, 4 layers).
-for v in none block nvme; do
+for v in none block nvme act32; do
   extra=(--set memory.recompute='"none"')
   [ $v = block ] && extra=(--set memory.recompute='"block"')
+  [ $v = act32 ] && extra=(--set memory.activations='"fp32"')
   [ $v = nvme ] && { mkdir -p "$SCRATCH/nvme_dir"; extra=(--set memory.experts='"nvme"' --set memory.nvme_dir="\"$SCRATCH/nvme_dir\""); }
   train "bf16_$v" 1 --set train.precision='"bf16"' --set train.steps=30 --set model.n_layers=4 "${extra[@]}"; ok "bf16_$v"
   losses "$SCRATCH/bf16_$v/metrics.jsonl" > "$SCRATCH/bf16_$v.losses"
   losses "$SCRATCH/bf16_$v/metrics.jsonl" grad_norm >> "$SCRATCH/bf16_$v.losses"
 done
-for v in block nvme; do
+for v in block nvme act32; do
   cmp -s "$SCRATCH/bf16_none.losses" "$SCRATCH/bf16_$v.losses" || fail "bf16: $v changes the losses or gradient norms"
 done
-echo "ok: bf16 with recompute = block and experts on nvme: bitwise the plain run"
+# memory.activations = auto (bf16_none) keeps h1, attention's output and the FFNs' hidden
+# activations in bf16: the activation bytes shrink by exactly half of those.
+/usr/bin/python3 - "$SCRATCH" <<'PY' || fail "16-bit activations: the activation bytes"
+import json, sys
+def act(name):
+    rows = [json.loads(l) for l in open(f"{sys.argv[1]}/bf16_{name}/metrics.jsonl")]
+    return rows[-1]["memory_peak_bytes"]["activations"]
+a16, a32 = act("none"), act("act32")
+# configs/tiny.toml at 4 layers (blocks 0, 2 dense, 1, 3 MoE), one rank: n = 4 x 16
+# tokens, d 32; h1 and att [n, d] in every block, the hidden [n, 64] of each dense FFN,
+# and [n x top_k 2, 32] in each MoE layer's experts: 2 bytes saved per element.
+n, d = 4 * 16, 32
+saved = 2 * (4 * 2 * n * d + 2 * n * 64 + 2 * n * 2 * 32)
+print(f"  activations: {a16} bytes with memory.activations = auto, {a32} with fp32 (saved {a32 - a16}, "
+      f"expected {saved})")
+if a32 - a16 != saved:
+    sys.exit("memory.activations = auto does not halve exactly the GEMM-only activations")
+PY
+echo "ok: bf16 with recompute = block, experts on nvme and fp32 activations: bitwise the plain run"
 
 # 4. Resume from step 150: bf16 -> bf16 and fp16 -> fp16 bit-exact, bf16 -> fp32 close.
 for p in bf16 fp16; do

@@ -1,6 +1,7 @@
 // GEMM dispatch against a plain triple loop: every transpose combination, odd and
 // degenerate shapes, padded leading dimensions, alpha/beta variants, float and double.
 #include "kernels/gemm.hpp"
+#include "kernels/operand.hpp"
 
 #include <cmath>
 #include <limits>
@@ -265,6 +266,60 @@ TEST(Gemm16, GroupedAndStridedBatchedMatchPerMemberCalls) {
     for (std::size_t i = 0; i < probs.size(); ++i)
       for (std::size_t j = 0; j < probs[i].c.size(); ++j) ASSERT_EQ(probs[i].c[j], want[i].c[j]);
   }
+}
+
+// An A kept in 16 bits (kernels/operand.hpp: what memory.activations = auto stores) gives
+// exactly the product of the fp32 A it was rounded from, on either engine, directly,
+// through a GemmOperand and grouped; a 16-bit A in an fp32 GEMM or in the other 16-bit
+// format is refused.
+TEST(Gemm16, AStoredIn16BitsGivesTheBitsOfItsFp32Source) {
+  EngineGuard guard;
+  const int shapes[][3] = {{7, 5, 3}, {33, 17, 65}, {0, 4, 2}, {3, 4, 0}};
+  for (Precision prec : {Precision::BF16, Precision::FP16})
+    for (Gemm16Engine engine : engines_for(prec)) {
+      set_gemm16_engine(engine);
+      std::uint64_t seed = 700;
+      for (Op oa : kOps)
+        for (auto s : shapes) {
+          const int m = s[0], n = s[1], k = s[2];
+          SCOPED_TRACE(::testing::Message() << precision_name(prec) << " engine " << int(engine) << " op_a=" << int(oa)
+                                            << " m,n,k=" << m << "," << n << "," << k);
+          Problem<float> p(oa, Op::N, m, n, k, 1, seed += 7);
+          std::vector<std::uint16_t> a16(p.a.size());
+          for (std::size_t i = 0; i < a16.size(); ++i) a16[i] = to_16bit(prec, p.a[i]);
+          auto want = p.c.data, got = p.c.data;
+          gemm(prec, oa, Op::N, m, n, k, 0.5f, p.a.data.data(), p.lda, p.b.data.data(), p.ldb, 1.0f, want.data(), p.ldc);
+          gemm(prec, oa, Op::N, m, n, k, 0.5f, a16.data(), p.lda, p.b.data.data(), p.ldb, 1.0f, got.data(), p.ldc);
+          ASSERT_EQ(got, want) << "direct";
+          // The same A as a GemmOperand from row 1 on (stage fp32, store rounds).
+          const int rows = oa == Op::N ? m : k;
+          if (rows < 2) continue;
+          std::vector<float> staging(p.a.data);
+          std::vector<std::uint16_t> held(a16.size());
+          GemmOperand op{prec, {}, View2<std::uint16_t>(held.data(), rows, p.lda)};
+          op.store(op.target(View2<float>(staging.data(), rows, p.lda), rows), rows);
+          ASSERT_EQ(held, a16) << "store";
+          const int m1 = oa == Op::N ? m - 1 : m, k1 = oa == Op::N ? k : k - 1;
+          auto want1 = p.c.data, got1 = p.c.data;
+          gemm(prec, oa, Op::N, m1, n, k1, 1.0f, p.a.data.data() + p.lda, p.lda,
+               p.b.data.data() + (oa == Op::N ? 0 : p.ldb), p.ldb, 0.0f, want1.data(), p.ldc);
+          gemm(prec, oa, Op::N, m1, n, k1, 1.0f, op, 1, p.b.data.data() + (oa == Op::N ? 0 : p.ldb), p.ldb, 0.0f,
+               got1.data(), p.ldc);
+          ASSERT_EQ(got1, want1) << "GemmOperand";
+          std::vector<GemmDesc<float, std::uint16_t>> group{
+              {m, n, k, a16.data(), p.lda, p.b.data.data(), p.ldb, got.data(), p.ldc}};
+          gemm_grouped(prec, oa, Op::N, 0.5f, group, 1.0f);
+          gemm(prec, oa, Op::N, m, n, k, 0.5f, p.a.data.data(), p.lda, p.b.data.data(), p.ldb, 1.0f, want.data(), p.ldc);
+          ASSERT_EQ(got, want) << "grouped";
+        }
+    }
+  std::uint16_t a = 0x3f80;  // 1.0 in bf16
+  float b = 1, c = 0;
+  EXPECT_THROW(gemm(Precision::FP32, Op::N, Op::N, 1, 1, 1, 1.0f, &a, 1, &b, 1, 0.0f, &c, 1), std::invalid_argument);
+  GemmOperand bf16{Precision::BF16, {}, View2<std::uint16_t>(&a, 1, 1)};
+  EXPECT_THROW(gemm(Precision::FP16, Op::N, Op::N, 1, 1, 1, 1.0f, bf16, 0, &b, 1, 0.0f, &c, 1), std::logic_error);
+  gemm(Precision::BF16, Op::N, Op::N, 1, 1, 1, 1.0f, bf16, 0, &b, 1, 0.0f, &c, 1);
+  EXPECT_EQ(c, 1.0f);
 }
 
 }  // namespace
