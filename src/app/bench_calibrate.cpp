@@ -85,33 +85,42 @@ double triad_bandwidth() {
 // The bytes per second the trainer's memory-bound kernels reach (layer norm and GELU,
 // forward and backward, on [8192, 256]), counted as the planner counts them: what the
 // elementwise term of a step divides by (our kernels are plain loops, far from triad).
-// The median of 21 passes, not the best: this term is half of a small model's step, and
-// on a shared VM the best of 5 ranged 1.6-2.5 GB/s from one calibration to the next
-// where the median of 21 stayed within 1.5-1.8 (the step time it predicts is a median too).
-double kernel_bandwidth() {
-  namespace k = kernels;
-  const int n = 8192, d = 256;
-  // Host vectors under unmanaged views: this measures a Serial/OpenMP (host) build.
-  std::vector<float> xs(std::size_t(n) * d, 0.5f), ys(xs.size(), 0.25f), dxs(xs.size()), ws(d, 1.0f), bs(d),
-      dws(d), dbs(d), means(n), rstds(n);
-  const k::View2<float> x(xs.data(), n, d), y(ys.data(), n, d), dx(dxs.data(), n, d);
-  const k::View1<float> w(ws.data(), d), b(bs.data(), d), dw(dws.data(), d), db(dbs.data(), d);
-  const k::View1<float> mean(means.data(), n), rstd(rstds.data(), n);
-  const k::View1<float> x1(x.data(), x.size()), y1(y.data(), y.size()), dx1(dx.data(), dx.size());
-  // Floats moved: norm forward 2, backward 4 (dy, x, dx read, dx written); GELU 2 and 3.
-  const double bytes = double(n) * d * sizeof(float) * (2 + 4 + 2 + 3);
-  std::vector<double> seconds;
-  for (int r = 0; r < 21; ++r) {
-    const double t0 = now();
-    k::layernorm_forward<float>(x, w, b, 1e-5f, y, mean, rstd);
-    k::layernorm_backward<float>(y, x, w, mean, rstd, dx, dw, db);
-    k::gelu_forward<float>(x1, y1);
-    k::gelu_backward<float>(x1, y1, dx1);
-    Kokkos::fence();
-    seconds.push_back(now() - t0);
+// The median of passes taken at three points of the calibration (sample() before the
+// GEMM curves, after them and after the triad), not the best of one burst: this term
+// is half of a small model's step, and on a shared VM the best of 5 ranged 1.6-2.5 GB/s
+// from one calibration to the next; a neighbour's burst during one sample now moves
+// the median of the pooled passes little. The step time it predicts is a median too.
+class KernelRate {
+ public:
+  KernelRate()
+      : xs_(std::size_t(kRows) * kCols, 0.5f), ys_(xs_.size(), 0.25f), dxs_(xs_.size()), ws_(kCols, 1.0f),
+        bs_(kCols), dws_(kCols), dbs_(kCols), means_(kRows), rstds_(kRows) {}
+
+  void sample(int passes) {
+    namespace k = kernels;
+    // Host vectors under unmanaged views: this measures a Serial/OpenMP (host) build.
+    const k::View2<float> x(xs_.data(), kRows, kCols), y(ys_.data(), kRows, kCols), dx(dxs_.data(), kRows, kCols);
+    const k::View1<float> w(ws_.data(), kCols), b(bs_.data(), kCols), dw(dws_.data(), kCols), db(dbs_.data(), kCols);
+    const k::View1<float> mean(means_.data(), kRows), rstd(rstds_.data(), kRows);
+    const k::View1<float> x1(x.data(), x.size()), y1(y.data(), y.size()), dx1(dx.data(), dx.size());
+    for (int r = 0; r < passes; ++r) {
+      const double t0 = now();
+      k::layernorm_forward<float>(x, w, b, 1e-5f, y, mean, rstd);
+      k::layernorm_backward<float>(y, x, w, mean, rstd, dx, dw, db);
+      k::gelu_forward<float>(x1, y1);
+      k::gelu_backward<float>(x1, y1, dx1);
+      Kokkos::fence();
+      seconds_.push_back(now() - t0);
+    }
   }
-  return bytes / median(seconds);
-}
+  // Floats moved: norm forward 2, backward 4 (dy, x, dx read, dx written); GELU 2 and 3.
+  double bytes_per_second() const { return double(kRows) * kCols * sizeof(float) * (2 + 4 + 2 + 3) / median(seconds_); }
+
+ private:
+  static constexpr int kRows = 8192, kCols = 256;
+  std::vector<float> xs_, ys_, dxs_, ws_, bs_, dws_, dbs_, means_, rstds_;
+  std::vector<double> seconds_;
+};
 
 // Sequential write and read of `mb` MiB in `dir` as the nvme tier does them (O_DIRECT,
 // 4 MiB requests; buffered plus fsync where the file system refuses O_DIRECT): bytes/s,
@@ -175,6 +184,8 @@ int bench_calibrate(const BenchCalibrateOptions& opt) {
   m.ranks_per_node = node_ranks;
   m.max_nodes = 1;
   const bool has16 = kernels::gemm16_engine_error(kernels::Gemm16Engine::Auto, kernels::Precision::BF16).empty();
+  KernelRate kernel_rate;  // rank 0's, sampled at three points (see KernelRate)
+  if (rank == 0) kernel_rate.sample(7);
   // 1. GEMM curves of one thread, the other ranks asleep; then all cores on one GEMM.
   if (rank == 0) {
     say("calibrate: GEMM curves, 13 sizes from n = 16 to 1024, one thread\n");
@@ -210,7 +221,12 @@ int bench_calibrate(const BenchCalibrateOptions& opt) {
   quiet_barrier(MPI_COMM_WORLD);
   // 2. Memory bandwidth: one thread alone, then every rank at once (summed over a node:
   //    the key is a node's).
-  if (rank == 0) m.memory_bandwidth_thread = triad_bandwidth(), m.kernel_bandwidth = kernel_bandwidth();
+  if (rank == 0) {
+    kernel_rate.sample(7);
+    m.memory_bandwidth_thread = triad_bandwidth();
+    kernel_rate.sample(7);
+    m.kernel_bandwidth = kernel_rate.bytes_per_second();
+  }
   m.kernel_threads = Kokkos::DefaultExecutionSpace().concurrency() > 1 ? 0 : 1;
   quiet_barrier(MPI_COMM_WORLD);
   double mine = triad_bandwidth(), sum = 0;
