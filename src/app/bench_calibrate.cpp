@@ -82,9 +82,12 @@ double triad_bandwidth() {
   return 3.0 * double(n) * sizeof(float) / best;
 }
 
-// The bytes per second the trainer's memory-bound kernels reach (layer norm and GELU,
-// forward and backward, on [8192, 256]), counted as the planner counts them: what the
-// elementwise term of a step divides by (our kernels are plain loops, far from triad).
+// The bytes per second the trainer's memory-bound kernels reach, counted as the planner
+// counts them: layer norm forward and backward (what the elementwise term of a step
+// divides its floats by) and GELU forward and backward (its activation floats: erf
+// makes it about half as fast per float, and a single rate of both overestimated the
+// other kernels' time by ~40 % at 1 rank), on [8192, 256] (our kernels are plain loops,
+// far from triad).
 // The median of passes taken at three points of the calibration (sample() before the
 // GEMM curves, after them and after the triad), not the best of one burst: this term
 // is half of a small model's step, and on a shared VM the best of 5 ranged 1.6-2.5 GB/s
@@ -107,19 +110,23 @@ class KernelRate {
       const double t0 = now();
       k::layernorm_forward<float>(x, w, b, 1e-5f, y, mean, rstd);
       k::layernorm_backward<float>(y, x, w, mean, rstd, dx, dw, db);
+      Kokkos::fence();
+      const double t1 = now();
       k::gelu_forward<float>(x1, y1);
       k::gelu_backward<float>(x1, y1, dx1);
       Kokkos::fence();
-      seconds_.push_back(now() - t0);
+      norm_s_.push_back(t1 - t0);
+      gelu_s_.push_back(now() - t1);
     }
   }
   // Floats moved: norm forward 2, backward 4 (dy, x, dx read, dx written); GELU 2 and 3.
-  double bytes_per_second() const { return double(kRows) * kCols * sizeof(float) * (2 + 4 + 2 + 3) / median(seconds_); }
+  double norm_bytes_per_second() const { return double(kRows) * kCols * sizeof(float) * (2 + 4) / median(norm_s_); }
+  double gelu_bytes_per_second() const { return double(kRows) * kCols * sizeof(float) * (2 + 3) / median(gelu_s_); }
 
  private:
   static constexpr int kRows = 8192, kCols = 256;
   std::vector<float> xs_, ys_, dxs_, ws_, bs_, dws_, dbs_, means_, rstds_;
-  std::vector<double> seconds_;
+  std::vector<double> norm_s_, gelu_s_;
 };
 
 // Sequential write and read of `mb` MiB in `dir` as the nvme tier does them (O_DIRECT,
@@ -225,7 +232,8 @@ int bench_calibrate(const BenchCalibrateOptions& opt) {
     kernel_rate.sample(7);
     m.memory_bandwidth_thread = triad_bandwidth();
     kernel_rate.sample(7);
-    m.kernel_bandwidth = kernel_rate.bytes_per_second();
+    m.kernel_bandwidth = kernel_rate.norm_bytes_per_second();
+    m.activation_bandwidth = kernel_rate.gelu_bytes_per_second();
   }
   m.kernel_threads = Kokkos::DefaultExecutionSpace().concurrency() > 1 ? 0 : 1;
   quiet_barrier(MPI_COMM_WORLD);

@@ -131,6 +131,7 @@ Machine load_machine(const std::string& path) {
   m.memory_bandwidth = r.number("memory.bandwidth_gbs", 1e-3, 1e7) * kGB;
   m.memory_bandwidth_thread = r.number("memory.bandwidth_thread_gbs", 0, 1e7, false) * kGB;
   m.kernel_bandwidth = r.number("memory.kernel_bandwidth_gbs", 0, 1e7, false) * kGB;
+  m.activation_bandwidth = r.number("memory.activation_bandwidth_gbs", 0, 1e7, false) * kGB;
   m.intra = {r.number("network.intra.latency_us", 0, 1e6) * 1e-6, r.number("network.intra.bandwidth_gbs", kMinRateBytes / kGB, 1e6) * kGB};
   m.inter = {r.number("network.inter.latency_us", 0, 1e6) * 1e-6, r.number("network.inter.bandwidth_gbs", kMinRateBytes / kGB, 1e6) * kGB};
   m.taper_group = int(r.number("network.inter.taper_group_nodes", 0, 1e7, false, 0));
@@ -157,7 +158,8 @@ void save_machine(const Machine& m, const std::string& path, const std::string& 
       << "\ndevice_is_host = true\n\n[memory]\nhost_gib = " << m.host_bytes / kGiB
       << "\nnvme_gib = " << m.nvme_bytes / kGiB << "\nbandwidth_gbs = " << m.memory_bandwidth / kGB
       << "\nbandwidth_thread_gbs = " << m.memory_bandwidth_thread / kGB
-      << "\nkernel_bandwidth_gbs = " << m.kernel_bandwidth / kGB << "  # the trainer's own elementwise kernels, one thread\n"
+      << "\nkernel_bandwidth_gbs = " << m.kernel_bandwidth / kGB << "  # the trainer's norm kernels, one thread"
+      << "\nactivation_bandwidth_gbs = " << m.activation_bandwidth / kGB << "  # its GELU, one thread\n"
       << "\n[compute]\nper_thread = true\nkernel_threads = " << m.kernel_threads
       << "  # 1: a Serial Kokkos build runs the elementwise kernels on one thread\n"
       << "peak_tflops_fp32 = " << m.peak_fp32 / 1e12 << "  # the best measured rate of all cores\n"

@@ -46,6 +46,9 @@ struct Machine {
   // What the trainer's memory-bound kernels reach on one thread (0: the triad figures);
   // the elementwise term divides by it.
   double kernel_bandwidth = 0;
+  // The same for the activation function (GELU / SwiGLU, forward and backward), which
+  // computes more per float than it moves (0: kernel_bandwidth).
+  double activation_bandwidth = 0;
   int kernel_threads = 0;  // threads those kernels use per rank: 0 = all the rank's cores, 1 = a Serial build
   Link intra, inter;
   std::string inter_note;  // save_machine: where the inter-node figures come from (calibrate)

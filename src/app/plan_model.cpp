@@ -36,10 +36,16 @@ struct RankSpeed {
     return std::min(node_share, m.memory_bandwidth_thread * threads() * std::min(1.0, cores()));
   }
   // The trainer's elementwise kernels: kernel_threads threads (all the rank's when 0).
-  double kernel_bandwidth() const {
-    if (m.kernel_bandwidth <= 0) return bandwidth();
+  double kernel_bandwidth() const { return kernels_at(m.kernel_bandwidth); }
+  // The activation function's (GELU / SwiGLU): the norms' rate where not calibrated.
+  double activation_bandwidth() const {
+    return m.activation_bandwidth > 0 ? kernels_at(m.activation_bandwidth) : kernel_bandwidth();
+  }
+  // One thread's kernel rate scaled to the rank's threads (0: the streaming figure).
+  double kernels_at(double one_thread) const {
+    if (one_thread <= 0) return bandwidth();
     const double t = m.kernel_threads > 0 ? std::min<double>(m.kernel_threads, threads()) : threads();
-    return std::min(m.memory_bandwidth / ranks_per_node, m.kernel_bandwidth * t * std::min(1.0, cores()));
+    return std::min(m.memory_bandwidth / ranks_per_node, one_thread * t * std::min(1.0, cores()));
   }
 };
 
@@ -96,21 +102,25 @@ std::vector<Gemm> forward_gemms(const model::GptSpec& s, double expert_rows, boo
 
 // Floats the memory-bound kernels read and write per token, forward and backward
 // (the backward counted as twice the forward): norms, residuals, softmax rows,
-// activations, the MoE permutes and the router, the head's softmax and loss.
-double elementwise_floats_per_token(const model::GptSpec& s) {
+// activations, the MoE permutes and the router, the head's softmax and loss; and of
+// those, the activation function's alone (timed at its own rate).
+struct ElementwiseFloats {
+  double all = 0, activation = 0;
+};
+ElementwiseFloats elementwise_floats_per_token(const model::GptSpec& s) {
   const double d = s.d_model, k = s.router.top_k, E = s.router.experts;
   const bool swiglu = s.activation == moe::Activation::Swiglu;
-  double fwd = 0;
+  double fwd = 0, act = 0;
   for (int l = 0; l < s.layers; ++l) {
     const bool moe = s.is_moe(l);
     const double hid = moe ? s.expert_hidden : s.ffn_hidden, copies = moe ? k : 1;
     fwd += 2 * 2 * d + 2 * 3 * d;                          // two norms, two residual adds
     fwd += 2.0 * s.heads * s.seq;                           // causal softmax: ~T/2 visible, 4 passes
-    fwd += copies * hid * (swiglu ? 3 : 2);                 // activation
+    act += copies * hid * (swiglu ? 3 : 2);                 // activation
     if (moe) fwd += 4 * k * d + 3 * E;                      // permute, combine, router softmax and top-k
   }
   const double head = 3.0 * s.vocab;  // logits' softmax, loss and its gradient
-  return 3 * fwd + head + 2 * d;      // + embedding gather and scatter-add
+  return {3 * (fwd + act) + head + 2 * d, 3 * act};  // + embedding gather and scatter-add
 }
 
 constexpr double kAdamBytesPerOwned = 28;  // AdamW: p, g, m, v read; p, m, v written
@@ -198,7 +208,8 @@ Plan make_plan(const io::Config& cfg_in, const Machine& m, const PlanRequest& re
   double useful = 0;
   for (const auto& g : forward_gemms(s, mean_rows, false)) useful += 3 * g.flops();
   plan.model_flops = useful * double(world);
-  double floats = elementwise_floats_per_token(s) * tokens;
+  const ElementwiseFloats per_token = elementwise_floats_per_token(s);
+  double floats = (per_token.all - per_token.activation) * tokens;
   // 16-bit: the MoE exchange converts its rows on both sides, four exchanges per layer
   // (read 4 bytes, write 2). The GEMMs' own operand rounding is not added here: the
   // machine's 16-bit curve was measured through the same kernels::gemm call, which
@@ -208,7 +219,8 @@ Plan make_plan(const io::Config& cfg_in, const Machine& m, const PlanRequest& re
   // ranks in bf16 ran 521-524 ms/step against 534-543 with fp32 activations).
   if (s.precision != kernels::Precision::FP32 && s.ep_size > 1)
     floats += 1.5 * 2 * 4 * s.moe_layers() * tokens * s.router.top_k * s.d_model;
-  plan.time.elementwise = floats * 4 / speed.kernel_bandwidth();
+  plan.time.elementwise =
+      floats * 4 / speed.kernel_bandwidth() + per_token.activation * tokens * 4 / speed.activation_bandwidth();
   plan.time.optimizer = (double(plan.memory.moment_bytes) / 8 * kAdamBytesPerOwned +
                          double(plan.memory.params) * kBytesPerParam) / speed.bandwidth();
 
