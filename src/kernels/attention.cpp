@@ -5,10 +5,12 @@
 #include <algorithm>
 #include <cstdint>
 #include <stdexcept>
+#include <string>
 #include <type_traits>
 
 #include "kernels/gemm.hpp"
 #include "kernels/math.hpp"
+#include "kernels/operand.hpp"
 #include "kernels/rowwise.hpp"
 
 namespace furnace::kernels {
@@ -86,12 +88,18 @@ void causal_softmax_backward(View4<const T> probs, View4<T> dprobs, T scale) {
   });
 }
 
-// The batched GEMMs of attention in precision p (16-bit only for float operands).
-template <class T>
-void batched(Precision p, Op op_a, Op op_b, int m, int n, int k, T alpha, const T* a, int lda,
-             std::int64_t stride_a, const T* b, int ldb, std::int64_t stride_b, T beta, T* c, int ldc,
+// The batched GEMMs of attention in precision p (16-bit only for float operands). A
+// std::uint16_t operand is qkv held in 16 bits (GemmOperand): p must be that format.
+template <class T, class TA, class TB>
+void batched(Precision p, Op op_a, Op op_b, int m, int n, int k, T alpha, const TA* a, int lda,
+             std::int64_t stride_a, const TB* b, int ldb, std::int64_t stride_b, T beta, T* c, int ldc,
              std::int64_t stride_c, int batch) {
-  if constexpr (std::is_same_v<T, float>) {
+  constexpr bool any16 = std::is_same_v<TA, std::uint16_t> || std::is_same_v<TB, std::uint16_t>;
+  if constexpr (any16) {
+    static_assert(std::is_same_v<T, float>, "16-bit qkv with float attention only");
+    gemm_strided_batched<TA, TB>(p, op_a, op_b, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c, ldc,
+                                 stride_c, batch);
+  } else if constexpr (std::is_same_v<T, float>) {
     gemm_strided_batched(p, op_a, op_b, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c, ldc,
                          stride_c, batch);
   } else {
@@ -101,60 +109,104 @@ void batched(Precision p, Op op_a, Op op_b, int m, int n, int k, T alpha, const 
   }
 }
 
-}  // namespace
-
-template <class T>
-void attention_probs(View2<const T> qkv, int batch, int seq, int heads, View4<T> probs, Precision prec) {
-  const int d = int(qkv.extent(1)) / 3, hd = d / heads;
-  const Layout<const T, T, T> L{seq, heads, d, hd, qkv.data(), probs.data(), nullptr};
+// The three passes over qkv elements of type Q (T, or std::uint16_t when qkv is held
+// in 16 bits), d = the model width.
+template <class T, class Q>
+void probs_impl(const Q* qkv, int d, int batch, int seq, int heads, View4<T> probs, Precision prec) {
+  const int hd = d / heads;
+  const Layout<const Q, T, T> L{seq, heads, d, hd, qkv, probs.data(), nullptr};
   const T scale = T(1) / fsqrt(T(hd));
   // Scores S = scale * Q K^T, only the columns each row block can see.
   L.for_each_block(batch, [&](int b, int r0, int r1) {
-    batched(prec, Op::N, Op::T, r1 - r0, r1, hd, scale, L.q(b, r0), L.ld(), hd, L.k(b),
-                         L.ld(), hd, T(0), L.p(b, r0), seq, L.pstride(), heads);
+    batched(prec, Op::N, Op::T, r1 - r0, r1, hd, scale, L.q(b, r0), L.ld(), hd, L.k(b), L.ld(), hd, T(0),
+            L.p(b, r0), seq, L.pstride(), heads);
   });
   causal_softmax(probs);
 }
 
-template <class T>
-void attention_forward(View2<const T> qkv, int batch, int seq, int heads, View4<T> probs,
-                       View2<T> out, Precision prec) {
+template <class T, class Q>
+void forward_impl(const Q* qkv, int batch, int seq, int heads, View4<T> probs, View2<T> out, Precision prec) {
   const int d = int(out.extent(1)), hd = d / heads;
-  const Layout<const T, T, T> L{seq, heads, d, hd, qkv.data(), probs.data(), out.data()};
-  attention_probs(qkv, batch, seq, heads, probs, prec);
+  const Layout<const Q, T, T> L{seq, heads, d, hd, qkv, probs.data(), out.data()};
+  probs_impl(qkv, d, batch, seq, heads, probs, prec);
   // out = P V, written into each head's column slice of out.
   L.for_each_block(batch, [&](int b, int r0, int r1) {
-    batched(prec, Op::N, Op::N, r1 - r0, hd, r1, T(1), L.p(b, r0), seq, L.pstride(),
-                         L.v(b), L.ld(), hd, T(0), L.o(b, r0), d, hd, heads);
+    batched(prec, Op::N, Op::N, r1 - r0, hd, r1, T(1), L.p(b, r0), seq, L.pstride(), L.v(b), L.ld(), hd, T(0),
+            L.o(b, r0), d, hd, heads);
   });
 }
 
-template <class T>
-void attention_backward(View2<const T> qkv, View4<const T> probs, View2<const T> dout, int batch,
-                        int seq, int heads, View4<T> dprobs, View2<T> dqkv, Precision prec) {
+template <class T, class Q>
+void backward_impl(const Q* qkv, View4<const T> probs, View2<const T> dout, int batch, int seq, int heads,
+                   View4<T> dprobs, View2<T> dqkv, Precision prec) {
   const int d = int(dout.extent(1)), hd = d / heads;
-  const Layout<const T, const T, const T> L{seq, heads, d, hd,
-                                            qkv.data(), probs.data(), dout.data()};
+  const Layout<const Q, const T, const T> L{seq, heads, d, hd, qkv, probs.data(), dout.data()};
   // The same offsets into the gradients: dqkv is laid out as qkv, dprobs as probs.
   const Layout<T, T, const T> G{seq, heads, d, hd, dqkv.data(), dprobs.data(), dout.data()};
   const T scale = T(1) / fsqrt(T(hd));
   L.for_each_block(batch, [&](int b, int r0, int r1) {
     // dP = dOut V^T
-    batched(prec, Op::N, Op::T, r1 - r0, r1, hd, T(1), L.o(b, r0), d, hd, L.v(b), L.ld(),
-                         hd, T(0), G.p(b, r0), seq, L.pstride(), heads);
+    batched(prec, Op::N, Op::T, r1 - r0, r1, hd, T(1), L.o(b, r0), d, hd, L.v(b), L.ld(), hd, T(0), G.p(b, r0),
+            seq, L.pstride(), heads);
     // dV[0:r1] += P[r0:r1, 0:r1]^T dOut[r0:r1]
-    batched(prec, Op::T, Op::N, r1, hd, r1 - r0, T(1), L.p(b, r0), seq, L.pstride(),
-                         L.o(b, r0), d, hd, T(1), G.v(b), L.ld(), hd, heads);
+    batched(prec, Op::T, Op::N, r1, hd, r1 - r0, T(1), L.p(b, r0), seq, L.pstride(), L.o(b, r0), d, hd, T(1),
+            G.v(b), L.ld(), hd, heads);
   });
   causal_softmax_backward(probs, dprobs, scale);
   L.for_each_block(batch, [&](int b, int r0, int r1) {
     // dQ[r0:r1] += dS[r0:r1, 0:r1] K[0:r1]
-    batched(prec, Op::N, Op::N, r1 - r0, hd, r1, T(1), G.p(b, r0), seq, L.pstride(),
-                         L.k(b), L.ld(), hd, T(1), G.q(b, r0), L.ld(), hd, heads);
+    batched(prec, Op::N, Op::N, r1 - r0, hd, r1, T(1), G.p(b, r0), seq, L.pstride(), L.k(b), L.ld(), hd, T(1),
+            G.q(b, r0), L.ld(), hd, heads);
     // dK[0:r1] += dS[r0:r1, 0:r1]^T Q[r0:r1]
-    batched(prec, Op::T, Op::N, r1, hd, r1 - r0, T(1), G.p(b, r0), seq, L.pstride(),
-                         L.q(b, r0), L.ld(), hd, T(1), G.k(b), L.ld(), hd, heads);
+    batched(prec, Op::T, Op::N, r1, hd, r1 - r0, T(1), G.p(b, r0), seq, L.pstride(), L.q(b, r0), L.ld(), hd, T(1),
+            G.k(b), L.ld(), hd, heads);
   });
+}
+
+// qkv held in 16 bits must be in the GEMMs' own format.
+void check_stored(const GemmOperand& qkv, Precision prec) {
+  if (qkv.is_16bit() && qkv.stored != prec)
+    throw std::logic_error(std::string("attention: qkv kept in ") + precision_name(qkv.stored) + " read by " +
+                           precision_name(prec) + " GEMMs");
+}
+
+}  // namespace
+
+template <class T>
+void attention_probs(View2<const T> qkv, int batch, int seq, int heads, View4<T> probs, Precision prec) {
+  probs_impl(qkv.data(), int(qkv.extent(1)) / 3, batch, seq, heads, probs, prec);
+}
+
+template <class T>
+void attention_forward(View2<const T> qkv, int batch, int seq, int heads, View4<T> probs,
+                       View2<T> out, Precision prec) {
+  forward_impl(qkv.data(), batch, seq, heads, probs, out, prec);
+}
+
+template <class T>
+void attention_backward(View2<const T> qkv, View4<const T> probs, View2<const T> dout, int batch,
+                        int seq, int heads, View4<T> dprobs, View2<T> dqkv, Precision prec) {
+  backward_impl(qkv.data(), probs, dout, batch, seq, heads, dprobs, dqkv, prec);
+}
+
+void attention_probs(const GemmOperand& qkv, int batch, int seq, int heads, View4<float> probs, Precision prec) {
+  check_stored(qkv, prec);
+  if (qkv.is_16bit()) return probs_impl<float>(qkv.h16.data(), int(qkv.cols()) / 3, batch, seq, heads, probs, prec);
+  probs_impl<float>(qkv.f32.data(), int(qkv.cols()) / 3, batch, seq, heads, probs, prec);
+}
+
+void attention_forward(const GemmOperand& qkv, int batch, int seq, int heads, View4<float> probs, View2<float> out,
+                       Precision prec) {
+  check_stored(qkv, prec);
+  if (qkv.is_16bit()) return forward_impl<float>(qkv.h16.data(), batch, seq, heads, probs, out, prec);
+  forward_impl<float>(qkv.f32.data(), batch, seq, heads, probs, out, prec);
+}
+
+void attention_backward(const GemmOperand& qkv, View4<const float> probs, View2<const float> dout, int batch, int seq,
+                        int heads, View4<float> dprobs, View2<float> dqkv, Precision prec) {
+  check_stored(qkv, prec);
+  if (qkv.is_16bit()) return backward_impl<float>(qkv.h16.data(), probs, dout, batch, seq, heads, dprobs, dqkv, prec);
+  backward_impl<float>(qkv.f32.data(), probs, dout, batch, seq, heads, dprobs, dqkv, prec);
 }
 
 #define FURNACE_INSTANTIATE(T)                                                                 \

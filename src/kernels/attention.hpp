@@ -1,6 +1,7 @@
 // Causal multi-head self-attention core (the projections are plain GEMMs outside).
 // d is out.extent(1); heads must divide d.
 #pragma once
+#include "kernels/operand.hpp"
 #include "kernels/precision.hpp"
 #include "kernels/views.hpp"
 
@@ -24,5 +25,14 @@ template <class T>
 void attention_backward(View2<const T> qkv, View4<const T> probs, View2<const T> dout, int batch,
                         int seq, int heads, View4<T> dprobs, View2<T> dqkv,
                         Precision prec = Precision::FP32);
+
+// The same over qkv held in fp32 or in the GEMMs' 16 bits (memory.activations = auto):
+// every read of qkv is a GEMM operand, so the results are bitwise those of the fp32
+// qkv it was rounded from.
+void attention_probs(const GemmOperand& qkv, int batch, int seq, int heads, View4<float> probs, Precision prec);
+void attention_forward(const GemmOperand& qkv, int batch, int seq, int heads, View4<float> probs, View2<float> out,
+                       Precision prec);
+void attention_backward(const GemmOperand& qkv, View4<const float> probs, View2<const float> dout, int batch, int seq,
+                        int heads, View4<float> dprobs, View2<float> dqkv, Precision prec);
 
 }  // namespace furnace::kernels

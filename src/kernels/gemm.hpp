@@ -64,6 +64,13 @@ void gemm(Precision p, Op op_a, Op op_b, int m, int n, int k, float alpha, const
           const float* b, int ldb, float beta, float* c, int ldc);
 void gemm_grouped(Precision p, Op op_a, Op op_b, float alpha,
                   const std::vector<GemmDesc<float, std::uint16_t>>& group, float beta);
+// Strided batches where A, B or both are held in 16 bits (TA, TB: std::uint16_t or
+// float; instantiated for the three combinations with a 16-bit operand): attention over
+// a 16-bit qkv.
+template <class TA, class TB>
+void gemm_strided_batched(Precision p, Op op_a, Op op_b, int m, int n, int k, float alpha, const TA* a, int lda,
+                          std::int64_t stride_a, const TB* b, int ldb, std::int64_t stride_b, float beta, float* c,
+                          int ldc, std::int64_t stride_c, int batch);
 
 // What runs a 16-bit GEMM (train.gemm16): Auto takes oneDNN where it has a kernel for
 // the precision on this CPU (bf16: AVX512-BF16 or AMX), else Convert (OpenBLAS sgemm on

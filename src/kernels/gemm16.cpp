@@ -146,8 +146,8 @@ struct Packed {
   const T *a, *b;
   int lda, ldb;
 };
-template <class T, class TA, class F>
-Packed<T> pack_operands(Op op_a, Op op_b, int m, int n, int k, const TA* a, int lda, const float* b, int ldb,
+template <class T, class TA, class TB, class F>
+Packed<T> pack_operands(Op op_a, Op op_b, int m, int n, int k, const TA* a, int lda, const TB* b, int ldb,
                         std::vector<T>& abuf, std::vector<T>& bbuf, F&& convert) {
   const int a_rows = op_a == Op::N ? m : k, a_cols = op_a == Op::N ? k : m;
   const int b_rows = op_b == Op::N ? k : n, b_cols = op_b == Op::N ? n : k;
@@ -171,9 +171,9 @@ int shape_bucket(int x) {
   return (x + step - 1) / step * step;
 }
 
-template <class TA>
+template <class TA, class TB>
 void gemm_onednn(Precision p, Op op_a, Op op_b, int m, int n, int k, float alpha, const TA* a, int lda,
-                 const float* b, int ldb, float beta, float* c, int ldc) {
+                 const TB* b, int ldb, float beta, float* c, int ldc) {
   if (!plugin().matmul) throw std::runtime_error("oneDNN is not available: " + plugin().error);
   static std::vector<std::uint16_t> abuf, bbuf;
   static std::vector<float> cbuf;
@@ -203,22 +203,24 @@ void gemm_onednn(Precision p, Op op_a, Op op_b, int m, int n, int k, float alpha
       std::copy(pc + std::ptrdiff_t(r) * n, pc + std::ptrdiff_t(r) * n + n, c + std::ptrdiff_t(r) * ldc);
 }
 
-template <class TA>
+template <class TA, class TB>
 void gemm_convert(Precision p, Op op_a, Op op_b, int m, int n, int k, float alpha, const TA* a, int lda,
-                  const float* b, int ldb, float beta, float* c, int ldc) {
+                  const TB* b, int ldb, float beta, float* c, int ldc) {
   static std::vector<float> abuf, bbuf;
   const auto ops = pack_operands(op_a, op_b, m, n, k, a, lda, b, ldb, abuf, bbuf, Rounded{p});
   gemm<float>(op_a, op_b, m, n, k, alpha, ops.a, ops.lda, ops.b, ops.ldb, beta, c, ldc);
 }
 
-// A 16-bit GEMM (p != FP32) on either engine, A as fp32 or as stored 16-bit values.
-template <class TA>
+// A 16-bit GEMM (p != FP32) on either engine, A and B each as fp32 or as stored
+// 16-bit values.
+template <class TA, class TB>
 void gemm_16bit(Precision p, Op op_a, Op op_b, int m, int n, int k, float alpha, const TA* a, int lda,
-                const float* b, int ldb, float beta, float* c, int ldc) {
+                const TB* b, int ldb, float beta, float* c, int ldc) {
+  if (p == Precision::FP32) throw std::invalid_argument("gemm: a 16-bit operand needs a bf16 or fp16 GEMM, not fp32");
   check_gemm_args(op_a, op_b, m, n, k, lda, ldb, ldc);
   if (m == 0 || n == 0) return;
-  // An empty product only scales C: the fp32 path does that without reading A.
-  if (k == 0) return gemm<float>(op_a, op_b, m, n, k, alpha, nullptr, lda, b, ldb, beta, c, ldc);
+  // An empty product only scales C: the fp32 path does that without reading A or B.
+  if (k == 0) return gemm<float>(op_a, op_b, m, n, k, alpha, nullptr, lda, nullptr, ldb, beta, c, ldc);
   if (use_onednn(p))
     gemm_onednn(p, op_a, op_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   else
@@ -272,10 +274,25 @@ void gemm(Precision p, Op op_a, Op op_b, int m, int n, int k, float alpha, const
 
 void gemm(Precision p, Op op_a, Op op_b, int m, int n, int k, float alpha, const std::uint16_t* a, int lda,
           const float* b, int ldb, float beta, float* c, int ldc) {
-  if (p == Precision::FP32)
-    throw std::invalid_argument("gemm: a 16-bit operand needs a bf16 or fp16 GEMM, not fp32");
   gemm_16bit(p, op_a, op_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
+
+template <class TA, class TB>
+void gemm_strided_batched(Precision p, Op op_a, Op op_b, int m, int n, int k, float alpha, const TA* a, int lda,
+                          std::int64_t stride_a, const TB* b, int ldb, std::int64_t stride_b, float beta, float* c,
+                          int ldc, std::int64_t stride_c, int batch) {
+  if (batch < 0) throw std::invalid_argument("gemm_strided_batched: negative batch");
+  for (int i = 0; i < batch; ++i)
+    gemm_16bit(p, op_a, op_b, m, n, k, alpha, a + i * stride_a, lda, b + i * stride_b, ldb, beta, c + i * stride_c,
+               ldc);
+}
+#define FURNACE_INSTANTIATE_MIXED(TA, TB)                                                                      \
+  template void gemm_strided_batched<TA, TB>(Precision, Op, Op, int, int, int, float, const TA*, int, std::int64_t, \
+                                             const TB*, int, std::int64_t, float, float*, int, std::int64_t, int);
+FURNACE_INSTANTIATE_MIXED(std::uint16_t, float)
+FURNACE_INSTANTIATE_MIXED(float, std::uint16_t)
+FURNACE_INSTANTIATE_MIXED(std::uint16_t, std::uint16_t)
+#undef FURNACE_INSTANTIATE_MIXED
 
 void gemm_strided_batched(Precision p, Op op_a, Op op_b, int m, int n, int k, float alpha, const float* a,
                           int lda, std::int64_t stride_a, const float* b, int ldb, std::int64_t stride_b,

@@ -1,4 +1,4 @@
-// A matrix that only GEMMs read (a norm's output entering a projection, attention's
+// A matrix that only GEMMs read (a norm's output entering a projection, qkv, attention's
 // output, the experts' hidden activations), kept in the precision those GEMMs run in.
 //
 // A 16-bit GEMM rounds its operands to 16 bits as it reads them (gemm16.cpp), so

@@ -50,7 +50,7 @@ BlockActivations BlockActivations::allocate(const GptSpec& s, memory::Arena& are
   const std::int64_t d = s.d_model, n = std::int64_t(s.batch) * s.seq;
   BlockActivations a;
   a.h1 = arena.operand(s.stored_operands, n, d);
-  a.qkv = arena.view2<float>(n, 3 * d);
+  a.qkv = arena.operand(s.stored_operands, n, 3 * d);
   a.att = arena.operand(s.stored_operands, n, d);
   a.mid = arena.view2<float>(n, d);
   a.h2 = arena.view2<float>(n, d);
@@ -137,10 +137,12 @@ void Block::forward_to_ffn(const StateStore& ps, View2<const float> x, BlockScra
   const auto h1 = a_.h1.target(sc.dh, n);  // fp32, staged when h1 is kept in 16 bits
   norm_forward(s_, ps, norm1_, x, h1, a_.mean1, a_.rstd1);
   a_.h1.store(h1, n);
+  const auto qkv = a_.qkv.target(sc.dqkv, n);
   k::gemm(s_.precision, k::Op::N, k::Op::N, n, 3 * d, d, 1.0f, a_.h1, 0, ps.v2(P, wqkv_).data(), 3 * d, 0.0f,
-          a_.qkv.data(), 3 * d);
+          qkv.data(), 3 * d);
+  a_.qkv.store(qkv, n);
   const auto att = a_.att.target(sc.datt, n);
-  k::attention_forward<float>(a_.qkv, s_.batch, s_.seq, s_.heads, a_.probs, att, s_.precision);
+  k::attention_forward(a_.qkv, s_.batch, s_.seq, s_.heads, a_.probs, att, s_.precision);
   a_.att.store(att, n);
   Kokkos::deep_copy(a_.mid, x);
   k::gemm(s_.precision, k::Op::N, k::Op::N, n, d, d, 1.0f, a_.att, 0, ps.v2(P, wo_).data(), d, 1.0f,
@@ -153,7 +155,7 @@ void Block::recompute(const StateStore& ps, View2<const float> x, BlockScratch& 
     case Recompute::None:
       return;
     case Recompute::Attention:
-      k::attention_probs<float>(a_.qkv, s_.batch, s_.seq, s_.heads, a_.probs, s_.precision);
+      k::attention_probs(a_.qkv, s_.batch, s_.seq, s_.heads, a_.probs, s_.precision);
       return;
     case Recompute::Block:
       forward_to_ffn(ps, x, sc);
@@ -206,7 +208,7 @@ void Block::backward(const StateStore& ps, View2<const float> x, View2<float> dr
           d);
   auto dqkv = View2<float>(sc.dqkv.data(), n, 3 * d);
   Kokkos::deep_copy(dqkv, 0.0f);
-  k::attention_backward<float>(a_.qkv, a_.probs, datt, s_.batch, s_.seq, s_.heads, sc.dprobs, dqkv,
+  k::attention_backward(a_.qkv, a_.probs, datt, s_.batch, s_.seq, s_.heads, sc.dprobs, dqkv,
                               s_.precision);
   // QKV projection: dh1 = dqkv wqkv^T, dwqkv += h1^T dqkv.
   k::gemm(s_.precision, k::Op::N, k::Op::T, n, d, 3 * d, 1.0f, dqkv.data(), 3 * d,

@@ -29,8 +29,8 @@ NormParams register_norm(const GptSpec& s, memory::StateStore& ps, const std::st
 
 // What a block's backward reads back from its forward, [n, ...] with n = batch * seq.
 struct BlockActivations {
-  kernels::GemmOperand h1, att;                // [n, d]; read by GEMMs only (spec.stored_operands)
-  kernels::View2<float> qkv, mid, h2, ffn_out;  // [n, 3d], then [n, d]
+  kernels::GemmOperand h1, qkv, att;      // [n, d], [n, 3d], [n, d]: read by GEMMs only (spec.stored_operands)
+  kernels::View2<float> mid, h2, ffn_out;  // [n, d]
   kernels::View1<float> mean1, rstd1, mean2, rstd2;     // [n]
   kernels::View4<float> probs;                          // [B, heads, T, T]
 
@@ -48,7 +48,8 @@ struct RecomputeBuffers {
 };
 
 // Scratch shared by all blocks (one block runs at a time). The forward stages the
-// 16-bit operands h1 and att in dh and datt, which only the backward uses otherwise.
+// 16-bit operands h1, att and qkv in dh, datt and dqkv, which only the backward uses
+// otherwise.
 struct BlockScratch {
   kernels::View2<float> dh, datt, dqkv;  // [n, d], [n, d], [n, 3d]
   kernels::View4<float> dprobs;          // [B, heads, T, T]

@@ -313,6 +313,29 @@ TEST(Gemm16, AStoredIn16BitsGivesTheBitsOfItsFp32Source) {
           ASSERT_EQ(got, want) << "grouped";
         }
     }
+  // Strided batches with B, or A and B, in 16 bits (attention over a 16-bit qkv).
+  for (Precision prec : {Precision::BF16, Precision::FP16})
+    for (Gemm16Engine engine : engines_for(prec)) {
+      set_gemm16_engine(engine);
+      for (Op ob : kOps) {
+        SCOPED_TRACE(::testing::Message() << precision_name(prec) << " engine " << int(engine) << " op_b=" << int(ob));
+        const int m = 5, n = 6, k = 7, batch = 3;
+        Problem<float> p(Op::N, ob, m, n, k, 0, 900 + int(ob));
+        const std::int64_t sa = 0, sb = 0, sc = 0;  // one operand pair, batch 3 times accumulated
+        std::vector<std::uint16_t> a16(p.a.size()), b16(p.b.size());
+        for (std::size_t i = 0; i < a16.size(); ++i) a16[i] = to_16bit(prec, p.a[i]);
+        for (std::size_t i = 0; i < b16.size(); ++i) b16[i] = to_16bit(prec, p.b[i]);
+        auto want = p.c.data, got_b = p.c.data, got_ab = p.c.data;
+        gemm_strided_batched(prec, Op::N, ob, m, n, k, 1.0f, p.a.data.data(), p.lda, sa, p.b.data.data(), p.ldb, sb,
+                             1.0f, want.data(), p.ldc, sc, batch);
+        gemm_strided_batched(prec, Op::N, ob, m, n, k, 1.0f, p.a.data.data(), p.lda, sa, b16.data(), p.ldb, sb, 1.0f,
+                             got_b.data(), p.ldc, sc, batch);
+        gemm_strided_batched(prec, Op::N, ob, m, n, k, 1.0f, a16.data(), p.lda, sa, b16.data(), p.ldb, sb, 1.0f,
+                             got_ab.data(), p.ldc, sc, batch);
+        ASSERT_EQ(got_b, want) << "16-bit B";
+        ASSERT_EQ(got_ab, want) << "16-bit A and B";
+      }
+    }
   std::uint16_t a = 0x3f80;  // 1.0 in bf16
   float b = 1, c = 0;
   EXPECT_THROW(gemm(Precision::FP32, Op::N, Op::N, 1, 1, 1, 1.0f, &a, 1, &b, 1, 0.0f, &c, 1), std::invalid_argument);
